@@ -1,0 +1,30 @@
+# Every target sets up its own environment: a fresh machine needs only Python 3.11 and make.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= runs/quickstart
+
+.PHONY: setup demo test bench clean
+
+# The venv is rebuilt whenever requirements.txt or pyproject.toml change.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (dm-reverb 0.14 supports Python <= 3.11) or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) binaries/train_main.py --gin_file=gin/quickstart.gin --root_dir=$(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest tests -p no:cacheprovider
+
+bench: setup
+	$(PY) binaries/bench_main.py --output=BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,59 @@
+"""Evaluation of a policy network on fresh environments."""
+
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from envs import suite
+
+
+def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, greedy: bool = True,
+             max_steps: int = 1_000_000) -> Dict[str, float]:
+  """Mean undiscounted return of `num_episodes` episodes, one per parallel environment.
+
+  Each environment runs until its first episode ends, so every episode starts from a fresh reset with
+  its own seed (`seed + i` through the vector env's seeding). Returns are raw environment rewards (game
+  scores on Atari), never clipped.
+
+  Args:
+    network: an `ActorCriticNetwork`.
+    env_id: environment id (as `suite.make_environment`).
+    num_episodes: number of episodes (= parallel environments).
+    seed: seed of the evaluation environments; keep it apart from the training seed.
+    greedy: act with argmax of the logits (True) or sample.
+    max_steps: safety bound on vector steps.
+  """
+  env = suite.make_environment(env_id=env_id, num_envs=num_episodes, seed=seed)
+  generator = tf.random.Generator.from_seed(seed)
+
+  @tf.function
+  def act(observation, step_type, state):
+    (logits, _), next_state = network(observation, step_type=step_type, network_state=state)
+    if greedy:
+      return tf.argmax(logits, axis=-1), next_state
+    return tf.random.stateless_categorical(logits, 1, generator.make_seeds(1)[:, 0])[:, 0], next_state
+
+  try:
+    time_step = env.reset()
+    state = network.get_initial_state(num_episodes)
+    returns = np.zeros(num_episodes, np.float64)
+    lengths = np.zeros(num_episodes, np.int64)
+    done = np.zeros(num_episodes, bool)
+    action_dtype = env.action_spec().dtype
+    for _ in range(max_steps):
+      action, state = act(time_step.observation, time_step.step_type, state)
+      time_step = env.step(action.numpy().astype(action_dtype, copy=False))
+      active = ~done
+      returns[active] += time_step.reward[active]
+      lengths[active] += 1
+      done |= time_step.step_type == ts.StepType.LAST
+      if done.all():
+        break
+  finally:
+    env.close()
+  return {'return_mean': float(returns.mean()), 'return_std': float(returns.std()),
+          'return_min': float(returns.min()), 'return_max': float(returns.max()),
+          'length_mean': float(lengths.mean()), 'episodes': int(num_episodes),
+          'complete': bool(done.all())}

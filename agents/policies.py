@@ -1,0 +1,67 @@
+"""A TF-Agents policy around `ActorCriticNetwork`, so that PolicySaver can export it.
+
+The policy emits the network's logits and value heads in `PolicyStep.info`, so an exported SavedModel
+can later serve as a teacher (its logits and critic reach distillation losses).
+"""
+
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tf_agents.policies import greedy_policy
+from tf_agents.policies import policy_saver
+from tf_agents.policies import tf_policy
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import policy_step
+
+
+def info_spec(network) -> dict:
+  """Spec of `PolicyStep.info`: `{'logits': [A], 'values': {head: []}}`."""
+  return {
+      'logits': tf.TensorSpec([network.num_actions], tf.float32, name='logits'),
+      'values': {name: tf.TensorSpec([], tf.float32, name=f'value_{name}')
+                 for name in network.value_head_names},
+  }
+
+
+class ActorCriticPolicy(tf_policy.TFPolicy):
+  """Samples from the categorical distribution of an `ActorCriticNetwork`'s logits."""
+
+  def __init__(self, time_step_spec, action_spec, network, name='ActorCriticPolicy'):
+    self._network = network
+    super().__init__(
+        time_step_spec=time_step_spec,
+        action_spec=action_spec,
+        policy_state_spec=network.state_spec,
+        info_spec=info_spec(network),
+        name=name)
+
+  def _variables(self):
+    return self._network.variables
+
+  def _distribution(self, time_step, policy_state):
+    (logits, values), next_state = self._network(
+        time_step.observation, step_type=time_step.step_type, network_state=policy_state,
+        training=False)
+    distribution = tfp.distributions.Categorical(logits=logits, dtype=self.action_spec.dtype)
+    return policy_step.PolicyStep(distribution, next_state, {'logits': logits, 'values': values})
+
+
+def export_policy(network, time_step_spec, action_spec, directory: str, train_step=None,
+                  greedy: bool = False) -> str:
+  """Exports the policy as a SavedModel with TF-Agents' PolicySaver; returns `directory`.
+
+  Written to a temporary sibling first and renamed, so a kill never leaves a half-written policy.
+  """
+  policy = ActorCriticPolicy(tensor_spec.from_spec(time_step_spec), tensor_spec.from_spec(action_spec),
+                             network)
+  if greedy:
+    policy = greedy_policy.GreedyPolicy(policy)
+  saver = policy_saver.PolicySaver(policy, batch_size=None, train_step=train_step)
+  tmp = directory.rstrip('/') + '.tmp'
+  if tf.io.gfile.exists(tmp):
+    tf.io.gfile.rmtree(tmp)
+  saver.save(tmp)
+  if tf.io.gfile.exists(directory):
+    tf.io.gfile.rmtree(directory)
+  tf.io.gfile.rename(tmp, directory)
+  return directory

@@ -1,0 +1,299 @@
+"""The PPO-clip learner (Schulman et al. 2017) on Reverb-fed, time-major trajectory batches.
+
+One object owns all training state: the network, the optimiser, the step counter and every
+hyperparameter that may change while training runs (learning rate, entropy cost, clip range, value
+cost), each a `tf.Variable` read inside the compiled step, so a schedule or PBT can move it without a
+retrace.
+
+One call of `run()` is one PPO iteration: it pulls one batch of `[T + 1, B]` steps from the dataset
+inside the compiled function, computes GAE advantages once, then makes `num_epochs` passes of
+`num_minibatches` minibatch updates. Every update runs under the `tf.distribute` strategy (one device,
+MirroredStrategy over GPUs or logical CPUs, or TPUStrategy): each replica gets its own columns of the
+batch, gradients are averaged over replicas, clipped by global norm, then applied.
+
+Batch layout (see `agents.actor`): step t holds the time step the actor saw at t (`step_type`, the
+`reward`/`discount` received on arriving there, `observation`), the action it took and its behaviour
+logits/values. Transition t is (step t → step t+1), with reward `reward[t+1]` and discount
+`discount[t+1]`. A transition that starts at a LAST step is the environment's reset step (its action was
+ignored): it is masked out, and GAE does not propagate across it (per-step λ = 0), while the
+bootstrap of a truncated episode (LAST with discount 1) still uses the value of its final observation.
+"""
+
+import functools
+from typing import Any, Callable, Dict, Optional
+
+import gin
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from agents import losses
+
+_EXTRINSIC = 'extrinsic'
+
+
+@gin.configurable
+class PPOLearner:
+  """PPO-clip with GAE, value and entropy terms, composed from `agents.losses`.
+
+  Args:
+    network: an `ActorCriticNetwork` created under `strategy.scope()` (the learner's own copy).
+    dataset_fn: `(tf.distribute.InputContext) -> tf.data.Dataset` of per-replica batches.
+    strategy: the `tf.distribute.Strategy` the network was built under.
+    total_iterations: number of `run()` calls the run will make; linear schedules reach 0 there.
+    learning_rate: Adam step size (a variable; PBT and schedules assign it).
+    learning_rate_schedule: 'constant', or 'linear' (decays to 0 at `total_iterations`, as rl-zoo's `lin_`).
+    adam_epsilon: Adam's ε (1e-5, the PPO baselines' value, not Keras' 1e-7).
+    num_epochs: passes over each batch.
+    num_minibatches: minibatches per pass (per replica).
+    discount: γ (extrinsic).
+    gae_lambda: λ of GAE.
+    clip_epsilon: PPO's ε for the probability ratio.
+    clip_schedule: 'constant' or 'linear' (decays to 0 like the learning rate).
+    value_coef: weight of the value loss.
+    value_clip_epsilon: clip range for value updates (PPO2-style); None disables value clipping.
+    entropy_coef: weight of the entropy bonus.
+    max_grad_norm: global-norm gradient clipping; None disables it.
+    normalize_advantages: normalise advantages per minibatch (mean 0, std 1).
+    reward_clip: clip rewards to [-c, c] before GAE (Atari: 1.0); None disables clipping.
+  """
+
+  def __init__(self,
+               network,
+               dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+               strategy: Optional[tf.distribute.Strategy] = None,
+               total_iterations: int = 1,
+               learning_rate: float = 3e-4,
+               learning_rate_schedule: str = 'constant',
+               adam_epsilon: float = 1e-5,
+               num_epochs: int = 4,
+               num_minibatches: int = 4,
+               discount: float = 0.99,
+               gae_lambda: float = 0.95,
+               clip_epsilon: float = 0.2,
+               clip_schedule: str = 'constant',
+               value_coef: float = 0.5,
+               value_clip_epsilon: Optional[float] = None,
+               entropy_coef: float = 0.01,
+               max_grad_norm: Optional[float] = 0.5,
+               normalize_advantages: bool = True,
+               reward_clip: Optional[float] = None):
+    for name, schedule in (('learning_rate_schedule', learning_rate_schedule),
+                           ('clip_schedule', clip_schedule)):
+      if schedule not in ('constant', 'linear'):
+        raise ValueError(f"{name}={schedule!r} is unknown; use 'constant' or 'linear'.")
+    if num_epochs < 1 or num_minibatches < 1:
+      raise ValueError(f'num_epochs ({num_epochs}) and num_minibatches ({num_minibatches}) must be >= 1.')
+    self._strategy = strategy or tf.distribute.get_strategy()
+    self._network = network
+    self._num_epochs = num_epochs
+    self._num_minibatches = num_minibatches
+    self._learning_rate_schedule = learning_rate_schedule
+    self._clip_schedule = clip_schedule
+    self._normalize_advantages = normalize_advantages
+    self._reward_clip = reward_clip
+    self._max_grad_norm = max_grad_norm
+    self._recurrent = bool(tf.nest.flatten(network.state_spec))
+    with self._strategy.scope():
+      self.train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='train_step')
+      self.total_iterations = tf.Variable(max(1, total_iterations), dtype=tf.int64,
+                                          trainable=False, name='total_iterations')
+      hyper = functools.partial(tf.Variable, dtype=tf.float32, trainable=False)
+      self.learning_rate = hyper(learning_rate, name='learning_rate')
+      self.clip_epsilon = hyper(clip_epsilon, name='clip_epsilon')
+      self.entropy_coef = hyper(entropy_coef, name='entropy_coef')
+      self.value_coef = hyper(value_coef, name='value_coef')
+      self.discount = hyper(discount, name='discount')
+      self.gae_lambda = hyper(gae_lambda, name='gae_lambda')
+      self.value_clip_epsilon = (None if value_clip_epsilon is None
+                                 else hyper(value_clip_epsilon, name='value_clip_epsilon'))
+      self.optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate, epsilon=adam_epsilon)
+      self.optimizer.build(network.trainable_variables)
+    self._iterator = None
+    self._dataset_fn = dataset_fn
+    self._compiled_run = tf.function(self._run)
+
+  @property
+  def network(self):
+    return self._network
+
+  @property
+  def strategy(self):
+    return self._strategy
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """Everything a checkpoint must hold to resume training exactly where it stopped."""
+    items = dict(network=self._network, optimizer=self.optimizer, train_step=self.train_step,
+                 learning_rate=self.learning_rate, clip_epsilon=self.clip_epsilon,
+                 entropy_coef=self.entropy_coef, value_coef=self.value_coef)
+    return items
+
+  def run(self) -> Dict[str, tf.Tensor]:
+    """One PPO iteration on the next batch of the dataset; returns scalar metrics."""
+    if self._iterator is None:
+      dataset = self._strategy.distribute_datasets_from_function(self._dataset_fn)
+      self._iterator = iter(dataset)
+    return self._compiled_run(self._iterator)
+
+  # --- the compiled step ------------------------------------------------------------------------
+
+  def _scheduled(self, variable, schedule):
+    if schedule == 'constant':
+      return tf.identity(variable)
+    progress = tf.cast(self.train_step, tf.float32) / tf.cast(self.total_iterations, tf.float32)
+    return variable * tf.maximum(1.0 - progress, 0.0)
+
+  def _run(self, iterator):
+    batch = next(iterator)
+    prepared = self._strategy.run(self._prepare, (batch,))
+    self.optimizer.learning_rate.assign(
+        self._scheduled(self.learning_rate, self._learning_rate_schedule))
+    clip_epsilon = self._scheduled(self.clip_epsilon, self._clip_schedule)
+    num_updates = self._num_epochs * self._num_minibatches
+    orders = self._strategy.run(self._minibatch_orders, (prepared,))
+
+    def update(iteration):
+      epoch, index = iteration // self._num_minibatches, iteration % self._num_minibatches
+      metrics = self._strategy.run(self._update, (prepared, orders, epoch, index, clip_epsilon))
+      return {k: self._strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+              for k, v in metrics.items()}
+
+    # The first update is traced outside the loop: its metrics give the loop variables' structure.
+    metric_sums = update(tf.constant(0))
+    for iteration in tf.range(1, num_updates):
+      metrics = update(iteration)
+      metric_sums = {k: metric_sums[k] + metrics[k] for k in metric_sums}
+    self.train_step.assign_add(1)
+    result = {k: v / num_updates for k, v in metric_sums.items()}
+    result['learning_rate'] = self.optimizer.learning_rate
+    result['clip_epsilon'] = clip_epsilon
+    result['policy_lag'] = self._strategy.reduce(
+        tf.distribute.ReduceOp.MEAN, self._strategy.run(self._policy_lag, (batch,)), axis=None)
+    return result
+
+  def _policy_lag(self, batch):
+    versions = tf.cast(batch['policy_version'], tf.float32)
+    return tf.cast(self.train_step, tf.float32) - 1.0 - tf.reduce_mean(versions)
+
+  def compute_advantages(self, batch) -> Dict[str, tf.Tensor]:
+    """GAE advantages and returns of the value head 'extrinsic', time-major `[T, B]`.
+
+    Returns a dict with `advantages`, `returns` (a dict per value head) and `mask`.
+    """
+    step_type = batch['step_type']
+    not_last = tf.cast(tf.not_equal(step_type, ts.StepType.LAST), tf.float32)
+    rewards = batch['reward'][1:]
+    if self._reward_clip is not None:
+      rewards = tf.clip_by_value(rewards, -self._reward_clip, self._reward_clip)
+    discounts = self.discount * batch['discount'][1:]
+    values = batch['behaviour_values'][_EXTRINSIC]
+    lambdas = self.gae_lambda * not_last[1:]
+    advantages, returns = losses.generalized_advantage_estimation(
+        rewards, discounts, values[:-1], values[-1], lambdas)
+    return {'advantages': advantages, 'returns': {_EXTRINSIC: returns}, 'mask': not_last[:-1]}
+
+  def _prepare(self, batch):
+    """Per replica: advantages and the tensors the minibatch updates need, `[T, B]` time-major."""
+    targets = self.compute_advantages(batch)
+    prepared = {
+        'observation': tf.nest.map_structure(lambda x: x[:-1], batch['observation']),
+        'step_type': batch['step_type'][:-1],
+        'action': batch['action'][:-1],
+        'behaviour_log_prob': losses.categorical_log_prob(batch['behaviour_logits'][:-1],
+                                                          batch['action'][:-1]),
+        'behaviour_values': {k: v[:-1] for k, v in batch['behaviour_values'].items()},
+        'advantages': targets['advantages'],
+        'returns': targets['returns'],
+        'mask': targets['mask'],
+    }
+    if self._recurrent:
+      prepared['initial_state'] = tf.nest.map_structure(lambda x: x[0], batch['core_state'])
+    else:
+      # Feed-forward: minibatches are drawn from all T*B transitions.
+      prepared = tf.nest.map_structure(
+          lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0)), prepared)
+    return prepared
+
+  def _minibatch_orders(self, prepared):
+    """One random permutation per epoch, `[num_epochs, size]`.
+
+    Recurrent networks get whole sequences (batch columns) per minibatch; feed-forward ones single
+    transitions.
+    """
+    size = (tf.shape(prepared['action'])[1] if self._recurrent
+            else tf.shape(prepared['action'])[0])
+    keys = tf.random.uniform(tf.stack([self._num_epochs, size]))
+    return tf.argsort(keys, axis=1)
+
+  def _select(self, prepared, orders, epoch, index):
+    size = tf.shape(orders)[1] // self._num_minibatches
+    indices = orders[epoch, index * size:(index + 1) * size]
+    selected = {}
+    for key, value in prepared.items():
+      if key == 'initial_state':
+        selected[key] = tf.nest.map_structure(lambda x: tf.gather(x, indices, axis=0), value)
+      elif self._recurrent:
+        selected[key] = tf.nest.map_structure(lambda x: tf.gather(x, indices, axis=1), value)
+      else:
+        # Transitions keep a leading axis of 1, so the losses see their time-major [T=1, B] layout.
+        selected[key] = tf.nest.map_structure(lambda x: tf.gather(x, indices)[None], value)
+    return selected
+
+  def _forward(self, minibatch):
+    if self._recurrent:
+      batch_major = lambda x: tf.experimental.numpy.swapaxes(x, 0, 1)
+      (logits, values), _ = self._network(
+          tf.nest.map_structure(batch_major, minibatch['observation']),
+          step_type=batch_major(minibatch['step_type']),
+          network_state=tf.nest.pack_sequence_as(self._network.state_spec,
+                                                 tf.nest.flatten(minibatch['initial_state'])),
+          training=True)
+      logits = batch_major(logits)
+      values = {k: batch_major(v) for k, v in values.items()}
+    else:
+      # [1, B] is a batch-major sequence of length B to the network, folded through its torso.
+      (logits, values), _ = self._network(minibatch['observation'],
+                                          step_type=minibatch['step_type'], training=True)
+    return logits, values
+
+  def loss(self, minibatch, clip_epsilon):
+    """The PPO loss of one minibatch: surrogate + c_v·Σ_heads value + c_e·entropy; (loss, metrics)."""
+    logits, values = self._forward(minibatch)
+    mask = minibatch['mask']
+    advantages = minibatch['advantages']
+    if self._normalize_advantages:
+      advantages = losses.normalize_advantages(advantages, mask)
+    log_probs = losses.categorical_log_prob(logits, minibatch['action'])
+    policy_loss, metrics = losses.clipped_surrogate_loss(
+        log_probs, minibatch['behaviour_log_prob'], advantages, clip_epsilon, mask)
+    total_value_loss = 0.0
+    for head, head_returns in minibatch['returns'].items():
+      head_loss, head_metrics = losses.value_loss(
+          values[head], head_returns, minibatch['behaviour_values'][head],
+          self.value_clip_epsilon, mask)
+      total_value_loss += head_loss
+      metrics[f'value_loss_{head}'] = head_loss
+      metrics[f'explained_variance_{head}'] = head_metrics['explained_variance']
+    entropy_loss, entropy_metrics = losses.entropy_loss(logits, mask)
+    loss = policy_loss + self.value_coef * total_value_loss + self.entropy_coef * entropy_loss
+    metrics.update(entropy_metrics)
+    metrics['policy_loss'] = policy_loss
+    metrics['loss'] = loss
+    return loss, metrics
+
+  def _update(self, prepared, orders, epoch, index, clip_epsilon):
+    minibatch = self._select(prepared, orders, epoch, index)
+    variables = self._network.trainable_variables
+    with tf.GradientTape() as tape:
+      loss, metrics = self.loss(minibatch, clip_epsilon)
+    gradients = tape.gradient(loss, variables)
+    replica_context = tf.distribute.get_replica_context()
+    if replica_context.num_replicas_in_sync > 1:
+      # Average before clipping, so the clipped step is the one-device step on the whole batch.
+      gradients = replica_context.all_reduce(tf.distribute.ReduceOp.MEAN, gradients)
+    if self._max_grad_norm is not None:
+      gradients, norm = tf.clip_by_global_norm(gradients, self._max_grad_norm)
+    else:
+      norm = tf.linalg.global_norm(gradients)
+    metrics['gradient_norm'] = norm
+    self.optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
+    return metrics

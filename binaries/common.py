@@ -1,0 +1,56 @@
+"""What every binary shares: strict gin parsing and one-line errors for bad input."""
+
+import contextlib
+import os
+import sys
+from typing import Iterator, Sequence
+
+import gin
+
+# The repository's gin/ folder, so `include 'ppo_atari.gin'` works from anywhere.
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
+
+
+class ConfigError(ValueError):
+  """A gin file or binding is wrong."""
+
+
+def register_configurables() -> None:
+  """Imports every module that defines gin configurables, so strict parsing knows all names."""
+  # pylint: disable=g-import-not-at-top,unused-import
+  from agents import training  # noqa: F401  (imports actor, learner, networks, envs, replay)
+
+
+def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
+  """Parses gin strictly: an unknown configurable or parameter is an error, never silently skipped."""
+  register_configurables()
+  for path in gin_files:
+    if not os.path.exists(path) and not os.path.exists(os.path.join(GIN_DIR, path)):
+      raise ConfigError(f"gin file '{path}' does not exist; the shipped configurations are in {GIN_DIR}.")
+  gin.add_config_file_search_path(GIN_DIR)
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), skip_unknown=False,
+                                        finalize_config=True)
+  except (ValueError, KeyError, ImportError, SyntaxError) as error:
+    message = ' '.join(str(error).split())
+    raise ConfigError(f'invalid gin configuration: {message} — check the spelling of the configurable '
+                      f'and parameter names (they are documented in the docstrings of the functions '
+                      f'and classes they configure).') from None
+
+
+@contextlib.contextmanager
+def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None]:
+  """Turns the errors a user can cause into one line on stderr and exit code 2.
+
+  Bad values (ValueError), unwritable paths (PermissionError/OSError), unreachable servers
+  (ConnectionError) and unusable checkpoints (RuntimeError) are reported as their message, which names
+  the bad value and the fix. `show_traceback` (the --traceback flag) re-raises them whole.
+  """
+  try:
+    yield
+  except (ValueError, PermissionError, ConnectionError, RuntimeError, FileNotFoundError) as error:
+    if show_traceback:
+      raise
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f'{program}: error: {first_line}  (--traceback shows details)', file=sys.stderr, flush=True)
+    sys.exit(2)

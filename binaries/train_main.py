@@ -1,0 +1,47 @@
+r"""Trains an agent in one process: a Reverb server, actor(s) and the learner, configured by gin.
+
+  python binaries/train_main.py --gin_file=gin/quickstart.gin --root_dir=runs/quickstart
+
+Flags carry run mechanics only (where to write, which devices, which server); everything about the
+algorithm is in the gin file(s) and `--gin_bindings`. Running again with the same `--root_dir`
+resumes from its latest checkpoint.
+"""
+
+import os
+import sys
+
+# Before TensorFlow is imported: keep its C++ start-up chatter (oneDNN notices) off the console.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+from absl import app
+from absl import flags
+
+from binaries import common
+
+flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) with the experiment configuration.')
+flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, e.g. "train.seed = 3".')
+flags.DEFINE_string('root_dir', None, 'Run directory: checkpoints, summaries, policy, summary.json.')
+flags.DEFINE_string('tpu', None, 'TPU name/address: run the learner under TPUStrategy.')
+flags.DEFINE_bool('use_gpu', False, 'Run the learner under MirroredStrategy over the local GPUs.')
+flags.DEFINE_integer('logical_cpus', 0, 'Split the CPU into N logical devices and mirror over them '
+                     '(exercises the multi-replica path without accelerators).')
+flags.DEFINE_string('reverb_address', None, 'host:port of a running Reverb server; default: start one '
+                    'in this process.')
+flags.DEFINE_bool('traceback', False, 'Show the full traceback of errors instead of one line.')
+flags.mark_flag_as_required('root_dir')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  with common.one_line_errors('train_main', show_traceback=FLAGS.traceback):
+    common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    from agents import distribution  # pylint: disable=g-import-not-at-top
+    from agents import training  # pylint: disable=g-import-not-at-top
+    strategy = distribution.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
+    training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address)
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))

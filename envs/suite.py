@@ -1,0 +1,145 @@
+"""Builds batched environments from an id: Atari through ale-py's native vector env, the rest
+through gymnasium's vector environments, all behind `VectorGymnasiumEnvironment`."""
+
+from __future__ import annotations
+
+import difflib
+
+import ale_py
+import gin
+import gymnasium
+from gymnasium.vector import AutoresetMode
+
+from envs import gymnasium_adapter
+
+# Importing ale_py registers the 'ALE/<Game>-v5' ids; registering explicitly documents why the
+# import is needed and keeps linters from dropping it.
+gymnasium.register_envs(ale_py)
+
+
+@gin.configurable
+def atari_options(repeat_action_probability: float = 0.25,
+                  frameskip: int = 4,
+                  maxpool: bool = True,
+                  stack_num: int = 4,
+                  img_height: int = 84,
+                  img_width: int = 84,
+                  grayscale: bool = True,
+                  max_num_frames_per_episode: int = 18000,
+                  noop_max: int = 0,
+                  episodic_life: bool = False,
+                  reward_clipping: bool = False,
+                  use_fire_reset: bool = False,
+                  full_action_space: bool = False,
+                  num_threads: int = 0) -> dict:
+  """Keyword arguments for ale-py's `AtariVectorEnv`; defaults follow the RND paper.
+
+  The defaults reproduce the Atari set-up of Burda et al. (2018), "Exploration by Random Network
+  Distillation" (PAPERS.md section 1), which in turn follows Machado et al. (2018).
+
+  Args:
+    repeat_action_probability: sticky actions: with this probability the emulator repeats the
+      previous action instead of the chosen one, at every frame. 0.25 as in the RND paper; it
+      makes the games stochastic so a policy cannot memorise an action sequence.
+    frameskip: emulator frames per agent step ("max-and-skip 4"); the agent's action is repeated
+      for this many frames and rewards are summed over them.
+    maxpool: take the pixel-wise max over the last two skipped frames, removing the flicker of
+      sprites that are drawn only on alternate frames.
+    stack_num: number of consecutive (processed) frames stacked into one observation; 4 gives the
+      policy velocities. The adapter delivers them as the last axis: `[84, 84, 4]`.
+    img_height: observation height in pixels after resizing (84).
+    img_width: observation width in pixels after resizing (84).
+    grayscale: grey-scale frames (True) rather than RGB.
+    max_num_frames_per_episode: episode cap in emulator FRAMES (not agent steps): 18,000 frames
+      = 4,500 agent steps at frameskip 4 = 5 minutes of play. Hitting it truncates the episode
+      (LAST with discount 1), it does not terminate it.
+    noop_max: maximum number of random no-op actions at the start of an episode. 0: the RND
+      paper uses no no-op starts (sticky actions already supply the randomness).
+    episodic_life: if True, losing a life ends the episode. False: in the RND paper life loss is
+      NOT terminal, so an episode (and the score reported for it) lasts until game over (or the frame cap).
+    reward_clipping: clip rewards to [-1, 1] inside the environment. False on purpose: the
+      learner clips extrinsic rewards itself (RND paper), while episode returns reported to users
+      (`pop_finished_episodes`, summaries) stay the true game scores.
+    use_fire_reset: press FIRE after each reset in games that need it to start (Breakout, ...).
+      False: the RND paper's preprocessing has no fire reset (PAPERS.md section 1), so starting
+      the game is part of what the agent learns; turning it on changes the task.
+    full_action_space: use all 18 Atari actions rather than the game's minimal action set.
+    num_threads: emulator threads of the vector env; 0 lets ale-py use one per hardware thread.
+
+  Returns:
+    A dict of `AtariVectorEnv` keyword arguments.
+  """
+  return dict(
+      repeat_action_probability=repeat_action_probability,
+      frameskip=frameskip,
+      maxpool=maxpool,
+      stack_num=stack_num,
+      img_height=img_height,
+      img_width=img_width,
+      grayscale=grayscale,
+      max_num_frames_per_episode=max_num_frames_per_episode,
+      noop_max=noop_max,
+      episodic_life=episodic_life,
+      reward_clipping=reward_clipping,
+      use_fire_reset=use_fire_reset,
+      full_action_space=full_action_space,
+      num_threads=num_threads,
+  )
+
+
+def _find_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
+  """Looks `env_id` up in gymnasium's registry; a one-line ValueError with suggestions if absent."""
+  try:
+    return gymnasium.spec(env_id)
+  except gymnasium.error.Error:
+    pass
+  suggestions = difflib.get_close_matches(env_id, list(gymnasium.registry.keys()), n=3, cutoff=0.6)
+  hint = (f'did you mean {" or ".join(repr(s) for s in suggestions)}?' if suggestions else
+          'no registered id is close.')
+  raise ValueError(
+      f'Unknown environment id {env_id!r}; {hint} gymnasium.pprint_registry() lists the '
+      "registered ids; Atari games are 'ALE/<Game>-v5' (e.g. 'ALE/MontezumaRevenge-v5').")
+
+
+@gin.configurable
+def make_environment(env_id: str = 'CartPole-v1',
+                     num_envs: int = 8,
+                     seed: int = 0) -> gymnasium_adapter.VectorGymnasiumEnvironment:
+  """Creates `num_envs` copies of `env_id` as one batched TF-Agents environment.
+
+  'ALE/...' ids use ale-py's native multi-threaded `AtariVectorEnv` configured by
+  `atari_options()`; other ids use their gymnasium vector entry point when they have one (e.g.
+  CartPole's `CartPoleVectorEnv`) and a `SyncVectorEnv` otherwise. All use gymnasium's NEXT_STEP
+  autoreset, which `VectorGymnasiumEnvironment` turns into TF-Agents' FIRST steps.
+
+  Args:
+    env_id: a gymnasium registry id, e.g. 'CartPole-v1' or 'ALE/MontezumaRevenge-v5'.
+    num_envs: number of environments stepped together (the batch size of every time step).
+    seed: seeds environment i with `seed + i` on the first reset, so a run is reproducible.
+
+  Returns:
+    A `VectorGymnasiumEnvironment` with `batch_size == num_envs`.
+
+  Raises:
+    ValueError: if `num_envs < 1` or `env_id` is not registered (with the closest ids).
+  """
+  if num_envs < 1:
+    raise ValueError(f'num_envs must be at least 1, got {num_envs}; set make_environment.num_envs.')
+  spec = _find_spec(env_id)
+  frames_per_step = None
+  if env_id.startswith('ALE/'):
+    options = atari_options()
+    # make_vec merges these over the id's registered kwargs (which carry sticky actions 0.25,
+    # frameskip 4 and a 108,000-frame cap) and passes them to AtariVectorEnv.
+    vector_env = gymnasium.make_vec(
+        env_id, num_envs, vectorization_mode='vector_entry_point',
+        autoreset_mode=AutoresetMode.NEXT_STEP, **options)
+    frames_per_step = options['frameskip']
+  elif spec.vector_entry_point is not None:
+    vector_env = gymnasium.make_vec(env_id, num_envs, vectorization_mode='vector_entry_point')
+  else:
+    vector_env = gymnasium.make_vec(
+        env_id, num_envs, vectorization_mode='sync',
+        vector_kwargs={'autoreset_mode': AutoresetMode.NEXT_STEP})
+  return gymnasium_adapter.VectorGymnasiumEnvironment(
+      vector_env, seed=seed, env_id=env_id, frames_per_step=frames_per_step)

@@ -1,0 +1,116 @@
+"""End to end: `binaries/train_main.py` as a user runs it, in a subprocess."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_MAIN = os.path.join(REPO, 'binaries', 'train_main.py')
+
+TINY_GIN = """
+make_environment.env_id = 'CartPole-v1'
+make_environment.num_envs = 2
+ActorCriticNetwork.torso_fn = @MLPTorso
+MLPTorso.layer_sizes = (16,)
+train.total_env_steps = 64
+train.sequence_length = 8
+train.eval_episodes = 2
+train.progress_interval_seconds = 0.0
+PPOLearner.num_epochs = 1
+PPOLearner.num_minibatches = 2
+"""
+
+
+def _run(args, timeout=300):
+  return subprocess.run([sys.executable, TRAIN_MAIN] + args, cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def tiny_gin(tmp_path_factory):
+  path = tmp_path_factory.mktemp('gin') / 'tiny.gin'
+  path.write_text(TINY_GIN)
+  return str(path)
+
+
+def test_train_writes_a_self_describing_run_and_resumes(tiny_gin, tmp_path):
+  root = str(tmp_path / 'run')
+  first = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}'])
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'env steps' in first.stdout and 'ETA' in first.stdout  # progress lines
+
+  summary = json.load(open(os.path.join(root, 'summary.json')))
+  assert summary['env_steps'] == 64
+  assert summary['learner_iterations'] == 4  # 64 steps / (2 envs x 8 steps)
+  assert summary['wall_seconds'] > 0
+  assert 0 < summary['eval_return_mean'] <= 500
+  operative = open(os.path.join(root, 'operative_config.gin')).read()
+  assert 'train.total_env_steps = 64' in operative and 'PPOLearner.num_minibatches = 2' in operative
+  assert tf.train.latest_checkpoint(os.path.join(root, 'checkpoints')).endswith('ckpt-4')
+
+  # TensorBoard summaries hold learner, environment and evaluation scalars.
+  tags = set()
+  for event_file in tf.io.gfile.glob(os.path.join(root, 'summaries', 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(event_file):
+      tags.update(value.tag for value in event.summary.value)
+  assert {'learner/loss', 'learner/entropy', 'env/episode_return', 'eval/return_mean'} <= tags
+
+  # The exported SavedModel is a TF-Agents policy whose info carries logits and values.
+  policy = tf.saved_model.load(os.path.join(root, 'policy'))
+  observation = tf.constant(np.zeros((3, 4), np.float32))
+  step = policy.action(ts.restart(observation, batch_size=3))
+  assert step.action.shape == (3,)
+  assert step.info['logits'].shape == (3, 2)
+  assert set(step.info['values']) == {'extrinsic'}
+
+  # Same root_dir, larger budget: resumes from the checkpoint instead of starting over.
+  second = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}', '--gin_bindings=train.total_env_steps = 96'])
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'Resumed from' in second.stdout and 'at 64 env steps' in second.stdout
+  summary = json.load(open(os.path.join(root, 'summary.json')))
+  assert summary['env_steps'] == 96
+  assert summary['env_steps_this_run'] == 32
+  assert summary['learner_iterations'] == 6
+
+
+def _first_error_line(result):
+  lines = [l for l in result.stderr.splitlines() if l.startswith('train_main: error:')]
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert len(lines) == 1, result.stderr[-3000:]
+  return lines[0]
+
+
+def test_unknown_environment_is_one_clear_line(tiny_gin, tmp_path):
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={tmp_path}',
+                 "--gin_bindings=make_environment.env_id = 'CartPol-v1'"])
+  line = _first_error_line(result)
+  assert "'CartPol-v1'" in line and "'CartPole-v1'" in line
+
+
+def test_gin_typo_is_one_clear_line(tiny_gin, tmp_path):
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={tmp_path}',
+                 '--gin_bindings=PPOLearner.lerning_rate = 0.1'])
+  line = _first_error_line(result)
+  assert 'lerning_rate' in line
+
+
+def test_unwritable_root_dir_is_one_clear_line(tiny_gin):
+  result = _run([f'--gin_file={tiny_gin}', '--root_dir=/proc/protege_run'])
+  line = _first_error_line(result)
+  assert '/proc/protege_run' in line and '--root_dir' in line
+
+
+def test_unreachable_reverb_is_one_clear_line(tiny_gin, tmp_path):
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={tmp_path}', f'--reverb_address=localhost:{port}'])
+  line = _first_error_line(result)
+  assert f'localhost:{port}' in line
