@@ -107,7 +107,7 @@ class ActorCriticNetwork(network.Network):
         num_actions = _num_discrete_actions(action_spec)
         head_names = _check_value_heads(value_heads)
         if core not in _CORES:
-            raise ValueError(f"ActorCriticNetwork.core must be None, 'lstm' or 'gru', got "
+            raise ValueError("ActorCriticNetwork.core must be None, 'lstm' or 'gru', got "
                              f'{core!r}.')
         if core is not None and (not isinstance(core_size, int) or core_size <= 0):
             raise ValueError(
@@ -170,7 +170,7 @@ class ActorCriticNetwork(network.Network):
         outer_rank = nest_utils.get_outer_rank(observation, self.input_tensor_spec)
         if outer_rank not in (1, 2):
             raise ValueError(
-                f'ActorCriticNetwork expects observations [B, *obs_shape] or '
+                'ActorCriticNetwork expects observations [B, *obs_shape] or '
                 f'[B, T, *obs_shape] with obs_shape {self.input_tensor_spec.shape}, got shape '
                 f'{observation.shape}.')
 

@@ -11,24 +11,6 @@ from tf_agents.trajectories import time_step as ts
 from networks import actor_critic
 from networks import torsos
 
-
-def _use_two_logical_cpus():
-    """Splits the CPU into 2 logical devices so MirroredStrategy has 2 replicas.
-
-    This must run before TensorFlow initialises its devices, i.e. at import, and is left alone
-    if something else in the test process has already configured the CPU.
-    """
-    cpu = tf.config.list_physical_devices('CPU')[0]
-    if tf.config.get_logical_device_configuration(cpu) is None:
-        try:
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        except RuntimeError:
-            pass  # Devices already initialised; the strategy test uses what exists.
-
-
-_use_two_logical_cpus()
-
 NUM_ACTIONS = 6
 ACTION_SPEC = tensor_spec.BoundedTensorSpec((), tf.int64, minimum=0, maximum=NUM_ACTIONS - 1)
 VECTOR_SPEC = tf.TensorSpec((4,), tf.float32)
@@ -37,11 +19,9 @@ FIRST, MID = int(ts.StepType.FIRST), int(ts.StepType.MID)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_state():
-    gin.clear_config()
+def _seed():
+    """Fixed weights per test. (tests/conftest.py clears gin and makes 2 logical CPUs.)"""
     tf.random.set_seed(0)
-    yield
-    gin.clear_config()
 
 
 def _small_impala():
@@ -261,6 +241,7 @@ def test_recurrent_call_works_inside_tf_function():
 @pytest.mark.parametrize('core', [None, 'lstm'])
 def test_runs_under_mirrored_strategy(core):
     devices = [d.name for d in tf.config.list_logical_devices('CPU')]
+    assert len(devices) >= 2, 'tests/conftest.py should split the CPU into 2 logical devices'
     strategy = tf.distribute.MirroredStrategy(devices)
     assert strategy.num_replicas_in_sync == len(devices)
     with strategy.scope():

@@ -9,11 +9,9 @@ from networks import torsos
 
 
 @pytest.fixture(autouse=True)
-def _fresh_state():
-    gin.clear_config()
+def _seed():
+    """Fixed weights per test. (tests/conftest.py clears gin.)"""
     tf.random.set_seed(0)
-    yield
-    gin.clear_config()
 
 
 def _frames(batch, seed=0):

@@ -1,0 +1,83 @@
+"""The actor on a real CartPole vector env writing to a real Reverb server."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+
+from agents import actor as actor_lib
+from envs import suite
+from networks import actor_critic
+from networks import torsos
+from replay import reverb_replay
+
+T, N = 8, 3
+
+
+def _setup(core=None):
+  env = suite.make_environment('CartPole-v1', N, seed=1)
+  observation_spec = tensor_spec.from_spec(env.observation_spec())
+  action_spec = tensor_spec.from_spec(env.action_spec())
+  net = actor_critic.ActorCriticNetwork(observation_spec, action_spec,
+                                        torso_fn=lambda: torsos.MLPTorso((8,)), core=core, core_size=4)
+  net.create_variables()
+  spec = actor_lib.step_spec(observation_spec, action_spec, net)
+  signature = reverb_replay.sequence_signature(spec, T, N)
+  server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, max_size=10)])
+  address = f'localhost:{server.port}'
+  writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
+  return env, net, server, address, writer
+
+
+@pytest.mark.parametrize('core', [None, 'gru'])
+def test_actor_writes_consistent_sequences(core):
+  env, net, server, address, writer = _setup(core)
+  try:
+    actor = actor_lib.Actor(env, net, writer, seed=3)
+    actor.pull_weights(net.variables, version=7)
+    # 3 items: T + 1 steps for the first, T for each further one. CartPole episodes end within ~60
+    # random steps, so episode boundaries appear in the data.
+    items = actor.run(T + 1) + actor.run(2 * T)
+    writer.flush()
+    assert items == 3
+    assert actor.env_steps == (3 * T + 1) * N
+    batch = next(iter(reverb_replay.make_dataset(address, 'trajectories', items_per_batch=3)))
+    step_type = batch['step_type'].numpy()
+    assert step_type.shape == (T + 1, 3 * N)
+    assert np.all(step_type[0, :N] == ts.StepType.FIRST)  # the first step after reset
+    # After a LAST step always comes a FIRST step with reward 0 and discount 1.
+    after_last = np.roll(step_type == ts.StepType.LAST, 1, axis=0)[1:]
+    assert np.all(step_type[1:][after_last] == ts.StepType.FIRST)
+    assert np.all(batch['reward'].numpy()[1:][after_last] == 0)
+    # Behaviour logits are the network's on the stored observations.
+    if core is None:
+      (logits, values), _ = net(batch['observation'][0])
+      np.testing.assert_allclose(batch['behaviour_logits'][0].numpy(), logits.numpy(), rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(batch['behaviour_values']['extrinsic'][0].numpy(),
+                                 values['extrinsic'].numpy(), rtol=1e-5, atol=1e-6)
+    else:
+      assert 'core_state' in batch
+    assert np.all(batch['policy_version'].numpy() == 7)
+    assert set(np.unique(batch['action'].numpy())) <= {0, 1}
+  finally:
+    server.stop()
+
+
+def test_pull_weights_copies_and_rejects_other_architectures():
+  env, net, server, _, writer = _setup()
+  try:
+    actor = actor_lib.Actor(env, net, writer)
+    other = actor_critic.ActorCriticNetwork(net.input_tensor_spec, tensor_spec.BoundedTensorSpec(
+        [], tf.int64, 0, 1), torso_fn=lambda: torsos.MLPTorso((8,)))
+    other.create_variables()
+    actor.pull_weights(other.variables, version=1)
+    for a, b in zip(net.variables, other.variables):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+    bigger = actor_critic.ActorCriticNetwork(net.input_tensor_spec, tensor_spec.BoundedTensorSpec(
+        [], tf.int64, 0, 1), torso_fn=lambda: torsos.MLPTorso((8, 8)))
+    bigger.create_variables()
+    with pytest.raises(ValueError, match='not the same architecture'):
+      actor_lib.Actor(env, net, writer).pull_weights(bigger.variables, version=2)
+  finally:
+    server.stop()
