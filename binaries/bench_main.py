@@ -1,0 +1,258 @@
+r"""Benchmarks: environment ceilings, end-to-end training throughput and memory, learner FLOP/s.
+
+  python binaries/bench_main.py --output=BENCHMARKS.md     (what `make bench` runs)
+
+Every figure comes from this run, on this machine; the report records the command, the date, the
+machine and its load when the run started. On a small machine a second busy process halves the
+figures: run it with nothing else running. Each end-to-end run is its own subprocess
+(`binaries/train_main.py`), so its peak RSS is its own (from `wait4`).
+"""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+flags.DEFINE_string('output', 'BENCHMARKS.md', 'Markdown report to write.')
+flags.DEFINE_integer('atari_env_steps', 40_960, 'Agent steps of the ppo_atari end-to-end run.')
+flags.DEFINE_integer('repeats', 3, 'Repeats of each micro-benchmark (the median is reported).')
+flags.DEFINE_bool('quick', False, 'Tiny budgets, to check that the benchmark itself runs.')
+FLAGS = flags.FLAGS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _median(values):
+  values = sorted(values)
+  return values[len(values) // 2]
+
+
+def _machine():
+  model = 'unknown CPU'
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  memory = ''
+  try:
+    with open('/proc/meminfo') as f:
+      memory = f'{int(f.readline().split()[1]) / 2**20:.0f} GiB'
+  except (OSError, ValueError, IndexError):
+    pass
+  return f'{os.cpu_count()} cores ({model}), {memory}, Python {platform.python_version()}'
+
+
+def env_ceiling(env_id: str, num_envs: int, steps: int):
+  """Random-action agent steps/s of the raw gymnasium vector env and of it through the adapter."""
+  import gymnasium  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from envs import suite  # pylint: disable=g-import-not-at-top
+  env = suite.make_environment(env_id=env_id, num_envs=num_envs, seed=0)
+  raw = env.vector_env
+  n = env.action_spec().maximum + 1
+  rng = np.random.default_rng(0)
+  actions = [rng.integers(0, n, size=num_envs) for _ in range(64)]
+  results = {}
+  for name, step in (('raw', raw.step), ('adapter', env.step)):
+    rates = []
+    for _ in range(FLAGS.repeats):
+      start = time.perf_counter()
+      for i in range(steps):
+        step(actions[i % 64])
+      rates.append(steps * num_envs / (time.perf_counter() - start))
+    results[name] = _median(rates)
+  env.close()
+  del gymnasium
+  return results
+
+
+def nature_cnn_flops_per_sample(num_actions: int = 4) -> float:
+  """Forward FLOPs (2 per multiply-add) of the Nature CNN actor-critic on one 84x84x4 frame stack."""
+  macs = 0
+  height, channels = 84, 4
+  for filters, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+    height = (height - kernel) // stride + 1
+    macs += height * height * filters * kernel * kernel * channels
+    channels = filters
+  macs += height * height * channels * 512  # dense 512
+  macs += 512 * (num_actions + 1)  # policy and value heads
+  return 2.0 * macs
+
+
+def learner_flops(batch_size: int = 256, steps: int = 10):
+  """Isolated Nature-CNN training steps (forward + backward + Adam) and a 4096² matmul, in GFLOP/s."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_agents.specs import tensor_spec  # pylint: disable=g-import-not-at-top
+  from networks import actor_critic, torsos  # pylint: disable=g-import-not-at-top
+
+  observation_spec = tensor_spec.TensorSpec([84, 84, 4], tf.uint8)
+  action_spec = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 3)
+  net = actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=torsos.NatureCNNTorso)
+  net.create_variables()
+  optimizer = tf.keras.optimizers.Adam(1e-4)
+  frames = tf.constant(np.random.default_rng(0).integers(0, 255, (1, batch_size, 84, 84, 4), np.uint8))
+
+  @tf.function
+  def train_step(x):
+    with tf.GradientTape() as tape:
+      (logits, values), _ = net(x, training=True)
+      loss = tf.reduce_mean(tf.square(logits)) + tf.reduce_mean(tf.square(values['extrinsic']))
+    grads = tape.gradient(loss, net.trainable_variables)
+    optimizer.apply_gradients(zip(grads, net.trainable_variables))
+    return loss
+
+  matrix = tf.random.normal([4096, 4096])
+  matmul = tf.function(lambda a: tf.matmul(a, a))
+  train_step(frames).numpy()
+  matmul(matrix).numpy()
+  sample_rates, matmul_rates = [], []
+  for _ in range(FLAGS.repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      train_step(frames).numpy()
+    sample_rates.append(steps * batch_size / (time.perf_counter() - start))
+    start = time.perf_counter()
+    for _ in range(steps):
+      matmul(matrix).numpy()
+    matmul_rates.append(steps * 2 * 4096**3 / (time.perf_counter() - start) / 1e9)
+  # Training costs about 3x the forward pass (forward, and backward for inputs and weights).
+  train_flops = 3 * nature_cnn_flops_per_sample()
+  samples_per_second = _median(sample_rates)
+  return {'samples_per_second': samples_per_second,
+          'gflops': samples_per_second * train_flops / 1e9,
+          'matmul_gflops': _median(matmul_rates),
+          'train_flops_per_sample': train_flops}
+
+
+def train_run(gin_file: str, bindings, root_dir: str):
+  """Runs train_main in a subprocess; returns its summary.json and its own peak RSS."""
+  command = [sys.executable, os.path.join(REPO, 'binaries', 'train_main.py'), f'--gin_file={gin_file}',
+             f'--root_dir={root_dir}'] + [f'--gin_bindings={b}' for b in bindings]
+  start = time.perf_counter()
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+  output = process.communicate()[0]
+  _, status, usage = os.wait4(process.pid, 0) if process.returncode is None else (0, 0, None)
+  del status
+  if process.returncode:
+    raise RuntimeError(f'{" ".join(command)} failed:\n{output[-3000:]}')
+  with open(os.path.join(root_dir, 'summary.json')) as f:
+    summary = json.load(f)
+  summary['peak_rss_gib'] = (usage.ru_maxrss / 2**20) if usage else None
+  summary['process_seconds'] = time.perf_counter() - start
+  summary['command'] = ' '.join(['python'] + command[1:]).replace(REPO + '/', '')
+  return summary
+
+
+
+
+def main(argv):
+  del argv
+  started = datetime.datetime.now(datetime.timezone.utc)
+  load = os.getloadavg()
+  quick = FLAGS.quick
+  lines = []
+  print(f'Machine: {_machine()}; load average {load[0]:.2f} (1 min)', flush=True)
+  if load[0] > 0.5:
+    print('warning: the machine is busy; figures will be low.', flush=True)
+
+  print('Environment ceilings...', flush=True)
+  cartpole = env_ceiling('CartPole-v1', 8, 200 if quick else 20_000)
+  breakout = env_ceiling('ALE/Breakout-v5', 8, 20 if quick else 1_000)
+
+  print('Learner FLOP/s...', flush=True)
+  flops = learner_flops(steps=2 if quick else 10)
+
+  print('End-to-end: quickstart...', flush=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    quick_bindings = ['train.total_env_steps = 2048'] if quick else []
+    quickstart = train_run('gin/quickstart.gin', quick_bindings, os.path.join(tmp, 'quickstart'))
+    print('End-to-end: ppo_atari...', flush=True)
+    atari_steps = 2048 if quick else FLAGS.atari_env_steps
+    atari = train_run('gin/ppo_atari.gin', [f'train.total_env_steps = {atari_steps}',
+                                            'train.eval_episodes = 2',
+                                            'atari_options.max_num_frames_per_episode = 4000'],
+                      os.path.join(tmp, 'ppo_atari'))
+
+  def rate(summary):
+    return summary['env_steps_this_run'] / summary['train_seconds_this_run']
+
+  first_solved = next((e for e in quickstart['evaluations'] if e['return_mean'] >= 475), None)
+  atari_rate = rate(atari)
+  # Samples the learner trained on per second of training: 4 epochs over every transition.
+  atari_learner_gflops = atari_rate * 4 * flops['train_flops_per_sample'] / 1e9
+  lines += [
+      '# Benchmarks',
+      '',
+      f'Produced by `make bench` (`python binaries/bench_main.py --output=BENCHMARKS.md'
+      f'{" --quick" if quick else ""}`) on {started:%Y-%m-%d %H:%M} UTC.',
+      f'Machine: {_machine()}. Load average when the run started: {load[0]:.2f}.',
+      'Figures are medians of repeated runs within this one session; on a 2-core machine any other busy '
+      'process lowers them.',
+      '',
+      '## Environment ceilings (random actions, 8 envs)',
+      '',
+      '| environment | raw vector env, agent steps/s | through the TF-Agents adapter | frames/s (adapter) |',
+      '|---|---|---|---|',
+      f'| CartPole-v1 (`CartPoleVectorEnv`) | {cartpole["raw"]:,.0f} | {cartpole["adapter"]:,.0f} | '
+      f'{cartpole["adapter"]:,.0f} |',
+      f'| ALE/Breakout-v5 (`AtariVectorEnv`, RND preprocessing) | {breakout["raw"]:,.0f} | '
+      f'{breakout["adapter"]:,.0f} | {4 * breakout["adapter"]:,.0f} |',
+      '',
+      '## End-to-end training (`binaries/train_main.py`, one process: Reverb server, actor, learner)',
+      '',
+      '| run | env steps | training seconds | agent steps/s | frames/s | peak RSS | eval return |',
+      '|---|---|---|---|---|---|---|',
+      f'| quickstart (PPO, CartPole-v1) | {quickstart["env_steps_this_run"]:,} | '
+      f'{quickstart["train_seconds_this_run"]:.1f} | {rate(quickstart):,.0f} | {rate(quickstart):,.0f} | '
+      f'{quickstart["peak_rss_gib"]:.2f} GiB | {quickstart["eval_return_mean"]:.1f} |',
+      f'| ppo_atari (PPO, Nature CNN, Breakout) | {atari["env_steps_this_run"]:,} | '
+      f'{atari["train_seconds_this_run"]:.1f} | {atari_rate:,.0f} | {4 * atari_rate:,.0f} | '
+      f'{atari["peak_rss_gib"]:.2f} GiB | {atari["eval_return_mean"]:.1f} |',
+      '',
+      f'Quickstart: first evaluation with mean return ≥ 475 at '
+      + (f'{first_solved["env_steps"]:,} env steps after {first_solved["train_seconds"]:.1f} s of training '
+         '(evaluation time excluded; includes graph tracing).' if first_solved else
+         'none within the budget.'),
+      '',
+      'Commands:',
+      f'- `{quickstart["command"]}`',
+      f'- `{atari["command"]}`',
+      '',
+      '## Learner compute (Nature CNN, batch 256, forward + backward + Adam)',
+      '',
+      f'- Isolated training step: {flops["samples_per_second"]:,.0f} samples/s = '
+      f'{flops["gflops"]:,.0f} GFLOP/s ({flops["train_flops_per_sample"] / 1e6:.1f} MFLOP per sample: '
+      f'3 × the forward pass, counted layer by layer).',
+      f'- Compute ceiling, a 4096² float32 matmul: {flops["matmul_gflops"]:,.0f} GFLOP/s; the training '
+      f'step reaches {100 * flops["gflops"] / flops["matmul_gflops"]:.0f}% of it.',
+      f'- In the end-to-end ppo_atari run the learner trained on {4 * atari_rate:,.0f} samples/s '
+      f'(4 epochs per transition) = {atari_learner_gflops:,.0f} GFLOP/s, '
+      f'{100 * atari_learner_gflops / flops["matmul_gflops"]:.0f}% of the matmul ceiling, while sharing the '
+      'cores with the environments and the actor.',
+      '',
+  ]
+  report = '\n'.join(lines)
+  path = FLAGS.output if os.path.isabs(FLAGS.output) else os.path.join(REPO, FLAGS.output)
+  with open(path, 'w') as f:
+    f.write(report)
+  print(report)
+  print(f'Wrote {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)
