@@ -11,7 +11,10 @@ t, `observation`), the action taken, the behaviour logits and value heads, the p
 recurrent networks, the core state before the step.
 """
 
-from typing import Any, Dict, Optional
+import functools
+import queue
+import threading
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -57,13 +60,44 @@ class Actor:
     self._time_step = environment.reset()
     self._state = network.get_initial_state(self._num_envs)
     self._recurrent = bool(tf.nest.flatten(network.state_spec))
-    self._policy_step = tf.function(self._policy_step_fn)
+    self._value_heads = list(network.value_head_names)
+    self._policy_step = self._compile_policy_step(environment.observation_spec())
     self._assign = None
     self.env_steps = 0  # agent steps summed over environments
 
   @property
   def network(self):
     return self._network
+
+  def _compile_policy_step(self, observation_spec):
+    """The policy step as one concrete function over flat tensors of fixed shape.
+
+    Calling a concrete function skips `tf.function`'s per-call argument matching (about a third of
+    the call's cost for a small network), and AutoGraph is off: the step has no data-dependent
+    Python control flow and converting TF-Agents' network code costs ~2 s of tracing.
+    """
+    batch = [self._num_envs]
+    state_specs = [tf.TensorSpec(batch + s.shape.as_list(), s.dtype)
+                   for s in tf.nest.flatten(self._network.state_spec)]
+
+    def flat_step(observation, step_type, *state):
+      state = tf.nest.pack_sequence_as(self._network.state_spec, list(state))
+      action, logits, values, next_state = self._policy_step_fn(observation, step_type, state)
+      return [action, logits] + [values[k] for k in self._value_heads] + tf.nest.flatten(next_state)
+
+    concrete = tf.function(flat_step, autograph=False).get_concrete_function(
+        tf.TensorSpec(batch + list(observation_spec.shape), tf.as_dtype(observation_spec.dtype)),
+        tf.TensorSpec(batch, tf.int32), *state_specs)
+    num_heads = len(self._value_heads)
+
+    def step(observation, step_type, state):
+      outputs = concrete(tf.convert_to_tensor(observation), tf.convert_to_tensor(step_type),
+                         *tf.nest.flatten(state))
+      values = dict(zip(self._value_heads, outputs[2:2 + num_heads]))
+      next_state = tf.nest.pack_sequence_as(self._network.state_spec, outputs[2 + num_heads:])
+      return outputs[0], outputs[1], values, next_state
+
+    return step
 
   def _policy_step_fn(self, observation, step_type, state):
     (logits, values), next_state = self._network(
@@ -80,7 +114,7 @@ class Actor:
     if self._assign is None:
       targets = self._network.variables
 
-      @tf.function
+      @functools.partial(tf.function, autograph=False)
       def assign(sources):
         for target, source in zip(targets, sources):
           target.assign(source)
@@ -120,3 +154,66 @@ class Actor:
       self._time_step = self._env.step(action)
       self.env_steps += self._num_envs
     return items
+
+
+class ActorThread(threading.Thread):
+  """Runs an `Actor` in the background, one item at a time, while the learner trains.
+
+  The learner's thread publishes weights with `publish(variables, version)` (a numpy snapshot, so the
+  actor never reads half-updated variables); the actor picks up the newest snapshot before each item.
+  The Reverb queue's rate limiter bounds how far the actor runs ahead. Finished episodes are handed
+  over through a thread-safe queue (`pop_finished_episodes`).
+  """
+
+  def __init__(self, actor: Actor, environment, writer, sequence_length: int,
+               on_error: Optional[Callable[[], None]] = None):
+    super().__init__(name='actor', daemon=True)
+    self._on_error = on_error
+    self._actor = actor
+    self._env = environment
+    self._writer = writer
+    self._sequence_length = sequence_length
+    self._stop_requested = threading.Event()
+    self._published = None
+    self._episodes = queue.SimpleQueue()
+    self.error: Optional[BaseException] = None
+
+  def publish(self, variables, version: int) -> None:
+    self._published = ([v.numpy() for v in variables], int(version))
+
+  def pop_finished_episodes(self):
+    returns, lengths = [], []
+    while True:
+      try:
+        episode_returns, episode_lengths = self._episodes.get_nowait()
+      except queue.Empty:
+        break
+      returns.append(episode_returns)
+      lengths.append(episode_lengths)
+    if not returns:
+      return np.zeros([0]), np.zeros([0], np.int64)
+    return np.concatenate(returns), np.concatenate(lengths)
+
+  def stop(self) -> None:
+    self._stop_requested.set()
+
+  def run(self) -> None:
+    try:
+      steps = self._sequence_length + 1  # the first item needs T + 1 steps
+      version = None
+      while not self._stop_requested.is_set():
+        published = self._published
+        if published is not None and published[1] != version:
+          self._actor.pull_weights(published[0], published[1])
+          version = published[1]
+        self._actor.run(steps)
+        steps = self._sequence_length
+        self._episodes.put(self._env.pop_finished_episodes())
+        if not self._writer.flush_unless(self._stop_requested.is_set):
+          break
+    except BaseException as error:  # pylint: disable=broad-except
+      # Reported by the training loop, which re-raises it in the main thread; `on_error` (e.g. stopping
+      # the in-process server) unblocks a learner waiting for items that will never come.
+      self.error = error
+      if self._on_error is not None:
+        self._on_error()

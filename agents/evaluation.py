@@ -1,5 +1,6 @@
 """Evaluation of a policy network on fresh environments."""
 
+import functools
 from typing import Dict
 
 import numpy as np
@@ -28,7 +29,7 @@ def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, gr
   env = suite.make_environment(env_id=env_id, num_envs=num_episodes, seed=seed)
   generator = tf.random.Generator.from_seed(seed)
 
-  @tf.function
+  @functools.partial(tf.function, autograph=False)
   def act(observation, step_type, state):
     (logits, _), next_state = network(observation, step_type=step_type, network_state=state)
     if greedy:

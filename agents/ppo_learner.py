@@ -110,7 +110,9 @@ class PPOLearner:
       self.optimizer.build(network.trainable_variables)
     self._iterator = None
     self._dataset_fn = dataset_fn
-    self._compiled_run = tf.function(self._run)
+    # Without AutoGraph: the step's loops are explicit `tf.while_loop`s, and converting TF-Agents'
+    # network code costs seconds of tracing (measured 2 s vs 0.07 s for an MLP policy step).
+    self._compiled_run = tf.function(self._run, autograph=False)
 
   @property
   def network(self):
@@ -159,9 +161,13 @@ class PPOLearner:
 
     # The first update is traced outside the loop: its metrics give the loop variables' structure.
     metric_sums = update(tf.constant(0))
-    for iteration in tf.range(1, num_updates):
+
+    def accumulate(iteration, sums):
       metrics = update(iteration)
-      metric_sums = {k: metric_sums[k] + metrics[k] for k in metric_sums}
+      return iteration + 1, {k: sums[k] + metrics[k] for k in sums}
+
+    _, metric_sums = tf.while_loop(lambda iteration, _: iteration < num_updates, accumulate,
+                                   (tf.constant(1), metric_sums))
     self.train_step.assign_add(1)
     result = {k: v / num_updates for k, v in metric_sums.items()}
     result['learning_rate'] = self.optimizer.learning_rate

@@ -103,7 +103,8 @@ def train(root_dir: str,
           stop_at_eval_return: Optional[float] = None,
           checkpoint_interval_seconds: float = 300.0,
           progress_interval_seconds: float = 5.0,
-          summary_interval_iterations: int = 1) -> Dict[str, Any]:
+          summary_interval_iterations: int = 1,
+          asynchronous_actor: bool = False) -> Dict[str, Any]:
   """Trains an agent and returns the summary that is also written to `root_dir/summary.json`.
 
   Args:
@@ -125,6 +126,10 @@ def train(root_dir: str,
     checkpoint_interval_seconds: seconds between checkpoints (one is always written at the end).
     progress_interval_seconds: seconds between progress lines.
     summary_interval_iterations: learner iterations between TensorBoard writes.
+    asynchronous_actor: False (default): collect, then learn, in turn — exactly on-policy and
+      reproducible from the seed. True: the actor collects in a background thread while the learner
+      trains, with a policy lag of up to the queue's size (PPO's ratio uses the recorded behaviour
+      logits); faster when the learner and the environments can share the cores.
   """
   start_time = time.time()
   check_writable(root_dir)
@@ -141,20 +146,24 @@ def train(root_dir: str,
   with strategy.scope():
     learner_network = network_fn(observation_spec, action_spec)
     learner_network.create_variables()
+  # The actor's and the evaluator's own copies, outside the strategy: they act on the host.
   actor_network = network_fn(observation_spec, action_spec)
   actor_network.create_variables()
+  eval_network = network_fn(observation_spec, action_spec)
+  eval_network.create_variables()
 
+  num_replicas = strategy.num_replicas_in_sync
+  items_per_iteration = num_replicas * items_per_replica
   step_spec = actor_lib.step_spec(observation_spec, action_spec, learner_network)
   signature = reverb_replay.sequence_signature(step_spec, sequence_length, num_envs)
   server = None
   if reverb_address is None:
-    server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, name=table_name)])
+    server = reverb_replay.start_server([reverb_replay.on_policy_table(
+        signature, name=table_name, items_per_learner_step=items_per_iteration)])
     reverb_address = f'localhost:{server.port}'
   client = reverb_replay.connect(reverb_address)
   writer = reverb_replay.SequenceWriter(client, table_name, sequence_length)
 
-  num_replicas = strategy.num_replicas_in_sync
-  items_per_iteration = num_replicas * items_per_replica
   env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
   total_iterations = max(1, int(np.ceil(total_env_steps / env_steps_per_iteration)))
 
@@ -187,6 +196,10 @@ def train(root_dir: str,
     env.close()
     env = suite.make_environment(seed=resume_seed)
   actor = actor_lib.Actor(env, actor_network, writer, seed=resume_seed)
+  actor_thread = None
+  if asynchronous_actor:
+    actor_thread = actor_lib.ActorThread(actor, env, writer, sequence_length,
+                                         on_error=server.stop if server is not None else None)
   frames_per_step = getattr(env, 'frames_per_step', 1)
   progress = _Progress(total_env_steps, frames_per_step, progress_interval_seconds)
   recent_returns = collections.deque(maxlen=20)
@@ -195,15 +208,17 @@ def train(root_dir: str,
   next_eval = (int(env_steps_variable.numpy()) // eval_interval_env_steps + 1) * eval_interval_env_steps \
       if eval_interval_env_steps else None
   last_checkpoint = time.time()
-  train_seconds = 0.0
+  train_seconds = actor_seconds = learner_seconds = 0.0
   steps_at_start = int(env_steps_variable.numpy())
   first_collection = True
   stopped_early = False
-  print(f'Training {env_id} ({num_envs} envs × {sequence_length} steps, {num_replicas} replica(s)) for '
-        f'{total_env_steps:,} env steps; run directory {root_dir}', flush=True)
+  print(f'Training {env_id} ({num_envs} envs × {sequence_length} steps, {num_replicas} replica(s), '
+        f'{"asynchronous" if asynchronous_actor else "synchronous"} actor) for {total_env_steps:,} env '
+        f'steps; run directory {root_dir}', flush=True)
 
   def run_evaluation(env_steps: int) -> Dict[str, float]:
-    result = evaluation.evaluate(actor_network, env_id, eval_episodes, seed=seed + 10_000,
+    _copy_weights(learner_network, eval_network)
+    result = evaluation.evaluate(eval_network, env_id, eval_episodes, seed=seed + 10_000,
                                  greedy=eval_greedy)
     result['env_steps'] = env_steps
     with summary_writer.as_default(step=env_steps):
@@ -212,25 +227,42 @@ def train(root_dir: str,
     return result
 
   try:
+    if actor_thread is not None:
+      actor_thread.publish(learner_network.variables, learner.train_step.numpy())
+      actor_thread.start()
     while int(env_steps_variable.numpy()) < total_env_steps:
       iteration_start = time.time()
-      actor.pull_weights(learner_network.variables, learner.train_step.numpy())
-      # The first item of a writer needs T + 1 steps; later ones T (items overlap by one step).
-      steps = items_per_iteration * sequence_length + (1 if first_collection else 0)
-      first_collection = False
-      actor.run(steps)
-      writer.flush()
-      metrics = learner.run()
+      if actor_thread is None:
+        actor.pull_weights(learner_network.variables, learner.train_step.numpy())
+        # The first item of a writer needs T + 1 steps; later ones T (items overlap by one step).
+        actor.run(items_per_iteration * sequence_length + (1 if first_collection else 0))
+        first_collection = False
+        writer.flush()
+      actor_done = time.time()
+      try:
+        metrics = learner.run()
+      except (tf.errors.OpError, RuntimeError):
+        if actor_thread is not None and actor_thread.error is not None:
+          raise actor_thread.error  # the real cause; the learner only saw the server stop
+        raise
+      if actor_thread is not None:
+        actor_thread.publish(learner_network.variables, learner.train_step.numpy())
+        episode_returns, episode_lengths = actor_thread.pop_finished_episodes()
+      else:
+        episode_returns, episode_lengths = env.pop_finished_episodes()
       env_steps = int(env_steps_variable.assign_add(env_steps_per_iteration).numpy())
-      train_seconds += time.time() - iteration_start
+      now = time.time()
+      train_seconds += now - iteration_start
+      actor_seconds += actor_done - iteration_start
+      learner_seconds += now - actor_done
 
-      episode_returns, episode_lengths = env.pop_finished_episodes()
       recent_returns.extend(episode_returns.tolist())
       iteration = int(learner.train_step.numpy())
       if iteration % summary_interval_iterations == 0:
         with summary_writer.as_default(step=env_steps):
           for name, value in metrics.items():
             tf.summary.scalar(f'learner/{name}', value)
+          tf.summary.scalar('timing/actor_fraction', actor_seconds / max(train_seconds, 1e-9))
           for value in episode_returns:
             tf.summary.scalar('env/episode_return', value)
           for value in episode_lengths:
@@ -243,7 +275,6 @@ def train(root_dir: str,
           tf.summary.scalar('env/frames_per_second', rate * frames_per_step)
 
       if next_eval is not None and env_steps >= next_eval:
-        actor.pull_weights(learner_network.variables, learner.train_step.numpy())
         result = run_evaluation(env_steps)
         result['train_seconds'] = train_seconds
         evals.append(result)
@@ -258,6 +289,9 @@ def train(root_dir: str,
         manager.save(checkpoint_number=learner.train_step)
         last_checkpoint = time.time()
   finally:
+    if actor_thread is not None:
+      actor_thread.stop()
+      actor_thread.join(timeout=60)
     writer.close()
     env.close()
 
@@ -265,9 +299,8 @@ def train(root_dir: str,
   progress.update(env_steps, float(np.mean(recent_returns)) if recent_returns else None, eval_return,
                   force=True)
   manager.save(checkpoint_number=learner.train_step)
-  actor.pull_weights(learner_network.variables, learner.train_step.numpy())
   final = evals[-1] if stopped_early else run_evaluation(env_steps)
-  policy_dir = policies.export_policy(actor_network, ts.time_step_spec(observation_spec), action_spec,
+  policy_dir = policies.export_policy(eval_network, ts.time_step_spec(observation_spec), action_spec,
                                       os.path.join(root_dir, 'policy'), train_step=learner.train_step)
   _write_operative_config(root_dir)
   summary_writer.flush()
@@ -281,6 +314,8 @@ def train(root_dir: str,
       'learner_iterations': int(learner.train_step.numpy()),
       'wall_seconds': time.time() - start_time,
       'train_seconds_this_run': train_seconds,
+      'actor_seconds_this_run': actor_seconds,  # stepping envs, acting, writing to Reverb
+      'learner_seconds_this_run': learner_seconds,  # reading from Reverb and training
       'env_steps_this_run': env_steps - steps_at_start,
       'eval_return_mean': final['return_mean'],
       'eval_return_std': final['return_std'],
@@ -306,3 +341,9 @@ def _write_operative_config(root_dir: str) -> None:
   with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
     f.write(gin.operative_config_str())
   tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+
+
+def _copy_weights(source, target) -> None:
+  """Copies the values of `source`'s variables into `target` (same architecture)."""
+  for target_variable, source_variable in zip(target.variables, source.variables):
+    target_variable.assign(source_variable.numpy())

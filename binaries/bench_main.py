@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,7 @@ def env_ceiling(env_id: str, num_envs: int, steps: int):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from envs import suite  # pylint: disable=g-import-not-at-top
   env = suite.make_environment(env_id=env_id, num_envs=num_envs, seed=0)
+  env.reset()
   raw = env.vector_env
   n = env.action_spec().maximum + 1
   rng = np.random.default_rng(0)
@@ -143,18 +145,19 @@ def train_run(gin_file: str, bindings, root_dir: str):
   command = [sys.executable, os.path.join(REPO, 'binaries', 'train_main.py'), f'--gin_file={gin_file}',
              f'--root_dir={root_dir}'] + [f'--gin_bindings={b}' for b in bindings]
   start = time.perf_counter()
-  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
-  output = process.communicate()[0]
-  _, status, usage = os.wait4(process.pid, 0) if process.returncode is None else (0, 0, None)
-  del status
-  if process.returncode:
+  with tempfile.TemporaryFile('w+') as log:
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    # wait4 (not Popen.wait) returns this child's own resource usage, hence its own peak RSS.
+    _, status, usage = os.wait4(process.pid, 0)
+    log.seek(0)
+    output = log.read()
+  if os.waitstatus_to_exitcode(status):
     raise RuntimeError(f'{" ".join(command)} failed:\n{output[-3000:]}')
   with open(os.path.join(root_dir, 'summary.json')) as f:
     summary = json.load(f)
-  summary['peak_rss_gib'] = (usage.ru_maxrss / 2**20) if usage else None
+  summary['peak_rss_gib'] = usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
   summary['process_seconds'] = time.perf_counter() - start
-  summary['command'] = ' '.join(['python'] + command[1:]).replace(REPO + '/', '')
+  summary['command'] = shlex.join(['python'] + command[1:]).replace(REPO + '/', '')
   return summary
 
 

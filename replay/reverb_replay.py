@@ -12,7 +12,7 @@ Writing a batch of environments per append costs one Reverb call per step instea
 """
 
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gin
 import reverb
@@ -44,7 +44,8 @@ def sequence_signature(step_spec: Any, sequence_length: int, batch_size: int) ->
 
 
 @gin.configurable
-def on_policy_table(signature: Any, name: str = 'trajectories', max_size: int = 4) -> reverb.Table:
+def on_policy_table(signature: Any, name: str = 'trajectories', max_size: Optional[int] = None,
+                    items_per_learner_step: int = 1) -> reverb.Table:
   """A FIFO queue for on-policy learners.
 
   Reverb's Queue rate limiter blocks an actor's insert while the queue holds `max_size` items and blocks
@@ -54,8 +55,16 @@ def on_policy_table(signature: Any, name: str = 'trajectories', max_size: int = 
   Args:
     signature: item signature (see `sequence_signature`).
     name: table name.
-    max_size: capacity in items. Must be at least the number of items the learner reads per step.
+    max_size: capacity in items; None (default) means `items_per_learner_step`, the smallest queue that
+      holds one learner step, hence the least policy lag.
+    items_per_learner_step: items the learner reads per step (set by the training run, not by gin).
   """
+  if max_size is None:
+    max_size = items_per_learner_step
+  if max_size < items_per_learner_step:
+    raise ValueError(f'on_policy_table.max_size={max_size} cannot hold one learner step of '
+                     f'{items_per_learner_step} items; set it to at least {items_per_learner_step} or leave '
+                     f'it unset.')
   return reverb.Table.queue(name=name, max_size=max_size, signature=signature)
 
 
@@ -155,8 +164,22 @@ class SequenceWriter:
     return False
 
   def flush(self, timeout_ms: Optional[int] = None) -> None:
-    """Blocks until every created item has reached the server (or the timeout, in ms, passes)."""
+    """Blocks until every created item has reached the server (or the timeout, in ms, passes).
+
+    Items are sent in the background and `append` never blocks; a full queue (rate limiter) makes
+    `flush` wait until the learner has taken items.
+    """
     self._writer.flush(timeout_ms=timeout_ms)
+
+  def flush_unless(self, stop: Callable[[], bool], poll_ms: int = 200) -> bool:
+    """Flushes, giving up when `stop()` turns True; returns whether the flush completed."""
+    while not stop():
+      try:
+        self._writer.flush(timeout_ms=poll_ms)
+        return True
+      except reverb.DeadlineExceededError:
+        continue
+    return False
 
   def close(self) -> None:
     self._writer.close()
