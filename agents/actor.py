@@ -110,20 +110,30 @@ class Actor:
     return action, logits, values, next_state
 
   def pull_weights(self, source_variables, version: int) -> None:
-    """Copies `source_variables` (same structure as the network's) into the actor's network."""
-    if self._assign is None:
-      targets = self._network.variables
+    """Copies `source_variables` (same structure as the network's) into the actor's network.
 
-      @functools.partial(tf.function, autograph=False)
-      def assign(sources):
-        for target, source in zip(targets, sources):
-          target.assign(source)
+    `source_variables` are variables (another network in this process: the copy is compiled once with
+    the sources captured, so each call costs one function call) or arrays (a published snapshot).
+    """
+    targets = self._network.variables
+    if len(targets) != len(source_variables):
+      raise ValueError(f'Weight source has {len(source_variables)} variables, the actor network '
+                       f'{len(targets)}: they are not the same architecture.')
+    if all(isinstance(v, tf.Variable) for v in source_variables):
+      key = tuple(id(v) for v in source_variables)
+      if self._assign is None or self._assign[0] != key:
+        sources = list(source_variables)
 
-      if len(targets) != len(source_variables):
-        raise ValueError(f'Weight source has {len(source_variables)} variables, the actor network '
-                         f'{len(targets)}: they are not the same architecture.')
-      self._assign = assign
-    self._assign(list(source_variables))
+        @functools.partial(tf.function, autograph=False)
+        def assign():
+          for target, source in zip(targets, sources):
+            target.assign(source)
+
+        self._assign = (key, assign.get_concrete_function())
+      self._assign[1]()
+    else:
+      for target, value in zip(targets, source_variables):
+        target.assign(value)
     self._policy_version = int(version)
 
   def run(self, num_steps: int) -> int:

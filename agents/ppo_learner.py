@@ -153,21 +153,24 @@ class PPOLearner:
     num_updates = self._num_epochs * self._num_minibatches
     orders = self._strategy.run(self._minibatch_orders, (prepared,))
 
-    def update(iteration):
-      epoch, index = iteration // self._num_minibatches, iteration % self._num_minibatches
-      metrics = self._strategy.run(self._update, (prepared, orders, epoch, index, clip_epsilon))
-      return {k: self._strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-              for k, v in metrics.items()}
-
-    # The first update is traced outside the loop: its metrics give the loop variables' structure.
-    metric_sums = update(tf.constant(0))
+    metric_names = []  # filled while the loop body is traced
 
     def accumulate(iteration, sums):
-      metrics = update(iteration)
-      return iteration + 1, {k: sums[k] + metrics[k] for k in sums}
+      epoch, index = iteration // self._num_minibatches, iteration % self._num_minibatches
+      metrics = self._strategy.run(self._update, (prepared, orders, epoch, index, clip_epsilon))
+      metric_names[:] = sorted(metrics)
+      stacked = tf.stack([self._strategy.reduce(tf.distribute.ReduceOp.MEAN, metrics[name], axis=None)
+                          for name in metric_names])
+      # The metrics' number is known only inside the body: the sums start empty ([0]).
+      sums = tf.cond(tf.size(sums) > 0, lambda: sums + stacked, lambda: stacked)
+      return iteration + 1, sums
 
-    _, metric_sums = tf.while_loop(lambda iteration, _: iteration < num_updates, accumulate,
-                                   (tf.constant(1), metric_sums))
+    # One traced copy of the update (a loop over epochs × minibatches): tracing is the run's largest
+    # fixed cost on small tasks.
+    _, metric_sums = tf.while_loop(
+        lambda iteration, _: iteration < num_updates, accumulate,
+        (tf.constant(0), tf.zeros([0])), shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])))
+    metric_sums = dict(zip(metric_names, tf.unstack(metric_sums, num=len(metric_names))))
     self.train_step.assign_add(1)
     result = {k: v / num_updates for k, v in metric_sums.items()}
     result['learning_rate'] = self.optimizer.learning_rate

@@ -203,6 +203,7 @@ def train(root_dir: str,
   frames_per_step = getattr(env, 'frames_per_step', 1)
   progress = _Progress(total_env_steps, frames_per_step, progress_interval_seconds)
   recent_returns = collections.deque(maxlen=20)
+  pending_episodes = []  # (returns, lengths) not yet written to TensorBoard
   evals = []
   eval_return = None
   next_eval = (int(env_steps_variable.numpy()) // eval_interval_env_steps + 1) * eval_interval_env_steps \
@@ -257,16 +258,20 @@ def train(root_dir: str,
       learner_seconds += now - actor_done
 
       recent_returns.extend(episode_returns.tolist())
+      pending_episodes.append((episode_returns, episode_lengths))
       iteration = int(learner.train_step.numpy())
       if iteration % summary_interval_iterations == 0:
         with summary_writer.as_default(step=env_steps):
           for name, value in metrics.items():
             tf.summary.scalar(f'learner/{name}', value)
           tf.summary.scalar('timing/actor_fraction', actor_seconds / max(train_seconds, 1e-9))
-          for value in episode_returns:
-            tf.summary.scalar('env/episode_return', value)
-          for value in episode_lengths:
-            tf.summary.scalar('env/episode_length', value)
+          # Every finished episode, also those of iterations between two writes.
+          for returns, lengths in pending_episodes:
+            for value in returns:
+              tf.summary.scalar('env/episode_return', value)
+            for value in lengths:
+              tf.summary.scalar('env/episode_length', value)
+        pending_episodes.clear()
       recent = float(np.mean(recent_returns)) if recent_returns else None
       rate = progress.update(env_steps, recent, eval_return)
       if iteration % summary_interval_iterations == 0 and rate is not None and np.isfinite(rate):
