@@ -134,8 +134,9 @@ def train(root_dir: str,
   start_time = time.time()
   check_writable(root_dir)
   strategy = strategy or tf.distribute.get_strategy()
-  tf.random.set_seed(seed)
-  np.random.seed(seed)
+  # Seeds Python's `random` too: unseeded Keras initializers draw their seeds from it, so
+  # `tf.random.set_seed` alone leaves the initial weights different on every run.
+  tf.keras.utils.set_random_seed(seed)
 
   env = suite.make_environment(seed=seed)
   env_id = env.env_id
