@@ -178,15 +178,9 @@ def train(root_dir: str,
   checkpoint = tf.train.Checkpoint(env_steps=env_steps_variable, **learner.checkpoint_items())
   checkpoint_dir = os.path.join(root_dir, 'checkpoints')
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
-  if manager.latest_checkpoint:
-    try:
-      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as error:
-      raise RuntimeError(f"checkpoint '{manager.latest_checkpoint}' cannot be restored "
-                         f'({type(error).__name__}: {str(error).splitlines()[0]}); it is corrupt or from a '
-                         f'different configuration: use a new --root_dir or delete {checkpoint_dir}.') from None
-    print(f'Resumed from {manager.latest_checkpoint} at {int(env_steps_variable.numpy()):,} env steps.',
-          flush=True)
+  restored = _restore_latest_usable(checkpoint, manager, checkpoint_dir)
+  if restored:
+    print(f'Resumed from {restored} at {int(env_steps_variable.numpy()):,} env steps.', flush=True)
 
   _write_operative_config(root_dir)
   summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'summaries'))
@@ -353,3 +347,28 @@ def _copy_weights(source, target) -> None:
   """Copies the values of `source`'s variables into `target` (same architecture)."""
   for target_variable, source_variable in zip(target.variables, source.variables):
     target_variable.assign(source_variable.numpy())
+
+
+def _restore_latest_usable(checkpoint, manager, checkpoint_dir: str) -> Optional[str]:
+  """Restores the newest checkpoint that reads back whole (older ones are the fallback); returns its path.
+
+  A checkpoint damaged on disk (a truncated file, say) is reported and skipped, and the one before it
+  is used. If none can be restored, one line names the directory and the fix.
+  """
+  candidates = list(reversed(manager.checkpoints))
+  for index, path in enumerate(candidates):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except Exception as error:  # pylint: disable=broad-except  (readers raise IndexError, OpError, ...)
+      reason = f'{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ""}'
+      if index + 1 < len(candidates):
+        print(f"warning: checkpoint '{path}' cannot be restored ({reason}); trying the previous one.",
+              flush=True)
+        continue
+      raise RuntimeError(
+          f"checkpoint '{path}' cannot be restored ({reason}) and no older one can; it is corrupt or from a "
+          f'different configuration: use a new --root_dir or move {checkpoint_dir} away.') from None
+    # The damaged newer files stay where they are (nothing is deleted); the next saves, numbered by
+    # the restored learner step, write over them.
+    return path
+  return None

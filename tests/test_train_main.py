@@ -158,3 +158,59 @@ def test_same_seed_same_weights(tiny_gin, tmp_path):
   assert weights[0].keys() == weights[1].keys() and len(weights[0]) >= 6
   for key in weights[0]:
     np.testing.assert_array_equal(weights[0][key], weights[1][key], err_msg=key)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_gin, tmp_path):
+  """kill -9 in the middle of training; the next run resumes instead of starting over."""
+  import signal
+  import time
+  root = str(tmp_path / 'killed')
+  process = subprocess.Popen(
+      [sys.executable, TRAIN_MAIN, f'--gin_file={tiny_gin}', f'--root_dir={root}',
+       '--gin_bindings=train.total_env_steps = 1000000', '--gin_bindings=train.checkpoint_interval_seconds = 0',
+       '--gin_bindings=train.eval_episodes = 1'],
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoint_dir = os.path.join(root, 'checkpoints')
+  deadline = time.time() + 240
+  while time.time() < deadline and int((tf.train.latest_checkpoint(checkpoint_dir) or '-0').rsplit('-', 1)[1]) < 5:
+    time.sleep(0.1)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = tf.train.latest_checkpoint(checkpoint_dir)
+  assert killed_at, 'no checkpoint was written before the kill'
+  iterations = int(killed_at.rsplit('-', 1)[1])
+
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}',
+                 f'--gin_bindings=train.total_env_steps = {16 * (iterations + 2)}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'at {16 * iterations:,} env steps' in result.stdout  # 2 envs x 8 steps per iteration
+  summary = json.load(open(os.path.join(root, 'summary.json')))
+  assert summary['learner_iterations'] == iterations + 2
+  assert summary['env_steps_this_run'] == 32
+
+
+def test_corrupt_checkpoint_is_one_clear_line(tiny_gin, tmp_path):
+  root = str(tmp_path / 'corrupt')
+  assert _run([f'--gin_file={tiny_gin}', f'--root_dir={root}']).returncode == 0
+  checkpoint = tf.train.latest_checkpoint(os.path.join(root, 'checkpoints'))
+  with open(checkpoint + '.data-00000-of-00001', 'r+b') as f:
+    f.truncate(10)
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}', '--gin_bindings=train.total_env_steps = 128'])
+  line = _first_error_line(result)
+  assert 'cannot be restored' in line and root in line
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_gin, tmp_path):
+  root = str(tmp_path / 'fallback')
+  assert _run([f'--gin_file={tiny_gin}', f'--root_dir={root}',
+               '--gin_bindings=train.checkpoint_interval_seconds = 0']).returncode == 0
+  checkpoint_dir = os.path.join(root, 'checkpoints')
+  assert tf.train.latest_checkpoint(checkpoint_dir).endswith('ckpt-4')
+  with open(tf.train.latest_checkpoint(checkpoint_dir) + '.data-00000-of-00001', 'r+b') as f:
+    f.truncate(10)
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}', '--gin_bindings=train.total_env_steps = 96'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'ckpt-4' in result.stdout and 'trying the previous one' in result.stdout
+  assert 'Resumed from' in result.stdout and 'ckpt-3 at 48 env steps' in result.stdout
+  summary = json.load(open(os.path.join(root, 'summary.json')))
+  assert summary['env_steps'] == 96 and summary['learner_iterations'] == 6
