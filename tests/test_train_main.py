@@ -33,6 +33,14 @@ def _run(args, timeout=300):
                         timeout=timeout)
 
 
+def _train(tiny_gin, root, *extra_args):
+  """Runs the tiny configuration into `root`; returns its stdout and summary.json."""
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}', *extra_args])
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(root, 'summary.json')) as f:
+    return result.stdout, json.load(f)
+
+
 @pytest.fixture(scope='module')
 def tiny_gin(tmp_path_factory):
   path = tmp_path_factory.mktemp('gin') / 'tiny.gin'
@@ -117,20 +125,14 @@ def test_unreachable_reverb_is_one_clear_line(tiny_gin, tmp_path):
 
 
 def test_asynchronous_actor_run_completes(tiny_gin, tmp_path):
-  root = str(tmp_path / 'async')
-  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}', '--gin_bindings=train.asynchronous_actor = True'])
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'asynchronous actor' in result.stdout
-  summary = json.load(open(os.path.join(root, 'summary.json')))
+  stdout, summary = _train(tiny_gin, str(tmp_path / 'async'), '--gin_bindings=train.asynchronous_actor = True')
+  assert 'asynchronous actor' in stdout
   assert summary['env_steps'] == 64 and summary['learner_iterations'] == 4
 
 
 def test_two_logical_cpus_run_the_mirrored_learner(tiny_gin, tmp_path):
-  root = str(tmp_path / 'mirrored')
-  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={root}', '--logical_cpus=2'])
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert '2 replica(s)' in result.stdout
-  summary = json.load(open(os.path.join(root, 'summary.json')))
+  stdout, summary = _train(tiny_gin, str(tmp_path / 'mirrored'), '--logical_cpus=2')
+  assert '2 replica(s)' in stdout
   # Two replicas read one item each per iteration: 2 x 2 envs x 8 steps = 32 steps per iteration.
   assert summary['env_steps'] == 64 and summary['learner_iterations'] == 2
 
