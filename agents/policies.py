@@ -5,6 +5,10 @@ can later serve as a teacher (its logits and critic reach distillation losses).
 """
 
 
+import contextlib
+import warnings
+
+from absl import logging
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tf_agents.policies import greedy_policy
@@ -60,8 +64,22 @@ def export_policy(network, time_step_spec, action_spec, directory: str, train_st
   tmp = directory.rstrip('/') + '.tmp'
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)
-  saver.save(tmp)
+  with _quiet_saving():
+    saver.save(tmp)
   if tf.io.gfile.exists(directory):
     tf.io.gfile.rmtree(directory)
   tf.io.gfile.rename(tmp, directory)
   return directory
+
+
+@contextlib.contextmanager
+def _quiet_saving():
+  """Keeps SavedModel export's routine notices (renamed inputs, untraced Keras functions) off the console."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    with warnings.catch_warnings():
+      warnings.filterwarnings('ignore', message='Encoding a StructuredValue')
+      yield
+  finally:
+    logging.set_verbosity(verbosity)

@@ -10,8 +10,8 @@ configured here through gin. A run directory is self-describing:
       policy/                the final policy, a SavedModel written by TF-Agents' PolicySaver
       summary.json           env_steps, wall_seconds, eval_return_mean, ...
 
-Running again with the same root_dir resumes from the latest checkpoint; a finished run only
-re-evaluates and re-exports.
+Running again with the same root_dir resumes from the latest checkpoint; a finished run (its budget
+spent, or `stop_at_eval_return` reached while that option is still set) only re-evaluates and re-exports.
 """
 
 import collections
@@ -67,18 +67,25 @@ class _Progress:
     self._window = collections.deque(maxlen=10)  # (time, env_steps)
 
   def update(self, env_steps: int, recent_return: Optional[float], eval_return: Optional[float],
-             force: bool = False) -> Optional[float]:
+             final_rate: Optional[float] = None) -> Optional[float]:
+    """Records progress; prints a line if `interval` has passed, or always with `final_rate` (the
+    run's average steps/s, for the closing line). Returns the recent steps/s."""
     now = time.time()
     self._window.append((now, env_steps))
     (t0, s0), (t1, s1) = self._window[0], self._window[-1]
     rate = (s1 - s0) / (t1 - t0) if t1 > t0 else float('nan')
-    if not force and now - self._last_print < self._interval:
+    if final_rate is None and now - self._last_print < self._interval:
       return rate
     self._last_print = now
-    eta = (self._total - env_steps) / rate if rate and rate > 0 else float('nan')
+    shown = rate if final_rate is None else final_rate
+    eta = (self._total - env_steps) / shown if np.isfinite(shown) and shown > 0 else float('nan')
+    if final_rate is not None:
+      eta = 0.0  # training is over
+    throughput = '- steps/s' if not np.isfinite(shown) else (
+        f'{shown:,.0f} steps/s' + (f' ({shown * self._frames_per_step:,.0f} frames/s)'
+                                   if self._frames_per_step != 1 else ''))
     parts = [f'[{100.0 * env_steps / self._total:5.1f}%] env steps {env_steps:,}/{self._total:,}',
-             f'{rate:,.0f} steps/s' + (f' ({rate * self._frames_per_step:,.0f} frames/s)'
-                                        if self._frames_per_step != 1 else ''),
+             throughput + (' on average' if final_rate is not None else ''),
              'return ' + ('-' if recent_return is None else f'{recent_return:.1f}'),
              'eval ' + ('-' if eval_return is None else f'{eval_return:.1f}'),
              f'ETA {_format_duration(eta)}']
@@ -122,7 +129,8 @@ def train(root_dir: str,
     eval_interval_env_steps: evaluate every this many env steps (0: only at the end).
     eval_episodes: episodes per evaluation (each on its own environment).
     eval_greedy: evaluate the argmax action (True) or sample the policy.
-    stop_at_eval_return: stop training early once an evaluation reaches this mean return (None: never).
+    stop_at_eval_return: stop training early once an evaluation reaches this mean return (None: never). The
+      run is then finished: running the directory again does not train on unless this is unset.
     checkpoint_interval_seconds: seconds between checkpoints (one is always written at the end).
     progress_interval_seconds: seconds between progress lines.
     summary_interval_iterations: learner iterations between TensorBoard writes.
@@ -175,7 +183,10 @@ def train(root_dir: str,
   learner = learner_fn(network=learner_network, dataset_fn=dataset_fn, strategy=strategy,
                        total_iterations=total_iterations)
   env_steps_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name='env_steps')
-  checkpoint = tf.train.Checkpoint(env_steps=env_steps_variable, **learner.checkpoint_items())
+  # Set when an evaluation reached stop_at_eval_return: rerunning the directory then does not train on.
+  reached_stop_return = tf.Variable(False, trainable=False, name='reached_stop_return')
+  checkpoint = tf.train.Checkpoint(env_steps=env_steps_variable, reached_stop_return=reached_stop_return,
+                                   **learner.checkpoint_items())
   checkpoint_dir = os.path.join(root_dir, 'checkpoints')
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
   restored = _restore_latest_usable(checkpoint, manager, checkpoint_dir)
@@ -226,7 +237,8 @@ def train(root_dir: str,
     if actor_thread is not None:
       actor_thread.publish(learner_network.variables, learner.train_step.numpy())
       actor_thread.start()
-    while int(env_steps_variable.numpy()) < total_env_steps:
+    stopped_early = stop_at_eval_return is not None and bool(reached_stop_return.numpy())
+    while not stopped_early and int(env_steps_variable.numpy()) < total_env_steps:
       iteration_start = time.time()
       if actor_thread is None:
         actor.pull_weights(learner_network.variables, learner.train_step.numpy())
@@ -284,6 +296,7 @@ def train(root_dir: str,
           print(f'Evaluation return {eval_return:.1f} >= stop_at_eval_return={stop_at_eval_return}: '
                 f'stopping at {env_steps:,} env steps.', flush=True)
           stopped_early = True
+          reached_stop_return.assign(True)
           break
       if time.time() - last_checkpoint >= checkpoint_interval_seconds:
         manager.save(checkpoint_number=learner.train_step)
@@ -297,9 +310,9 @@ def train(root_dir: str,
 
   env_steps = int(env_steps_variable.numpy())
   progress.update(env_steps, float(np.mean(recent_returns)) if recent_returns else None, eval_return,
-                  force=True)
+                  final_rate=(env_steps - steps_at_start) / train_seconds if train_seconds else float('nan'))
   manager.save(checkpoint_number=learner.train_step)
-  final = evals[-1] if stopped_early else run_evaluation(env_steps)
+  final = evals[-1] if evals and stopped_early else run_evaluation(env_steps)
   policy_dir = policies.export_policy(eval_network, ts.time_step_spec(observation_spec), action_spec,
                                       os.path.join(root_dir, 'policy'), train_step=learner.train_step)
   _write_operative_config(root_dir)

@@ -145,6 +145,13 @@ def test_quickstart_solves_cartpole(tmp_path):
   summary = json.load(open(os.path.join(root, 'summary.json')))
   assert summary['eval_return_mean'] >= 475, summary
   assert summary['eval_episodes'] == 10
+  assert summary['stopped_early'] and summary['env_steps'] < 100_000
+
+  # Solved is finished: running the directory again evaluates and exports, but does not train on.
+  again = _run(['--gin_file=gin/quickstart.gin', f'--root_dir={root}'], timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  rerun = json.load(open(os.path.join(root, 'summary.json')))
+  assert rerun['env_steps'] == summary['env_steps'] and rerun['env_steps_this_run'] == 0
 
 
 def test_same_seed_same_weights(tiny_gin, tmp_path):
