@@ -223,3 +223,16 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_gin, tmp_
   assert 'Resumed from' in result.stdout and 'ckpt-3 at 48 env steps' in result.stdout
   summary = json.load(open(os.path.join(root, 'summary.json')))
   assert summary['env_steps'] == 96 and summary['learner_iterations'] == 6
+
+
+def test_recurrent_network_trains_end_to_end(tiny_gin, tmp_path):
+  """An LSTM core: its state travels through Reverb with the trajectories and into the export."""
+  root = str(tmp_path / 'lstm')
+  _, summary = _train(tiny_gin, root, "--gin_bindings=ActorCriticNetwork.core = 'lstm'",
+                      '--gin_bindings=ActorCriticNetwork.core_size = 8')
+  assert summary['learner_iterations'] == 4
+  policy = tf.saved_model.load(os.path.join(root, 'policy'))
+  state = policy.get_initial_state(3)
+  assert [s.shape for s in tf.nest.flatten(state)] == [(3, 8), (3, 8)]
+  step = policy.action(ts.restart(tf.zeros([3, 4]), batch_size=3), state)
+  assert [s.shape for s in tf.nest.flatten(step.state)] == [(3, 8), (3, 8)]
