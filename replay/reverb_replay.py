@@ -149,7 +149,6 @@ class SequenceWriter:
     self._sequence_length = sequence_length
     self._priority = priority
     self._steps = 0
-    self.items_created = 0
 
   def append(self, step: Any) -> bool:
     """Appends one batched step; returns True if it completed an item."""
@@ -159,7 +158,6 @@ class SequenceWriter:
       trajectory = tf.nest.map_structure(
           lambda column: column[-(self._sequence_length + 1):], self._writer.history)
       self._writer.create_item(self._table, self._priority, trajectory)
-      self.items_created += 1
       return True
     return False
 

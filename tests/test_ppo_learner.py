@@ -6,7 +6,6 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import actor as actor_lib
 from agents import ppo_learner
 from networks import actor_critic
 from networks import torsos
@@ -55,9 +54,9 @@ def _learner(net, batch, strategy=None, **kwargs):
   replicas = strategy.num_replicas_in_sync
 
   def dataset_fn(context):
-    # Replica i gets columns [i*B/r, (i+1)*B/r): together they are the whole batch.
-    index = context.input_pipeline_id if context.num_input_pipelines > 1 else None
-    del index
+    # One input pipeline; successive elements go to successive replicas, so replica i gets columns
+    # [i*B/r, (i+1)*B/r): together they are the whole batch.
+    del context
     columns = B // replicas
     per_replica = [tf.nest.map_structure(lambda x, i=i: x[:, i * columns:(i + 1) * columns], batch)
                    for i in range(replicas)]
@@ -69,11 +68,6 @@ def _learner(net, batch, strategy=None, **kwargs):
                   normalize_advantages=False, max_grad_norm=None)
   defaults.update(kwargs)
   return ppo_learner.PPOLearner(net, dataset_fn, strategy, total_iterations=10, **defaults)
-
-
-def _probability_of_action_zero(net, observation):
-  (logits, _), _ = net(observation)
-  return tf.nn.softmax(logits)[:, 0].numpy()
 
 
 @pytest.mark.parametrize('core', [None, 'lstm'])
