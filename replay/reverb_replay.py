@@ -210,4 +210,6 @@ def make_dataset(server_address: str, table: str, items_per_batch: int,
       return tf.ensure_shape(x, [static[0], merged] + static[3:])
     return tf.nest.map_structure(merge, sample.data)
 
+  if items_per_batch == 1:
+    return dataset.map(lambda sample: sample.data)  # already [T + 1, N, ...]: no copy needed
   return dataset.batch(items_per_batch, drop_remainder=True).map(merge_items)

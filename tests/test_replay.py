@@ -88,3 +88,14 @@ def test_unreachable_server_fails_fast_with_the_address():
   with pytest.raises(reverb_replay.ReverbUnreachableError, match=f'localhost:{port}'):
     reverb_replay.connect(f'localhost:{port}', timeout_seconds=3, attempts=2)
   assert time.time() - start < 30  # bounded retry, never a hang
+
+
+def test_single_item_batches_keep_the_item_layout(server):
+  address = f'localhost:{server.port}'
+  writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
+  for t in range(T + 1):
+    writer.append(_step(t))
+  writer.flush()
+  batch = next(iter(reverb_replay.make_dataset(address, 'trajectories', items_per_batch=1)))
+  assert batch['action'].shape == (T + 1, N)
+  np.testing.assert_array_equal(batch['action'].numpy(), 100 * np.arange(T + 1)[:, None] + np.arange(N))
