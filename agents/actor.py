@@ -42,6 +42,20 @@ def step_spec(observation_spec, action_spec, network) -> Dict[str, Any]:
   return spec
 
 
+def _check_same_architecture(source_variables, target_variables) -> None:
+  if len(target_variables) != len(source_variables):
+    raise ValueError(f'Weight source has {len(source_variables)} variables, the target network '
+                     f'{len(target_variables)}: they are not the same architecture.')
+
+
+def copy_weights(source_variables, target_network) -> None:
+  """Assigns `source_variables` (variables or arrays, in the network's order) to `target_network`."""
+  targets = target_network.variables
+  _check_same_architecture(source_variables, targets)
+  for target, value in zip(targets, source_variables):
+    target.assign(value)
+
+
 class Actor:
   """Collects experience from a `VectorGymnasiumEnvironment` into a `SequenceWriter`.
 
@@ -116,9 +130,7 @@ class Actor:
     the sources captured, so each call costs one function call) or arrays (a published snapshot).
     """
     targets = self._network.variables
-    if len(targets) != len(source_variables):
-      raise ValueError(f'Weight source has {len(source_variables)} variables, the actor network '
-                       f'{len(targets)}: they are not the same architecture.')
+    _check_same_architecture(source_variables, targets)
     if all(isinstance(v, tf.Variable) for v in source_variables):
       key = tuple(id(v) for v in source_variables)
       if self._assign is None or self._assign[0] != key:
@@ -132,8 +144,7 @@ class Actor:
         self._assign = (key, assign.get_concrete_function())
       self._assign[1]()
     else:
-      for target, value in zip(targets, source_variables):
-        target.assign(value)
+      copy_weights(source_variables, self._network)
     self._policy_version = int(version)
 
   def run(self, num_steps: int) -> int:

@@ -206,7 +206,7 @@ def train(root_dir: str,
   if asynchronous_actor:
     actor_thread = actor_lib.ActorThread(actor, env, writer, sequence_length,
                                          on_error=server.stop if server is not None else None)
-  frames_per_step = getattr(env, 'frames_per_step', 1)
+  frames_per_step = env.frames_per_step
   progress = _Progress(total_env_steps, frames_per_step, progress_interval_seconds)
   recent_returns = collections.deque(maxlen=20)
   pending_episodes = []  # (returns, lengths) not yet written to TensorBoard
@@ -224,7 +224,7 @@ def train(root_dir: str,
         f'steps; run directory {root_dir}', flush=True)
 
   def run_evaluation(env_steps: int) -> Dict[str, float]:
-    _copy_weights(learner_network, eval_network)
+    actor_lib.copy_weights(learner_network.variables, eval_network)
     result = evaluation.evaluate(eval_network, env_id, eval_episodes, seed=seed + 10_000,
                                  greedy=eval_greedy)
     result['env_steps'] = env_steps
@@ -355,11 +355,6 @@ def _write_operative_config(root_dir: str) -> None:
     f.write(gin.operative_config_str())
   tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
 
-
-def _copy_weights(source, target) -> None:
-  """Copies the values of `source`'s variables into `target` (same architecture)."""
-  for target_variable, source_variable in zip(target.variables, source.variables):
-    target_variable.assign(source_variable.numpy())
 
 
 def _restore_latest_usable(checkpoint, manager, checkpoint_dir: str) -> Optional[str]:
