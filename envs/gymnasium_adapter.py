@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Tuple
 
+import cv2
 import gymnasium
 import numpy as np
 from ale_py.vector_env import AtariVectorEnv
@@ -24,6 +25,8 @@ from gymnasium.vector import AutoresetMode
 from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
+
+_OPENCV_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX, the most channels cv2.merge takes
 
 _FIRST = int(ts.StepType.FIRST)
 _MID = int(ts.StepType.MID)
@@ -259,6 +262,9 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     self._action_dtype = self._action_spec.dtype
 
     self._info: dict = {}
+    # ale-py's vector env steps on its own threads between its send() and recv().
+    self._asynchronous = is_ale and env is env.unwrapped
+    self._pending_action: Optional[np.ndarray] = None
     self._episode_ended = np.zeros(self._num_envs, dtype=bool)
     self._any_episode_ended = False
     self._episode_returns = np.zeros(self._num_envs, dtype=np.float64)
@@ -279,10 +285,20 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
   def _observation(self, observation: np.ndarray) -> np.ndarray:
     if observation.dtype != self._observation_dtype:
       observation = observation.astype(self._observation_dtype)
-    if self._channels_last_axes is not None:
-      observation = np.transpose(observation, self._channels_last_axes)
-      if self._rgb_stack:
-        observation = observation.reshape(observation.shape[:3] + (-1,))
+    if self._channels_last_axes is None:
+      return observation
+    if not self._rgb_stack and observation.shape[1] <= _OPENCV_MAX_CHANNELS:
+      # Grey stacks [N, stack, H, W] -> contiguous [N, H, W, stack]. OpenCV's channel merge does this
+      # ~10x faster than numpy's strided transpose copy (50 us against 500 us for 8 Atari stacks), and a
+      # contiguous array reaches TensorFlow and Reverb without a further copy.
+      merged = np.empty((observation.shape[0],) + observation.shape[2:] + observation.shape[1:2],
+                        observation.dtype)
+      for i, stack in enumerate(observation):
+        cv2.merge(list(stack), dst=merged[i])
+      return merged
+    observation = np.transpose(observation, self._channels_last_axes)
+    if self._rgb_stack:
+      observation = observation.reshape(observation.shape[:3] + (-1,))
     return observation
 
   @property
@@ -338,6 +354,10 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     return returns, lengths
 
   def _reset(self) -> ts.TimeStep:
+    if self._pending_action is not None:
+      if self._asynchronous:
+        self._env.recv()  # Drain the step in flight before resetting the emulators.
+      self._pending_action = None
     observation, self._info = self._env.reset(seed=self._seed)
     self._seed = None
     # Episodes cut short by an explicit reset are not reported: they did not finish.
@@ -351,7 +371,17 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
         discount=np.ones(self._num_envs, dtype=np.float32),
         observation=self._observation(observation))
 
-  def _step(self, action: np.ndarray) -> ts.TimeStep:
+  def send(self, action: np.ndarray) -> None:
+    """Starts a step of all environments with `action`; `receive()` returns its time step.
+
+    With ale-py's `AtariVectorEnv` the emulators run on their own threads between the two calls, so
+    the caller can do other work meanwhile (the actor writes the previous step to Reverb); other
+    vector envs step inside `receive()`. `step(action)` is `send(action)` followed by `receive()`.
+    """
+    if self.current_time_step() is None:
+      raise RuntimeError(f'send() before reset() on {self._env_id!r}; call reset() first.')
+    if self._pending_action is not None:
+      raise RuntimeError(f'send() twice without receive() on {self._env_id!r}.')
     action = np.asarray(action)
     if action.shape[:1] != (self._num_envs,):
       raise ValueError(
@@ -359,8 +389,19 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
           f'{action.shape}; pass one action per environment.')
     if action.dtype != self._action_dtype:
       action = action.astype(self._action_dtype)
+    if self._asynchronous:
+      self._env.send(action)
+    self._pending_action = action
 
-    observation, raw_reward, terminated, truncated, self._info = self._env.step(action)
+  def receive(self) -> ts.TimeStep:
+    """Waits for the step started by `send()` and returns its time step (see `send`)."""
+    if self._pending_action is None:
+      raise RuntimeError(f'receive() without send() on {self._env_id!r}.')
+    action, self._pending_action = self._pending_action, None
+    if self._asynchronous:
+      observation, raw_reward, terminated, truncated, self._info = self._env.recv()
+    else:
+      observation, raw_reward, terminated, truncated, self._info = self._env.step(action)
     # A copy: the time step must not alias a buffer the vector env might reuse or we modify below.
     reward = np.array(raw_reward, dtype=np.float32)
     # r.r is NaN or inf whenever any reward is, and costs a third of isfinite(r).all(); the exact
@@ -389,8 +430,13 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     if self._any_episode_ended:
       self._finished_returns.append(self._episode_returns[last])
       self._finished_lengths.append(self._episode_lengths[last])
-    return ts.TimeStep(step_type=step_type, reward=reward, discount=discount,
-                       observation=self._observation(observation))
+    self._current_time_step = ts.TimeStep(step_type=step_type, reward=reward, discount=discount,
+                                          observation=self._observation(observation))
+    return self._current_time_step
+
+  def _step(self, action: np.ndarray) -> ts.TimeStep:
+    self.send(action)
+    return self.receive()
 
   def close(self) -> None:
     """Closes the wrapped vector environment."""

@@ -81,3 +81,20 @@ def test_pull_weights_copies_and_rejects_other_architectures():
       actor_lib.Actor(env, net, writer).pull_weights(bigger.variables, version=2)
   finally:
     server.stop()
+
+
+def test_sampling_follows_the_policy_and_greedy_takes_the_argmax():
+  env, net, server, _, writer = _setup()
+  try:
+    logits = np.log(np.array([[0.7, 0.3], [0.1, 0.9]], np.float32))
+    logits = np.tile(logits, (5000, 1))  # rows alternate between the two distributions
+    sampled = actor_lib.Actor(env, net, writer, seed=0)._sample(logits)
+    # 5,000 draws per row: the standard error of a frequency is <= 0.0071, so 0.03 is > 4 sigma.
+    np.testing.assert_allclose([np.mean(sampled[0::2] == 0), np.mean(sampled[1::2] == 1)],
+                               [0.7, 0.9], atol=0.03)
+    again = actor_lib.Actor(env, net, writer, seed=0)._sample(logits)
+    np.testing.assert_array_equal(sampled, again)  # The seed fixes the draws.
+    greedy = actor_lib.Actor(env, net, writer, greedy=True)._sample(logits)
+    np.testing.assert_array_equal(greedy, np.tile([0, 1], 5000))
+  finally:
+    server.stop()

@@ -92,8 +92,33 @@ def test_atari_observations_are_the_ale_frames_channels_last():
     observation = env.step(actions).observation
     np.testing.assert_array_equal(observation[..., -1], raw_observation[:, -1])
     np.testing.assert_array_equal(observation, raw_observation.transpose(0, 2, 3, 1))
+    assert observation.flags['C_CONTIGUOUS']  # Reaches TensorFlow and Reverb without another copy.
   raw.close()
   env.close()
+
+
+def test_atari_send_receive_is_step_and_misuse_is_reported():
+  actions = np.random.default_rng(1).integers(0, 4, size=(20, 2))
+  stepped = suite.make_environment('ALE/Breakout-v5', num_envs=2, seed=4)
+  split = suite.make_environment('ALE/Breakout-v5', num_envs=2, seed=4)
+  np.testing.assert_array_equal(stepped.reset().observation, split.reset().observation)
+  for action in actions:
+    expected = stepped.step(action)
+    split.send(action)
+    with pytest.raises(RuntimeError, match='send\\(\\) twice'):
+      split.send(action)
+    received = split.receive()
+    for a, b in zip(expected, received):
+      np.testing.assert_array_equal(a, b)
+    assert split.current_time_step() is received
+  with pytest.raises(RuntimeError, match='receive\\(\\) without send\\(\\)'):
+    split.receive()
+  # A reset with a step in flight drains it first, then starts new episodes.
+  split.send(actions[0])
+  assert (split.reset().step_type == 0).all()
+  split.step(actions[1])
+  stepped.close()
+  split.close()
 
 
 def test_atari_same_seed_same_observations():
