@@ -4,17 +4,20 @@ through gymnasium's vector environments, all behind `VectorGymnasiumEnvironment`
 from __future__ import annotations
 
 import difflib
+from typing import Any, Dict, Optional
 
 import ale_py
 import gin
 import gymnasium
 from gymnasium.vector import AutoresetMode
 
+from envs import deep_sea
 from envs import gymnasium_adapter
 
-# Importing ale_py registers the 'ALE/<Game>-v5' ids; registering explicitly documents why the
-# import is needed and keeps linters from dropping it.
+# Importing ale_py registers the 'ALE/<Game>-v5' ids, importing envs.deep_sea 'protege/DeepSea-v0';
+# registering explicitly documents why the imports are needed and keeps linters from dropping them.
 gymnasium.register_envs(ale_py)
+gymnasium.register_envs(deep_sea)
 
 
 @gin.configurable
@@ -104,7 +107,9 @@ def _find_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
 @gin.configurable
 def make_environment(env_id: str = 'CartPole-v1',
                      num_envs: int = 8,
-                     seed: int = 0) -> gymnasium_adapter.VectorGymnasiumEnvironment:
+                     seed: int = 0,
+                     env_kwargs: Optional[Dict[str, Any]] = None
+                     ) -> gymnasium_adapter.VectorGymnasiumEnvironment:
   """Creates `num_envs` copies of `env_id` as one batched TF-Agents environment.
 
   'ALE/...' ids use ale-py's native multi-threaded `AtariVectorEnv` configured by
@@ -116,18 +121,31 @@ def make_environment(env_id: str = 'CartPole-v1',
     env_id: a gymnasium registry id, e.g. 'CartPole-v1' or 'ALE/MontezumaRevenge-v5'.
     num_envs: number of environments stepped together (the batch size of every time step).
     seed: seeds environment i with `seed + i` on the first reset, so a run is reproducible.
+      (Vector envs that share one generator, like 'protege/DeepSea-v0', get `seed` itself; DeepSea
+      also draws its action mapping from it, so each seed is a different instance.)
+    env_kwargs: keyword arguments of a non-Atari environment's constructor, merged over the id's
+      registered kwargs by `gymnasium.make_vec`: the vector entry point's (e.g.
+      `{'size': 10}` for 'protege/DeepSea-v0', `{'max_episode_steps': 200}` for CartPole) or,
+      without one, each single environment's. None (default) keeps the registered ones. Atari
+      games take theirs from `atari_options` instead.
 
   Returns:
     A `VectorGymnasiumEnvironment` with `batch_size == num_envs`.
 
   Raises:
-    ValueError: if `num_envs < 1` or `env_id` is not registered (with the closest ids).
+    ValueError: if `num_envs < 1`, `env_id` is not registered (with the closest ids), or
+      `env_kwargs` is given for an 'ALE/...' id.
   """
   if num_envs < 1:
     raise ValueError(f'num_envs must be at least 1, got {num_envs}; set make_environment.num_envs.')
   spec = _find_spec(env_id)
+  env_kwargs = dict(env_kwargs or {})
   frames_per_step = None
   if env_id.startswith('ALE/'):
+    if env_kwargs:
+      raise ValueError(
+          f'make_environment.env_kwargs {env_kwargs!r} is not used for Atari id {env_id!r}; configure '
+          "the emulator with atari_options (e.g. gin 'atari_options.frameskip = 4') instead.")
     options = atari_options()
     # make_vec merges these over the id's registered kwargs (which carry sticky actions 0.25,
     # frameskip 4 and a 108,000-frame cap) and passes them to AtariVectorEnv.
@@ -136,10 +154,10 @@ def make_environment(env_id: str = 'CartPole-v1',
         autoreset_mode=AutoresetMode.NEXT_STEP, **options)
     frames_per_step = options['frameskip']
   elif spec.vector_entry_point is not None:
-    vector_env = gymnasium.make_vec(env_id, num_envs, vectorization_mode='vector_entry_point')
+    vector_env = gymnasium.make_vec(env_id, num_envs, vectorization_mode='vector_entry_point', **env_kwargs)
   else:
     vector_env = gymnasium.make_vec(
         env_id, num_envs, vectorization_mode='sync',
-        vector_kwargs={'autoreset_mode': AutoresetMode.NEXT_STEP})
+        vector_kwargs={'autoreset_mode': AutoresetMode.NEXT_STEP}, **env_kwargs)
   return gymnasium_adapter.VectorGymnasiumEnvironment(
       vector_env, seed=seed, env_id=env_id, frames_per_step=frames_per_step)
