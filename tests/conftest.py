@@ -24,3 +24,16 @@ def _clear_gin():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+@pytest.fixture(scope='session')
+def mirrored_strategy():
+  """One MirroredStrategy over the logical CPUs for the whole session.
+
+  Strategies created separately in one process number their collective ops from the same keys, so a
+  second strategy's all-reduce can meet a first one's cached collective of another shape and abort
+  ("Shape mismatch in the collective instance"); a shared strategy keeps the keys unique.
+  """
+  devices = [d.name for d in tf.config.list_logical_devices('CPU')]
+  assert len(devices) == NUM_LOGICAL_CPUS
+  return tf.distribute.MirroredStrategy(devices)

@@ -257,11 +257,9 @@ def test_recurrent_call_works_inside_tf_function():
 
 
 @pytest.mark.parametrize('core', [None, 'lstm'])
-def test_runs_under_mirrored_strategy(core):
-  devices = [d.name for d in tf.config.list_logical_devices('CPU')]
-  assert len(devices) >= 2, 'tests/conftest.py should split the CPU into 2 logical devices'
-  strategy = tf.distribute.MirroredStrategy(devices)
-  assert strategy.num_replicas_in_sync == len(devices)
+def test_runs_under_mirrored_strategy(core, mirrored_strategy):
+  strategy = mirrored_strategy
+  assert strategy.num_replicas_in_sync == 2
   with strategy.scope():
     net = _network(core=core)
   observations = _observations(VECTOR_SPEC, [2, 3])

@@ -133,12 +133,11 @@ def test_unknown_schedule_is_rejected():
     _learner(net, _batch(net), learning_rate_schedule='cosine')
 
 
-def test_two_replicas_match_one_device():
+def test_two_replicas_match_one_device(mirrored_strategy):
   """MirroredStrategy over 2 logical CPUs gives the same update as one device on the whole batch."""
   batch, initial_weights = None, None
   results = []
-  for strategy in (tf.distribute.get_strategy(),
-                   tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])):
+  for strategy in (tf.distribute.get_strategy(), mirrored_strategy):
     with strategy.scope():
       net = _network()
     initial_weights = initial_weights or net.get_weights()
