@@ -19,6 +19,7 @@ ignored): it is masked out, and GAE does not propagate across it (per-step λ = 
 bootstrap of a truncated episode (LAST with discount 1) still uses the value of its final observation.
 """
 
+import dataclasses
 import functools
 from typing import Any, Callable, Dict, Optional
 
@@ -29,6 +30,27 @@ from tf_agents.trajectories import time_step as ts
 from agents import losses
 
 _EXTRINSIC = 'extrinsic'
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueHead:
+  """How one value head's returns and advantages are computed (see `PPOLearner.add_value_head`).
+
+  Attributes:
+    reward_key: the batch entry holding this head's rewards, `[T + 1, B]` (entry t + 1 rewards
+      transition t, like `reward`).
+    discount: γ of this head, a scalar variable.
+    episodic: True: returns stop at episode ends (the environment's discount and per-step λ apply, and the
+      reset transition is masked out of the value loss). False: returns run on across episode ends, as
+      RND's intrinsic returns do (γ and λ everywhere, every transition trains the value).
+    advantage_coef: weight of this head's advantages in the policy's advantage, a scalar variable.
+    reward_clip: clip this head's rewards to [-c, c] before GAE; None: no clipping.
+  """
+  reward_key: str
+  discount: tf.Variable
+  episodic: bool
+  advantage_coef: tf.Variable
+  reward_clip: Optional[float] = None
 
 
 @gin.configurable
@@ -90,14 +112,14 @@ class PPOLearner:
     self._learning_rate_schedule = learning_rate_schedule
     self._clip_schedule = clip_schedule
     self._normalize_advantages = normalize_advantages
-    self._reward_clip = reward_clip
     self._max_grad_norm = max_grad_norm
     self._recurrent = bool(tf.nest.flatten(network.state_spec))
+    self._hyper = functools.partial(tf.Variable, dtype=tf.float32, trainable=False)
     with self._strategy.scope():
       self.train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='train_step')
       self.total_iterations = tf.Variable(max(1, total_iterations), dtype=tf.int64,
                                           trainable=False, name='total_iterations')
-      hyper = functools.partial(tf.Variable, dtype=tf.float32, trainable=False)
+      hyper = self._hyper
       self.learning_rate = hyper(learning_rate, name='learning_rate')
       self.clip_epsilon = hyper(clip_epsilon, name='clip_epsilon')
       self.entropy_coef = hyper(entropy_coef, name='entropy_coef')
@@ -108,6 +130,9 @@ class PPOLearner:
                                  else hyper(value_clip_epsilon, name='value_clip_epsilon'))
       self.optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate, epsilon=adam_epsilon)
       self.optimizer.build(network.trainable_variables)
+    self._value_heads: Dict[str, ValueHead] = {}
+    self.add_value_head(_EXTRINSIC, reward_key='reward', discount=self.discount, episodic=True,
+                        advantage_coef=1.0, reward_clip=reward_clip)
     self._iterator = None
     self._dataset_fn = dataset_fn
     # Without AutoGraph: the step's loops are explicit `tf.while_loop`s, and converting TF-Agents'
@@ -122,19 +147,67 @@ class PPOLearner:
   def strategy(self):
     return self._strategy
 
+  @property
+  def num_epochs(self) -> int:
+    return self._num_epochs
+
+  @property
+  def num_minibatches(self) -> int:
+    return self._num_minibatches
+
+  @property
+  def max_grad_norm(self) -> Optional[float]:
+    return self._max_grad_norm
+
+  def current_learning_rate(self) -> tf.Tensor:
+    """The learning rate the next iteration uses (its schedule applied)."""
+    return self._scheduled(self.learning_rate, self._learning_rate_schedule)
+
+  @property
+  def value_heads(self) -> Dict[str, ValueHead]:
+    return dict(self._value_heads)
+
+  def add_value_head(self, name: str, reward_key: str, discount, episodic: bool, advantage_coef,
+                     reward_clip: Optional[float] = None) -> ValueHead:
+    """Trains the network's value head `name` on the rewards `batch[reward_key]` (see `ValueHead`).
+
+    `discount` and `advantage_coef` may be floats (new variables are made) or scalar `tf.Variable`s
+    shared with the caller (e.g. a learner wrapper that PBT reaches). The head 'extrinsic' is registered
+    by the constructor; adding it again replaces it. Call before the first `run()`.
+    """
+    if name not in self._network.value_head_names:
+      raise ValueError(f'The network has no value head {name!r} (it has {list(self._network.value_head_names)}); '
+                       f"add it with ActorCriticNetwork.value_heads = {tuple(self._network.value_head_names) + (name,)}.")
+    with self._strategy.scope():
+      if not isinstance(discount, tf.Variable):
+        discount = self._hyper(discount, name=f'discount_{name}')
+      if not isinstance(advantage_coef, tf.Variable):
+        advantage_coef = self._hyper(advantage_coef, name=f'advantage_coef_{name}')
+    head = ValueHead(reward_key, discount, episodic, advantage_coef, reward_clip)
+    self._value_heads[name] = head
+    return head
+
   def checkpoint_items(self) -> Dict[str, Any]:
     """Everything a checkpoint must hold to resume training exactly where it stopped."""
     items = dict(network=self._network, optimizer=self.optimizer, train_step=self.train_step,
                  learning_rate=self.learning_rate, clip_epsilon=self.clip_epsilon,
                  entropy_coef=self.entropy_coef, value_coef=self.value_coef)
+    for name, head in self._value_heads.items():
+      items[f'advantage_coef_{name}'] = head.advantage_coef
+      if name != _EXTRINSIC:
+        items[f'discount_{name}'] = head.discount
     return items
 
-  def run(self) -> Dict[str, tf.Tensor]:
-    """One PPO iteration on the next batch of the dataset; returns scalar metrics."""
+  def iterator(self):
+    """The distributed iterator over the dataset (made on first use)."""
     if self._iterator is None:
       dataset = self._strategy.distribute_datasets_from_function(self._dataset_fn)
       self._iterator = iter(dataset)
-    return self._compiled_run(self._iterator)
+    return self._iterator
+
+  def run(self) -> Dict[str, tf.Tensor]:
+    """One PPO iteration on the next batch of the dataset; returns scalar metrics."""
+    return self._compiled_run(self.iterator())
 
   # --- the compiled step ------------------------------------------------------------------------
 
@@ -145,10 +218,14 @@ class PPOLearner:
     return variable * tf.maximum(1.0 - progress, 0.0)
 
   def _run(self, iterator):
-    batch = next(iterator)
+    return self.train_batch(next(iterator))
+
+  def train_batch(self, batch) -> Dict[str, tf.Tensor]:
+    """One PPO iteration on `batch` (per-replica values, cross-replica context), for use inside a
+    compiled step: `run()` calls it on the dataset's next batch, and a learner wrapper (e.g. RND) on a
+    batch it has rewritten."""
     prepared = self._strategy.run(self._prepare, (batch,))
-    self.optimizer.learning_rate.assign(
-        self._scheduled(self.learning_rate, self._learning_rate_schedule))
+    self.optimizer.learning_rate.assign(self.current_learning_rate())
     clip_epsilon = self._scheduled(self.clip_epsilon, self._clip_schedule)
     num_updates = self._num_epochs * self._num_minibatches
     orders = self._strategy.run(self._minibatch_orders, (prepared,))
@@ -184,21 +261,33 @@ class PPOLearner:
     return tf.cast(self.train_step, tf.float32) - 1.0 - tf.reduce_mean(versions)
 
   def compute_advantages(self, batch) -> Dict[str, tf.Tensor]:
-    """GAE advantages and returns of the value head 'extrinsic', time-major `[T, B]`.
+    """GAE advantages and returns of every value head, time-major `[T, B]`.
 
-    Returns a dict with `advantages`, `returns` (a dict per value head) and `mask`.
+    The policy's advantage is `Σ_head advantage_coef_head · A_head` (RND: 2·A_E + 1·A_I). Returns a dict
+    with `advantages`, `returns` and `value_masks` (dicts per value head), and `mask` (the policy's: 0 on
+    reset transitions, whose action the environment ignored).
     """
     step_type = batch['step_type']
     not_last = tf.cast(tf.not_equal(step_type, ts.StepType.LAST), tf.float32)
-    rewards = batch['reward'][1:]
-    if self._reward_clip is not None:
-      rewards = tf.clip_by_value(rewards, -self._reward_clip, self._reward_clip)
-    discounts = self.discount * batch['discount'][1:]
-    values = batch['behaviour_values'][_EXTRINSIC]
-    lambdas = self.gae_lambda * not_last[1:]
-    advantages, returns = losses.generalized_advantage_estimation(
-        rewards, discounts, values[:-1], values[-1], lambdas)
-    return {'advantages': advantages, 'returns': {_EXTRINSIC: returns}, 'mask': not_last[:-1]}
+    advantages, returns, value_masks = 0.0, {}, {}
+    for name, head in self._value_heads.items():
+      rewards = batch[head.reward_key][1:]
+      if head.reward_clip is not None:
+        rewards = tf.clip_by_value(rewards, -head.reward_clip, head.reward_clip)
+      values = batch['behaviour_values'][name]
+      if head.episodic:
+        discounts = head.discount * batch['discount'][1:]
+        lambdas = self.gae_lambda * not_last[1:]
+        value_masks[name] = not_last[:-1]
+      else:
+        discounts = head.discount * tf.ones_like(rewards)
+        lambdas = self.gae_lambda * tf.ones_like(rewards)
+        value_masks[name] = tf.ones_like(rewards)
+      head_advantages, returns[name] = losses.generalized_advantage_estimation(
+          rewards, discounts, values[:-1], values[-1], lambdas)
+      advantages += head.advantage_coef * head_advantages
+    return {'advantages': advantages, 'returns': returns, 'value_masks': value_masks,
+            'mask': not_last[:-1]}
 
   def _prepare(self, batch):
     """Per replica: advantages and the tensors the minibatch updates need, `[T, B]` time-major."""
@@ -212,6 +301,7 @@ class PPOLearner:
         'behaviour_values': {k: v[:-1] for k, v in batch['behaviour_values'].items()},
         'advantages': targets['advantages'],
         'returns': targets['returns'],
+        'value_masks': targets['value_masks'],
         'mask': targets['mask'],
     }
     if self._recurrent:
@@ -278,7 +368,7 @@ class PPOLearner:
     for head, head_returns in minibatch['returns'].items():
       head_loss, head_metrics = losses.value_loss(
           values[head], head_returns, minibatch['behaviour_values'][head],
-          self.value_clip_epsilon, mask)
+          self.value_clip_epsilon, minibatch['value_masks'][head])
       total_value_loss += head_loss
       metrics[f'value_loss_{head}'] = head_loss
       metrics[f'explained_variance_{head}'] = head_metrics['explained_variance']

@@ -30,6 +30,7 @@ from agents import actor as actor_lib
 from agents import evaluation
 from agents import policies
 from agents import ppo_learner
+from agents import rnd  # noqa: F401  (registers RNDLearner with gin)
 from envs import suite
 from networks import actor_critic
 from replay import reverb_replay
@@ -108,6 +109,7 @@ def train(root_dir: str,
           eval_episodes: int = 10,
           eval_greedy: bool = True,
           stop_at_eval_return: Optional[float] = None,
+          stop_at_episode_return: Optional[float] = None,
           checkpoint_interval_seconds: float = 300.0,
           progress_interval_seconds: float = 5.0,
           summary_interval_iterations: int = 1,
@@ -131,6 +133,8 @@ def train(root_dir: str,
     eval_greedy: evaluate the argmax action (True) or sample the policy.
     stop_at_eval_return: stop training early once an evaluation reaches this mean return (None: never). The
       run is then finished: running the directory again does not train on unless this is unset.
+    stop_at_episode_return: stop training once a training episode reaches this return (None: never), e.g.
+      at the first success of a hard-exploration task; summary.json records when it happened.
     checkpoint_interval_seconds: seconds between checkpoints (one is always written at the end).
     progress_interval_seconds: seconds between progress lines.
     summary_interval_iterations: learner iterations between TensorBoard writes.
@@ -185,13 +189,22 @@ def train(root_dir: str,
   env_steps_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name='env_steps')
   # Set when an evaluation reached stop_at_eval_return: rerunning the directory then does not train on.
   reached_stop_return = tf.Variable(False, trainable=False, name='reached_stop_return')
+  # The best training episode so far and the env steps after the iteration that first reached it.
+  best_episode_return = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name='best_episode_return')
+  best_episode_env_steps = tf.Variable(-1, dtype=tf.int64, trainable=False, name='best_episode_env_steps')
   checkpoint = tf.train.Checkpoint(env_steps=env_steps_variable, reached_stop_return=reached_stop_return,
+                                   best_episode_return=best_episode_return,
+                                   best_episode_env_steps=best_episode_env_steps,
                                    **learner.checkpoint_items())
   checkpoint_dir = os.path.join(root_dir, 'checkpoints')
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
   restored = _restore_latest_usable(checkpoint, manager, checkpoint_dir)
   if restored:
     print(f'Resumed from {restored} at {int(env_steps_variable.numpy()):,} env steps.', flush=True)
+  elif hasattr(learner, 'initialize_from_environment'):
+    # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
+    # env_steps and nothing reaches replay. The actor below resets the environments.
+    learner.initialize_from_environment(env, seed=seed)
 
   _write_operative_config(root_dir)
   summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'summaries'))
@@ -237,7 +250,8 @@ def train(root_dir: str,
     if actor_thread is not None:
       actor_thread.publish(learner_network.variables, learner.train_step.numpy())
       actor_thread.start()
-    stopped_early = stop_at_eval_return is not None and bool(reached_stop_return.numpy())
+    stopped_early = bool(reached_stop_return.numpy()) and (
+        stop_at_eval_return is not None or stop_at_episode_return is not None)
     while not stopped_early and int(env_steps_variable.numpy()) < total_env_steps:
       iteration_start = time.time()
       if actor_thread is None:
@@ -265,6 +279,9 @@ def train(root_dir: str,
       learner_seconds += now - actor_done
 
       recent_returns.extend(episode_returns.tolist())
+      if episode_returns.size and episode_returns.max() > best_episode_return.numpy():
+        best_episode_return.assign(float(episode_returns.max()))
+        best_episode_env_steps.assign(env_steps)
       pending_episodes.append((episode_returns, episode_lengths))
       iteration = int(learner.train_step.numpy())
       if iteration % summary_interval_iterations == 0:
@@ -298,6 +315,12 @@ def train(root_dir: str,
           stopped_early = True
           reached_stop_return.assign(True)
           break
+      if stop_at_episode_return is not None and best_episode_return.numpy() >= stop_at_episode_return:
+        print(f'A training episode returned {best_episode_return.numpy():.2f} >= stop_at_episode_return='
+              f'{stop_at_episode_return}: stopping at {env_steps:,} env steps.', flush=True)
+        stopped_early = True
+        reached_stop_return.assign(True)
+        break
       if time.time() - last_checkpoint >= checkpoint_interval_seconds:
         manager.save(checkpoint_number=learner.train_step)
         last_checkpoint = time.time()
@@ -312,7 +335,7 @@ def train(root_dir: str,
   progress.update(env_steps, float(np.mean(recent_returns)) if recent_returns else None, eval_return,
                   final_rate=(env_steps - steps_at_start) / train_seconds if train_seconds else float('nan'))
   manager.save(checkpoint_number=learner.train_step)
-  final = evals[-1] if evals and stopped_early else run_evaluation(env_steps)
+  final = evals[-1] if evals and evals[-1]['env_steps'] == env_steps else run_evaluation(env_steps)
   policy_dir = policies.export_policy(eval_network, ts.time_step_spec(observation_spec), action_spec,
                                       os.path.join(root_dir, 'policy'), train_step=learner.train_step)
   _write_operative_config(root_dir)
@@ -330,6 +353,10 @@ def train(root_dir: str,
       'actor_seconds_this_run': actor_seconds,  # stepping envs, acting, writing to Reverb
       'learner_seconds_this_run': learner_seconds,  # reading from Reverb and training
       'env_steps_this_run': env_steps - steps_at_start,
+      'best_episode_return': (float(best_episode_return.numpy())
+                              if int(best_episode_env_steps.numpy()) >= 0 else None),
+      'best_episode_env_steps': (int(best_episode_env_steps.numpy())
+                                 if int(best_episode_env_steps.numpy()) >= 0 else None),
       'eval_return_mean': final['return_mean'],
       'eval_return_std': final['return_std'],
       'eval_episodes': final['episodes'],
