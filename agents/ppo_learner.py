@@ -308,8 +308,11 @@ class PPOLearner:
       prepared['initial_state'] = tf.nest.map_structure(lambda x: x[0], batch['core_state'])
     else:
       # Feed-forward: minibatches are drawn from all T*B transitions.
-      prepared = tf.nest.map_structure(
-          lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0)), prepared)
+      flatten = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
+      prepared = tf.nest.map_structure(flatten, prepared)
+      # The observations keep their bootstrap row: [(T + 1)·B] rows of which the first T·B are the
+      # transitions' (a reshape, where slicing off the last row would copy every frame of the batch).
+      prepared['observation'] = tf.nest.map_structure(flatten, batch['observation'])
     return prepared
 
   def _minibatch_orders(self, prepared):
