@@ -19,16 +19,17 @@ T, B = 6, 4
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 
 
-def _network(spec=OBS_SPEC, heads=('extrinsic', 'intrinsic')):
+def _network(spec=OBS_SPEC, heads=('extrinsic', 'intrinsic'), core=None):
   tf.keras.utils.set_random_seed(3)
   torso = (lambda: torsos.MLPTorso((16,))) if spec.shape.rank < 3 else (
       lambda: torsos.NatureCNNTorso())
-  net = actor_critic.ActorCriticNetwork(spec, ACTION_SPEC, torso_fn=torso, value_heads=heads)
+  net = actor_critic.ActorCriticNetwork(spec, ACTION_SPEC, torso_fn=torso, value_heads=heads, core=core,
+                                        core_size=8)
   net.create_variables()
   return net
 
 
-def _batch(spec=OBS_SPEC, seed=0, step_types=None):
+def _batch(spec=OBS_SPEC, seed=0, step_types=None, net=None):
   rng = np.random.default_rng(seed)
   if spec.dtype == tf.uint8:
     observation = rng.integers(0, 256, size=(T + 1, B) + tuple(spec.shape.as_list())).astype(np.uint8)
@@ -37,7 +38,7 @@ def _batch(spec=OBS_SPEC, seed=0, step_types=None):
   action = rng.integers(0, 2, size=(T + 1, B)).astype(np.int64)
   if step_types is None:
     step_types = np.full((T + 1, B), MID, np.int32)
-  return {
+  batch = {
       'observation': observation,
       'step_type': step_types,
       'reward': rng.normal(size=(T + 1, B)).astype(np.float32),
@@ -48,6 +49,10 @@ def _batch(spec=OBS_SPEC, seed=0, step_types=None):
                            'intrinsic': rng.normal(size=(T + 1, B)).astype(np.float32)},
       'policy_version': np.zeros((T + 1, B), np.int64),
   }
+  if net is not None and tf.nest.flatten(net.state_spec):
+    batch['core_state'] = tuple(np.zeros([T + 1, B] + s.shape.as_list(), np.float32)
+                                for s in tf.nest.flatten(net.state_spec))
+  return batch
 
 
 def _dataset_fn(batches, replicas):
@@ -220,6 +225,14 @@ def test_two_replicas_compute_what_one_device_computes(mirrored_strategy):
                              rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(two.intrinsic_return_normalizer.var.numpy(),
                              one.intrinsic_return_normalizer.var.numpy(), rtol=1e-4)
+
+
+def test_recurrent_policy_trains_under_rnd():
+  net = _network(core='gru')
+  before = [v.numpy() for v in net.variables]
+  metrics = _rnd_learner(net, [_batch(net=net)]).run()
+  assert np.isfinite(metrics['loss']) and np.isfinite(metrics['rnd/predictor_loss'])
+  assert any(not np.array_equal(b, a.numpy()) for b, a in zip(before, net.variables))
 
 
 def test_prediction_error_is_the_paper_bonus():
