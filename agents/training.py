@@ -192,10 +192,21 @@ def train(root_dir: str,
   # The best training episode so far and the env steps after the iteration that first reached it.
   best_episode_return = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name='best_episode_return')
   best_episode_env_steps = tf.Variable(-1, dtype=tf.int64, trainable=False, name='best_episode_env_steps')
+  # Distinct values (RAM bytes, 0..255) of the environment's tracked info entries over the whole run,
+  # e.g. Montezuma's rooms visited; checkpointed, so a resumed run keeps counting.
+  visited = {key: tf.Variable(tf.zeros([256], tf.bool), trainable=False, name=f'visited_{key}')
+             for key in env.tracked_info_keys}
   checkpoint = tf.train.Checkpoint(env_steps=env_steps_variable, reached_stop_return=reached_stop_return,
                                    best_episode_return=best_episode_return,
                                    best_episode_env_steps=best_episode_env_steps,
+                                   **{f'visited_{key}': variable for key, variable in visited.items()},
                                    **learner.checkpoint_items())
+
+  def update_visited():
+    for key, values in env.visited_info_values().items():
+      bitmap = visited[key].numpy()
+      bitmap[[v for v in values if 0 <= v < 256]] = True
+      visited[key].assign(bitmap)
   checkpoint_dir = os.path.join(root_dir, 'checkpoints')
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
   restored = _restore_latest_usable(checkpoint, manager, checkpoint_dir)
@@ -289,6 +300,10 @@ def train(root_dir: str,
           for name, value in metrics.items():
             tf.summary.scalar(f'learner/{name}', value)
           tf.summary.scalar('timing/actor_fraction', actor_seconds / max(train_seconds, 1e-9))
+          # Distinct values of tracked info entries so far, e.g. Montezuma's rooms visited (RAM byte 3).
+          update_visited()
+          for key, bitmap in visited.items():
+            tf.summary.scalar(f'env/visited_{key}s', int(tf.reduce_sum(tf.cast(bitmap, tf.int32))))
           # Every finished episode, also those of iterations between two writes.
           for returns, lengths in pending_episodes:
             for value in returns:
@@ -332,6 +347,7 @@ def train(root_dir: str,
     env.close()
 
   env_steps = int(env_steps_variable.numpy())
+  update_visited()
   progress.update(env_steps, float(np.mean(recent_returns)) if recent_returns else None, eval_return,
                   final_rate=(env_steps - steps_at_start) / train_seconds if train_seconds else float('nan'))
   manager.save(checkpoint_number=learner.train_step)
@@ -353,6 +369,7 @@ def train(root_dir: str,
       'actor_seconds_this_run': actor_seconds,  # stepping envs, acting, writing to Reverb
       'learner_seconds_this_run': learner_seconds,  # reading from Reverb and training
       'env_steps_this_run': env_steps - steps_at_start,
+      'visited': {key: np.flatnonzero(bitmap.numpy()).tolist() for key, bitmap in visited.items()},
       'best_episode_return': (float(best_episode_return.numpy())
                               if int(best_episode_env_steps.numpy()) >= 0 else None),
       'best_episode_env_steps': (int(best_episode_env_steps.numpy())

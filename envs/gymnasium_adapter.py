@@ -200,7 +200,9 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
                env: gymnasium.vector.VectorEnv,
                seed: Optional[int] = None,
                env_id: Optional[str] = None,
-               frames_per_step: Optional[float] = None):
+               frames_per_step: Optional[float] = None,
+               channels_first_stack: Optional[bool] = None,
+               tracked_info_keys: Tuple[str, ...] = ()):
     """Wraps `env`.
 
     Args:
@@ -211,6 +213,10 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
       env_id: name used in errors and summaries; defaults to `env.spec.id`, else the class name.
       frames_per_step: emulator frames per agent step, for reporting frames/s. Defaults to the
         env spec's `frameskip` kwarg (4 for `ALE/...-v5`) and to 1 when there is none.
+      channels_first_stack: the observations are frame stacks `[N, stack, H, W(, 3)]` to deliver as
+        `[N, H, W, stack]`; None (default): True exactly for ale-py's `AtariVectorEnv`.
+      tracked_info_keys: per-environment `info` entries whose distinct values are collected (e.g. the
+        room of Montezuma's Revenge); see `visited_info_values`.
 
     Raises:
       ValueError: if the autoreset mode is not NEXT_STEP, or an ale-py env's frameskip is unknown.
@@ -248,7 +254,9 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     # Only ale-py's image stacks are channels-first; other Box observations are left as they are.
     self._channels_last_axes = None
     self._rgb_stack = False
-    if is_ale and isinstance(observation_space, gymnasium.spaces.Box):
+    if channels_first_stack is None:
+      channels_first_stack = is_ale
+    if channels_first_stack and isinstance(observation_space, gymnasium.spaces.Box):
       if len(observation_space.shape) == 3:  # [stack, H, W] grey.
         self._channels_last_axes = (0, 2, 3, 1)
       elif len(observation_space.shape) == 4:  # [stack, H, W, 3] RGB.
@@ -265,6 +273,8 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     # ale-py's vector env steps on its own threads between its send() and recv().
     self._asynchronous = is_ale and env is env.unwrapped
     self._pending_action: Optional[np.ndarray] = None
+    self._tracked_info_keys = tuple(tracked_info_keys)
+    self._visited = {key: set() for key in self._tracked_info_keys}
     self._episode_ended = np.zeros(self._num_envs, dtype=bool)
     self._any_episode_ended = False
     self._episode_returns = np.zeros(self._num_envs, dtype=np.float64)
@@ -338,6 +348,21 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     """The vector env's `info` dict (arrays over environments) of the latest reset or step."""
     return self._info
 
+  @property
+  def tracked_info_keys(self) -> Tuple[str, ...]:
+    return self._tracked_info_keys
+
+  def visited_info_values(self) -> dict:
+    """`{key: set of values}` seen so far in the tracked `info` entries (`tracked_info_keys`)."""
+    return {key: set(values) for key, values in self._visited.items()}
+
+  def _track(self, info: dict) -> None:
+    for key in self._tracked_info_keys:
+      if key in info:
+        values = np.asarray(info[key])
+        mask = info.get('_' + key)
+        self._visited[key].update((values[mask] if mask is not None else values).tolist())
+
   def pop_finished_episodes(self) -> Tuple[np.ndarray, np.ndarray]:
     """Returns and forgets the episodes completed since the previous call.
 
@@ -359,6 +384,7 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
         self._env.recv()  # Drain the step in flight before resetting the emulators.
       self._pending_action = None
     observation, self._info = self._env.reset(seed=self._seed)
+    self._track(self._info)
     self._seed = None
     # Episodes cut short by an explicit reset are not reported: they did not finish.
     self._episode_ended[:] = False
@@ -402,6 +428,8 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
       observation, raw_reward, terminated, truncated, self._info = self._env.recv()
     else:
       observation, raw_reward, terminated, truncated, self._info = self._env.step(action)
+    if self._tracked_info_keys:
+      self._track(self._info)
     # A copy: the time step must not alias a buffer the vector env might reuse or we modify below.
     reward = np.array(raw_reward, dtype=np.float32)
     # r.r is NaN or inf whenever any reward is, and costs a third of isfinite(r).all(); the exact

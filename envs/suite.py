@@ -104,11 +104,63 @@ def _find_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
       "registered ids; Atari games are 'ALE/<Game>-v5' (e.g. 'ALE/MontezumaRevenge-v5').")
 
 
+class RAMInfo(gymnasium.Wrapper):
+  """Adds bytes of the Atari console's RAM to `info`, e.g. `{'room': 3}` for Montezuma's Revenge's room."""
+
+  def __init__(self, env: gymnasium.Env, addresses: Dict[str, int]):
+    super().__init__(env)
+    self._addresses = dict(addresses)
+
+  def _add(self, info: dict) -> dict:
+    ram = self.env.unwrapped.ale.getRAM()
+    return dict(info, **{key: int(ram[address]) for key, address in self._addresses.items()})
+
+  def reset(self, **kwargs):
+    observation, info = self.env.reset(**kwargs)
+    return observation, self._add(info)
+
+  def step(self, action):
+    observation, reward, terminated, truncated, info = self.env.step(action)
+    return observation, reward, terminated, truncated, self._add(info)
+
+
+def _gymnasium_atari(env_id: str, num_envs: int, options: dict, ram_info: Dict[str, int]):
+  """`num_envs` single ALE environments with gymnasium's Atari wrappers, stepped in one process.
+
+  The same preprocessing as `atari_options` describes (AtariPreprocessing: grey, resize, max-pool of the
+  last two frames, frame skip, no-op starts, life loss; FrameStackObservation), built from single
+  environments so that each one's RAM can be read (`ram_info`); ale-py's `AtariVectorEnv` exposes none.
+  Slower than the vector env: the emulators step one after another in the calling thread.
+  """
+  if options['use_fire_reset'] or options['reward_clipping'] or not options['grayscale']:
+    raise ValueError(
+        "make_environment.atari_backend = 'gymnasium' supports grey frames without fire reset or reward "
+        'clipping; set atari_options.use_fire_reset/reward_clipping = False and grayscale = True, or use '
+        "atari_backend = 'ale_vector'.")
+  screen = (options['img_width'], options['img_height'])
+  wrappers = [
+      lambda env: gymnasium.wrappers.AtariPreprocessing(
+          env, noop_max=options['noop_max'], frame_skip=options['frameskip'], screen_size=screen,
+          terminal_on_life_loss=options['episodic_life'], grayscale_obs=True),
+      lambda env: gymnasium.wrappers.FrameStackObservation(env, options['stack_num']),
+  ]
+  if ram_info:
+    wrappers.append(lambda env: RAMInfo(env, ram_info))
+  return gymnasium.make_vec(
+      env_id, num_envs, vectorization_mode='sync',
+      vector_kwargs={'autoreset_mode': AutoresetMode.NEXT_STEP}, wrappers=wrappers,
+      frameskip=1, repeat_action_probability=options['repeat_action_probability'],
+      full_action_space=options['full_action_space'],
+      max_num_frames_per_episode=options['max_num_frames_per_episode'])
+
+
 @gin.configurable
 def make_environment(env_id: str = 'CartPole-v1',
                      num_envs: int = 8,
                      seed: int = 0,
-                     env_kwargs: Optional[Dict[str, Any]] = None
+                     env_kwargs: Optional[Dict[str, Any]] = None,
+                     atari_backend: str = 'ale_vector',
+                     ram_info: Optional[Dict[str, int]] = None
                      ) -> gymnasium_adapter.VectorGymnasiumEnvironment:
   """Creates `num_envs` copies of `env_id` as one batched TF-Agents environment.
 
@@ -128,6 +180,12 @@ def make_environment(env_id: str = 'CartPole-v1',
       `{'size': 10}` for 'protege/DeepSea-v0', `{'max_episode_steps': 200}` for CartPole) or,
       without one, each single environment's. None (default) keeps the registered ones. Atari
       games take theirs from `atari_options` instead.
+    atari_backend: 'ale_vector' (default): ale-py's multi-threaded `AtariVectorEnv`. 'gymnasium': single
+      ALE environments with gymnasium's Atari wrappers in one process, slower, but their RAM can be
+      read (`ram_info`).
+    ram_info: Atari only, with atari_backend 'gymnasium': `{info_key: RAM address}` bytes to report in
+      each step's info and to track (`VectorGymnasiumEnvironment.visited_info_values`, logged by the
+      training run as `env/visited_<key>`), e.g. `{'room': 3}`: Montezuma's Revenge's room number.
 
   Returns:
     A `VectorGymnasiumEnvironment` with `batch_size == num_envs`.
@@ -147,12 +205,23 @@ def make_environment(env_id: str = 'CartPole-v1',
           f'make_environment.env_kwargs {env_kwargs!r} is not used for Atari id {env_id!r}; configure '
           "the emulator with atari_options (e.g. gin 'atari_options.frameskip = 4') instead.")
     options = atari_options()
+    frames_per_step = options['frameskip']
+    if atari_backend == 'gymnasium':
+      vector_env = _gymnasium_atari(env_id, num_envs, options, dict(ram_info or {}))
+      return gymnasium_adapter.VectorGymnasiumEnvironment(
+          vector_env, seed=seed, env_id=env_id, frames_per_step=frames_per_step, channels_first_stack=True,
+          tracked_info_keys=tuple(ram_info or ()))
+    if atari_backend != 'ale_vector':
+      raise ValueError(f"make_environment.atari_backend={atari_backend!r} is unknown; use 'ale_vector' or "
+                       "'gymnasium'.")
+    if ram_info:
+      raise ValueError(f'make_environment.ram_info {ram_info!r} needs atari_backend = \'gymnasium\' (ale-py\'s '
+                       'vector env exposes no RAM).')
     # make_vec merges these over the id's registered kwargs (which carry sticky actions 0.25,
     # frameskip 4 and a 108,000-frame cap) and passes them to AtariVectorEnv.
     vector_env = gymnasium.make_vec(
         env_id, num_envs, vectorization_mode='vector_entry_point',
         autoreset_mode=AutoresetMode.NEXT_STEP, **options)
-    frames_per_step = options['frameskip']
   elif spec.vector_entry_point is not None:
     vector_env = gymnasium.make_vec(env_id, num_envs, vectorization_mode='vector_entry_point', **env_kwargs)
   else:

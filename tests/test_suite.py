@@ -176,3 +176,34 @@ def test_unknown_id_suggests_the_closest_registered_ids():
 def test_num_envs_below_one_is_rejected():
   with pytest.raises(ValueError, match='num_envs must be at least 1, got 0'):
     suite.make_environment('CartPole-v1', num_envs=0)
+
+
+def test_gymnasium_atari_backend_reports_montezumas_room_from_ram():
+  env = suite.make_environment('ALE/MontezumaRevenge-v5', num_envs=2, seed=0, atari_backend='gymnasium',
+                               ram_info={'room': 3})
+  fast = suite.make_environment('ALE/MontezumaRevenge-v5', num_envs=2, seed=0)
+  assert env.observation_spec() == fast.observation_spec()  # [84, 84, 4] uint8 either way
+  assert env.frames_per_step == 4
+  time_step = env.reset()
+  assert time_step.observation.shape == (2, 84, 84, 4) and time_step.observation.flags['C_CONTIGUOUS']
+  for _ in range(20):
+    time_step = env.step(np.zeros(2, np.int64))
+  rams = [single.unwrapped.ale.getRAM()[3] for single in env.vector_env.envs]
+  np.testing.assert_array_equal(env.get_info()['room'], rams)
+  assert env.visited_info_values() == {'room': {1}}  # the game starts in room 1
+  # The newest frame of the stack is the last channel: stacks shift by one frame per step.
+  previous = time_step.observation
+  time_step = env.step(np.zeros(2, np.int64))
+  np.testing.assert_array_equal(time_step.observation[..., :-1], previous[..., 1:])
+  env.close()
+  fast.close()
+
+
+def test_atari_backend_errors_name_the_fix():
+  with pytest.raises(ValueError, match="atari_backend='nope' is unknown"):
+    suite.make_environment('ALE/Pong-v5', num_envs=1, atari_backend='nope')
+  with pytest.raises(ValueError, match="needs atari_backend = 'gymnasium'"):
+    suite.make_environment('ALE/Pong-v5', num_envs=1, ram_info={'room': 3})
+  gin.bind_parameter('atari_options.use_fire_reset', True)
+  with pytest.raises(ValueError, match='use_fire_reset'):
+    suite.make_environment('ALE/Breakout-v5', num_envs=1, atari_backend='gymnasium')

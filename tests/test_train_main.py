@@ -236,3 +236,36 @@ def test_recurrent_network_trains_end_to_end(tiny_gin, tmp_path):
   assert [s.shape for s in tf.nest.flatten(state)] == [(3, 8), (3, 8)]
   step = policy.action(ts.restart(tf.zeros([3, 4]), batch_size=3), state)
   assert [s.shape for s in tf.nest.flatten(step.state)] == [(3, 8), (3, 8)]
+
+
+def test_rnd_montezuma_logs_the_rooms_visited(tmp_path):
+  root = tmp_path / 'montezuma'
+  result = _run(['--gin_file=gin/rnd_montezuma.gin', f'--root_dir={root}',
+                 '--gin_bindings=make_environment.num_envs = 2', '--gin_bindings=train.sequence_length = 8',
+                 '--gin_bindings=train.total_env_steps = 32', '--gin_bindings=train.eval_episodes = 1',
+                 '--gin_bindings=train.progress_interval_seconds = 0.0',
+                 '--gin_bindings=atari_options.max_num_frames_per_episode = 200',
+                 '--gin_bindings=RNDLearner.observation_normalization_steps = 4'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(root / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['visited'] == {'room': [1]}  # Montezuma's Revenge starts in room 1
+  tags = set()
+  for event_file in tf.io.gfile.glob(str(root / 'summaries' / 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(event_file):
+      tags.update(value.tag for value in event.summary.value)
+  assert {'env/visited_rooms', 'learner/rnd/predictor_loss', 'learner/value_loss_intrinsic'} <= tags
+  # The rooms are a checkpointed bitmap over RAM values, so a resumed run keeps counting.
+  reader = tf.train.load_checkpoint(str(root / 'checkpoints'))
+  names = [name for name in reader.get_variable_to_shape_map() if name.startswith('visited_room/')]
+  assert len(names) == 1
+  bitmap = reader.get_tensor(names[0])
+  assert bitmap.shape == (256,) and np.flatnonzero(bitmap).tolist() == [1]
+  result = _run(['--gin_file=gin/rnd_montezuma.gin', f'--root_dir={root}',
+                 '--gin_bindings=make_environment.num_envs = 2', '--gin_bindings=train.sequence_length = 8',
+                 '--gin_bindings=train.total_env_steps = 48', '--gin_bindings=train.eval_episodes = 1',
+                 '--gin_bindings=atari_options.max_num_frames_per_episode = 200'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resumed from' in result.stdout
+  with open(root / 'summary.json') as f:
+    assert json.load(f)['visited'] == {'room': [1]}
