@@ -124,9 +124,8 @@ class RNDLearner:
           learning_rate=float(self._inner.learning_rate.numpy()),
           epsilon=float(inner_optimizer.epsilon))
       self.predictor_optimizer.build(self.predictor.trainable_variables)
-    self._inner.add_value_head(_EXTRINSIC, reward_key='reward', discount=self._inner.discount, episodic=True,
-                               advantage_coef=extrinsic_advantage_coef,
-                               reward_clip=self._inner.value_heads[_EXTRINSIC].reward_clip)
+    # The inner learner's own extrinsic head (its rewards, γ_E and reward clipping), reweighted.
+    self._inner.value_heads[_EXTRINSIC].advantage_coef.assign(extrinsic_advantage_coef)
     self._inner.add_value_head(_INTRINSIC, reward_key='intrinsic_reward', discount=self.intrinsic_discount,
                                episodic=False, advantage_coef=intrinsic_advantage_coef)
     self.extrinsic_advantage_coef = self._inner.value_heads[_EXTRINSIC].advantage_coef
@@ -209,14 +208,10 @@ class RNDLearner:
     return tf.reshape(tf.cast(observation, dtype), tf.concat([outer, [-1]], axis=0))
 
   def _normalized(self, rnd_input):
-    clip = self.observation_clip
-    return tf.clip_by_value(self.observation_normalizer.normalize(rnd_input), -clip, clip)
+    return self.observation_normalizer.normalize(rnd_input, clip=self.observation_clip)
 
   def _observe(self, observations):
-    rnd_input = self._rnd_input(observations, 1)
-    shift = tf.identity(self.observation_normalizer.mean)
-    sums = normalization.moments_sums(rnd_input, 1, shift=shift)
-    self.observation_normalizer.update_from_moments(*normalization.moments_from_sums(*sums, shift=shift))
+    self.observation_normalizer.update(self._rnd_input(observations, 1))
 
   def _novelty(self, batch):
     """Per replica: raw intrinsic rewards `[T, B]` (error on o_{t+1}) and the RND input's sums."""

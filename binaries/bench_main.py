@@ -23,6 +23,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from binaries import common  # noqa: E402
+
 flags.DEFINE_string('output', 'BENCHMARKS.md', 'Markdown report to write.')
 flags.DEFINE_integer('atari_env_steps', 20_480, 'Agent steps of each ppo_atari end-to-end run.')
 flags.DEFINE_integer('rnd_iterations', 6, 'Learner iterations of each RND/PPO Montezuma run (x envs x 128 steps).')
@@ -198,8 +200,7 @@ def main(argv):
     # 32 envs, and RND at 128 envs (the paper's count). The random-agent seeding of the observation
     # statistics runs before training and is not in the training time; it is shortened here.
     rnds = {}
-    for name, envs, extra in (('ppo_32', 32, ['train.learner_fn = @PPOLearner',
-                                              "ActorCriticNetwork.value_heads = ('extrinsic',)"]),
+    for name, envs, extra in (('ppo_32', 32, list(common.PPO_WITHOUT_RND_BINDINGS)),
                               ('rnd_32', 32, []), ('rnd_128', 128, [])):
       iterations = 1 if quick else FLAGS.rnd_iterations
       if name == 'rnd_128' and not quick:

@@ -11,6 +11,11 @@ import gin
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
 
 
+# Bindings that turn an RND configuration (e.g. gin/rnd_montezuma.gin) into the same PPO without RND: the
+# baseline of the RND study and of the RND benchmarks.
+PPO_WITHOUT_RND_BINDINGS = ('train.learner_fn = @PPOLearner', "ActorCriticNetwork.value_heads = ('extrinsic',)")
+
+
 class ConfigError(ValueError):
   """A gin file or binding is wrong."""
 

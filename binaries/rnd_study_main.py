@@ -24,6 +24,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from binaries import common
+
 flags.DEFINE_string('root_dir', None, 'Study directory: one run directory per method and seed.')
 flags.DEFINE_multi_string('gin_file', ['rnd_deep_sea.gin'], 'Gin file(s) of the RND configuration.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings for every run.')
@@ -33,10 +35,7 @@ flags.DEFINE_float('success_return', 0.5, 'A training episode with at least this
 flags.mark_flag_as_required('root_dir')
 FLAGS = flags.FLAGS
 
-_METHOD_BINDINGS = {
-    'rnd': [],
-    'ppo': ['train.learner_fn = @PPOLearner', "ActorCriticNetwork.value_heads = ('extrinsic',)"],
-}
+_METHOD_BINDINGS = {'rnd': [], 'ppo': list(common.PPO_WITHOUT_RND_BINDINGS)}
 _TRAIN_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_main.py')
 
 

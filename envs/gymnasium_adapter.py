@@ -428,8 +428,7 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
       observation, raw_reward, terminated, truncated, self._info = self._env.recv()
     else:
       observation, raw_reward, terminated, truncated, self._info = self._env.step(action)
-    if self._tracked_info_keys:
-      self._track(self._info)
+    self._track(self._info)
     # A copy: the time step must not alias a buffer the vector env might reuse or we modify below.
     reward = np.array(raw_reward, dtype=np.float32)
     # r.r is NaN or inf whenever any reward is, and costs a third of isfinite(r).all(); the exact

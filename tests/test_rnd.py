@@ -206,7 +206,7 @@ def test_image_observations_use_the_newest_frame():
   assert np.isfinite(metrics['rnd/predictor_loss'])
 
 
-def test_two_replicas_compute_what_one_device_computes(mirrored_strategy):
+def test_two_replicas_compute_the_normalisers_and_return_filter_of_one_device(mirrored_strategy):
   batches = [_batch(seed=0), _batch(seed=1)]
   one = _rnd_learner(_network(), batches)
   strategy = mirrored_strategy
