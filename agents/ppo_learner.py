@@ -77,6 +77,11 @@ class PPOLearner:
     max_grad_norm: global-norm gradient clipping; None disables it.
     normalize_advantages: normalise advantages per minibatch (mean 0, std 1).
     reward_clip: clip rewards to [-c, c] before GAE (Atari: 1.0); None disables clipping.
+    microbatch_size: if set, each minibatch's gradient is accumulated over chunks of at most this many
+      transitions (sequences, for recurrent networks), run one after another: the same gradient (each
+      loss term is re-weighted by its chunk's share of the minibatch's masked steps, and advantages are
+      normalised over the whole minibatch) with the activation memory of one chunk. None (default)
+      computes each minibatch at once. Per replica.
   """
 
   def __init__(self,
@@ -98,14 +103,18 @@ class PPOLearner:
                entropy_coef: float = 0.01,
                max_grad_norm: Optional[float] = 0.5,
                normalize_advantages: bool = True,
-               reward_clip: Optional[float] = None):
+               reward_clip: Optional[float] = None,
+               microbatch_size: Optional[int] = None):
     for name, schedule in (('learning_rate_schedule', learning_rate_schedule),
                            ('clip_schedule', clip_schedule)):
       if schedule not in ('constant', 'linear'):
         raise ValueError(f"{name}={schedule!r} is unknown; use 'constant' or 'linear'.")
     if num_epochs < 1 or num_minibatches < 1:
       raise ValueError(f'num_epochs ({num_epochs}) and num_minibatches ({num_minibatches}) must be >= 1.')
+    if microbatch_size is not None and microbatch_size < 1:
+      raise ValueError(f'microbatch_size={microbatch_size} must be >= 1, or None for whole minibatches.')
     self._strategy = strategy or tf.distribute.get_strategy()
+    self._microbatch_size = microbatch_size
     self._network = network
     self._num_epochs = num_epochs
     self._num_minibatches = num_minibatches
@@ -358,11 +367,16 @@ class PPOLearner:
     return logits, values
 
   def loss(self, minibatch, clip_epsilon):
-    """The PPO loss of one minibatch: surrogate + c_v·Σ_heads value + c_e·entropy; (loss, metrics)."""
+    """The PPO loss of one minibatch: surrogate + c_v·Σ_heads value + c_e·entropy; (loss, metrics).
+
+    `minibatch['term_weights']`, when present, scales the policy-masked terms (`'policy'`) and each
+    value head's term (`'value_<head>'`): a microbatch's share of its minibatch's masked steps.
+    """
     logits, values = self._forward(minibatch)
+    weights = minibatch.get('term_weights', {})
     mask = minibatch['mask']
     advantages = minibatch['advantages']
-    if self._normalize_advantages:
+    if self._normalize_advantages and 'term_weights' not in minibatch:
       advantages = losses.normalize_advantages(advantages, mask)
     log_probs = losses.categorical_log_prob(logits, minibatch['action'])
     policy_loss, metrics = losses.clipped_surrogate_loss(
@@ -372,22 +386,70 @@ class PPOLearner:
       head_loss, head_metrics = losses.value_loss(
           values[head], head_returns, minibatch['behaviour_values'][head],
           self.value_clip_epsilon, minibatch['value_masks'][head])
-      total_value_loss += head_loss
+      total_value_loss += weights.get(f'value_{head}', 1.0) * head_loss
       metrics[f'value_loss_{head}'] = head_loss
       metrics[f'explained_variance_{head}'] = head_metrics['explained_variance']
     entropy_loss, entropy_metrics = losses.entropy_loss(logits, mask)
-    loss = policy_loss + self.value_coef * total_value_loss + self.entropy_coef * entropy_loss
+    policy_weight = weights.get('policy', 1.0)
+    loss = (policy_weight * (policy_loss + self.entropy_coef * entropy_loss)
+            + self.value_coef * total_value_loss)
     metrics.update(entropy_metrics)
     metrics['policy_loss'] = policy_loss
     metrics['loss'] = loss
     return loss, metrics
 
+  def _gradients(self, minibatch, clip_epsilon):
+    """Per replica: (gradients, metrics) of one minibatch, at once or accumulated over microbatches."""
+    variables = self._network.trainable_variables
+    size = tf.shape(minibatch['action'])[1]  # transitions, or sequences ([T, B] either way)
+    if self._microbatch_size is None:
+      with tf.GradientTape() as tape:
+        loss, metrics = self.loss(minibatch, clip_epsilon)
+      return tape.gradient(loss, variables), metrics
+    minibatch = dict(minibatch)
+    if self._normalize_advantages:
+      minibatch['advantages'] = losses.normalize_advantages(minibatch['advantages'], minibatch['mask'])
+    masks = {'policy': minibatch['mask']}
+    masks.update({f'value_{head}': mask for head, mask in minibatch['value_masks'].items()})
+    totals = {name: tf.reduce_sum(mask) for name, mask in masks.items()}
+    num_chunks = (size + self._microbatch_size - 1) // self._microbatch_size
+    metric_names = []  # filled while the loop body is traced
+
+    def chunk(i, gradient_sums, metric_sums):
+      start = i * self._microbatch_size
+      end = tf.minimum(size, start + self._microbatch_size)
+      part = {key: tf.nest.map_structure(
+                  (lambda x: x[start:end]) if key == 'initial_state' else (lambda x: x[:, start:end]), value)
+              for key, value in minibatch.items()}
+      part['term_weights'] = {name: tf.math.divide_no_nan(tf.reduce_sum(mask[:, start:end]), totals[name])
+                              for name, mask in masks.items()}
+      with tf.GradientTape() as tape:
+        loss, metrics = self.loss(part, clip_epsilon)
+      gradients = tape.gradient(loss, variables)
+      gradients = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                   for g, v in zip(gradients, variables)]
+      metric_names[:] = sorted(metrics)
+      # Metrics: weighted by the chunk's share of policy steps (exact for the policy's masked means;
+      # the total loss is already a sum of weighted shares).
+      share = part['term_weights']['policy']
+      weighted = tf.stack([tf.cast(metrics[name], tf.float32) * (1.0 if name == 'loss' else share)
+                           for name in metric_names])
+      metric_sums = tf.cond(tf.size(metric_sums) > 0, lambda: metric_sums + weighted, lambda: weighted)
+      return i + 1, [s + g for s, g in zip(gradient_sums, gradients)], metric_sums
+
+    # One chunk after another (parallel_iterations=1): concurrent chunks would hold all their activations.
+    _, gradients, metric_sums = tf.while_loop(
+        lambda i, *_: i < num_chunks, chunk,
+        (tf.constant(0), [tf.zeros_like(v) for v in variables], tf.zeros([0])),
+        shape_invariants=(tf.TensorShape([]), [v.shape for v in variables], tf.TensorShape([None])),
+        parallel_iterations=1)
+    metrics = dict(zip(metric_names, tf.unstack(metric_sums, num=len(metric_names))))
+    return gradients, metrics
+
   def _update(self, prepared, orders, epoch, index, clip_epsilon):
     minibatch = self._select(prepared, orders, epoch, index)
     variables = self._network.trainable_variables
-    with tf.GradientTape() as tape:
-      loss, metrics = self.loss(minibatch, clip_epsilon)
-    gradients = tape.gradient(loss, variables)
+    gradients, metrics = self._gradients(minibatch, clip_epsilon)
     replica_context = tf.distribute.get_replica_context()
     if replica_context.num_replicas_in_sync > 1:
       # Average before clipping, so the clipped step is the one-device step on the whole batch.

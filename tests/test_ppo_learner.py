@@ -149,3 +149,36 @@ def test_two_replicas_match_one_device(mirrored_strategy):
     results.append([v.numpy() for v in net.trainable_variables])
   for one, two in zip(*results):
     np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('core,microbatch_size', [(None, 3), (None, 7), ('lstm', 3)])
+def test_microbatches_give_the_whole_minibatch_update(core, microbatch_size):
+  """Gradient accumulation over microbatches is the same step, with masked (reset) transitions, value
+  clipping, advantage normalisation and uneven chunks (T·B = 20 transitions in chunks of 3 or 7; 4
+  sequences in chunks of 3)."""
+  step_types = np.full((T + 1, B), ts.StepType.MID, np.int32)
+  step_types[2, :2] = ts.StepType.LAST
+  step_types[3, :2] = ts.StepType.FIRST
+  results, all_metrics, initial_weights = [], [], None
+  for size in (None, microbatch_size):
+    net = _network(core)
+    initial_weights = initial_weights or net.get_weights()
+    net.set_weights(initial_weights)
+    batch = _batch(net, step_types=step_types)
+    batch['behaviour_values']['extrinsic'] = np.random.default_rng(1).normal(size=(T + 1, B)).astype(
+        np.float32)
+    learner = _learner(net, batch, num_epochs=2, entropy_coef=0.01, normalize_advantages=True,
+                       value_clip_epsilon=0.2, max_grad_norm=0.5, microbatch_size=size)
+    all_metrics.append(learner.run())
+    results.append([v.numpy() for v in net.trainable_variables])
+  for whole, chunked in zip(*results):
+    np.testing.assert_allclose(whole, chunked, rtol=1e-4, atol=1e-6)
+  for name in ('loss', 'policy_loss', 'entropy'):
+    np.testing.assert_allclose(all_metrics[0][name].numpy(), all_metrics[1][name].numpy(), rtol=1e-4,
+                               atol=1e-6, err_msg=name)
+
+
+def test_microbatch_size_must_be_positive():
+  net = _network()
+  with pytest.raises(ValueError, match='microbatch_size=0'):
+    _learner(net, _batch(net), microbatch_size=0)
