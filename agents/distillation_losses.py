@@ -549,6 +549,38 @@ _TERMS: Dict[str, Callable[..., DistillationTerms]] = {
 _USES_REWARD_COEF = ('on_policy_distill_with_reward', 'teacher_value_reward', 'value_gated')
 
 
+def step_loss(variant: str, student_logits, teacher_logits, teacher_values=None, student_values=None):
+  """The variant's per-state loss ℓ(s) at unit weight, for any leading shape (the table's ℓ column).
+
+  What a learner adds to its loss on a minibatch of single transitions, where the `[T+1, B]` layout of
+  `distillation_terms` is not available (its pseudo-rewards are computed once per batch instead):
+  H×(π‖π_θ) for the distill variants, H×(π_θ‖π) for expected entropy regularised, the gated H×(π‖π_θ)
+  for value_gated (`teacher_values`, `student_values` `[...]` needed), 0 for the reward-only variants.
+  Equal to `distillation_terms(variant, ...).loss` at distillation_coef 1 (tested).
+
+  Args:
+    variant: one of `VARIANTS`.
+    student_logits: float `[..., A]`; gradients flow into it.
+    teacher_logits: float `[..., A]`; gradient stopped.
+    teacher_values, student_values: float `[...]`, only for 'value_gated' (gradients stopped).
+
+  Returns:
+    float `[...]`.
+  """
+  check_variant(variant)
+  teacher_logits = tf.stop_gradient(teacher_logits)
+  if variant in ('entropy_regularised', 'teacher_value_reward'):
+    return tf.zeros_like(student_logits[..., 0])
+  if variant == 'expected_entropy_regularised':
+    return cross_entropy(student_logits, teacher_logits)
+  loss = cross_entropy(teacher_logits, student_logits)
+  if variant == 'value_gated':
+    if teacher_values is None or student_values is None:
+      raise ValueError("step_loss('value_gated') needs teacher_values and student_values.")
+    loss *= tf.cast(tf.stop_gradient(teacher_values) > tf.stop_gradient(student_values), loss.dtype)
+  return loss
+
+
 # ----------------------------------------------------------------------------------------------
 # The public entry points.
 # ----------------------------------------------------------------------------------------------

@@ -82,6 +82,9 @@ class PPOLearner:
       loss term is re-weighted by its chunk's share of the minibatch's masked steps, and advantages are
       normalised over the whole minibatch) with the activation memory of one chunk. None (default)
       computes each minibatch at once. Per replica.
+    kickstarter_fn: None (default), or a factory `(observation_spec, action_spec, strategy=...)` of a
+      `kickstarting.Kickstarter` (gin: `PPOLearner.kickstarter_fn = @Kickstarter`): teachers' pseudo-rewards
+      join the extrinsic rewards before GAE and Σ_k λ_k·ℓ_k joins each minibatch's loss.
   """
 
   def __init__(self,
@@ -104,7 +107,8 @@ class PPOLearner:
                max_grad_norm: Optional[float] = 0.5,
                normalize_advantages: bool = True,
                reward_clip: Optional[float] = None,
-               microbatch_size: Optional[int] = None):
+               microbatch_size: Optional[int] = None,
+               kickstarter_fn: Optional[Callable[..., Any]] = None):
     for name, schedule in (('learning_rate_schedule', learning_rate_schedule),
                            ('clip_schedule', clip_schedule)):
       if schedule not in ('constant', 'linear'):
@@ -142,6 +146,10 @@ class PPOLearner:
     self._value_heads: Dict[str, ValueHead] = {}
     self.add_value_head(_EXTRINSIC, reward_key='reward', discount=self.discount, episodic=True,
                         advantage_coef=1.0, reward_clip=reward_clip)
+    self.kickstarter = None
+    if kickstarter_fn is not None:
+      self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
+                                        strategy=self._strategy)
     self._iterator = None
     self._dataset_fn = dataset_fn
     # Without AutoGraph: the step's loops are explicit `tf.while_loop`s, and converting TF-Agents'
@@ -205,6 +213,8 @@ class PPOLearner:
       items[f'advantage_coef_{name}'] = head.advantage_coef
       if name != _EXTRINSIC:
         items[f'discount_{name}'] = head.discount
+    if self.kickstarter is not None:
+      items.update(self.kickstarter.checkpoint_items())
     return items
 
   def iterator(self):
@@ -233,6 +243,8 @@ class PPOLearner:
     """One PPO iteration on `batch` (per-replica values, cross-replica context), for use inside a
     compiled step: `run()` calls it on the dataset's next batch, and a learner wrapper (e.g. RND) on a
     batch it has rewritten."""
+    if self.kickstarter is not None:
+      self.kickstarter.update(self.train_step)
     prepared = self._strategy.run(self._prepare, (batch,))
     self.optimizer.learning_rate.assign(self.current_learning_rate())
     clip_epsilon = self._scheduled(self.clip_epsilon, self._clip_schedule)
@@ -269,12 +281,13 @@ class PPOLearner:
     versions = tf.cast(batch['policy_version'], tf.float32)
     return tf.cast(self.train_step, tf.float32) - 1.0 - tf.reduce_mean(versions)
 
-  def compute_advantages(self, batch) -> Dict[str, tf.Tensor]:
+  def compute_advantages(self, batch, pseudo_rewards=None) -> Dict[str, tf.Tensor]:
     """GAE advantages and returns of every value head, time-major `[T, B]`.
 
     The policy's advantage is `Σ_head advantage_coef_head · A_head` (RND: 2·A_E + 1·A_I). Returns a dict
     with `advantages`, `returns` and `value_masks` (dicts per value head), and `mask` (the policy's: 0 on
-    reset transitions, whose action the environment ignored).
+    reset transitions, whose action the environment ignored). `pseudo_rewards` `[T, B]` (a kickstarter's)
+    join the extrinsic head's rewards after clipping.
     """
     step_type = batch['step_type']
     not_last = tf.cast(tf.not_equal(step_type, ts.StepType.LAST), tf.float32)
@@ -283,6 +296,8 @@ class PPOLearner:
       rewards = batch[head.reward_key][1:]
       if head.reward_clip is not None:
         rewards = tf.clip_by_value(rewards, -head.reward_clip, head.reward_clip)
+      if name == _EXTRINSIC and pseudo_rewards is not None:
+        rewards += pseudo_rewards
       values = batch['behaviour_values'][name]
       if head.episodic:
         discounts = head.discount * batch['discount'][1:]
@@ -300,7 +315,10 @@ class PPOLearner:
 
   def _prepare(self, batch):
     """Per replica: advantages and the tensors the minibatch updates need, `[T, B]` time-major."""
-    targets = self.compute_advantages(batch)
+    kickstart = None
+    if self.kickstarter is not None:
+      kickstart = self.kickstarter.prepare(batch, discount=self.discount)
+    targets = self.compute_advantages(batch, None if kickstart is None else kickstart['pseudo_rewards'])
     prepared = {
         'observation': tf.nest.map_structure(lambda x: x[:-1], batch['observation']),
         'step_type': batch['step_type'][:-1],
@@ -313,6 +331,8 @@ class PPOLearner:
         'value_masks': targets['value_masks'],
         'mask': targets['mask'],
     }
+    if kickstart is not None:
+      prepared['kickstart'] = {k: kickstart[k] for k in ('teacher_logits', 'teacher_masks')}
     if self._recurrent:
       prepared['initial_state'] = tf.nest.map_structure(lambda x: x[0], batch['core_state'])
     else:
@@ -393,6 +413,10 @@ class PPOLearner:
     policy_weight = weights.get('policy', 1.0)
     loss = (policy_weight * (policy_loss + self.entropy_coef * entropy_loss)
             + self.value_coef * total_value_loss)
+    if 'kickstart' in minibatch:
+      kickstart_loss, kickstart_metrics = self.kickstarter.loss(logits, minibatch['kickstart'], mask)
+      loss += policy_weight * kickstart_loss
+      metrics.update(kickstart_metrics)
     metrics.update(entropy_metrics)
     metrics['policy_loss'] = policy_loss
     metrics['loss'] = loss

@@ -147,6 +147,7 @@ class ActorCriticNetwork(network.Network):
     super().__init__(input_tensor_spec=observation_spec, state_spec=state_spec, name=name)
 
     self._num_actions = num_actions
+    self._action_spec = action_spec
     self._value_head_names = head_names
     self._torso = torso_fn()
     self._value_torso = torso_fn() if separate_value_torso else None
@@ -171,6 +172,11 @@ class ActorCriticNetwork(network.Network):
   def num_actions(self):
     """Number of discrete actions `A` (the last dimension of the logits)."""
     return self._num_actions
+
+  @property
+  def action_spec(self):
+    """The discrete action spec the network was built for (teachers are checked against it)."""
+    return self._action_spec
 
   @property
   def value_head_names(self):

@@ -678,3 +678,21 @@ def test_kickstarting_argument_errors():
   with pytest.raises(TypeError) as error:
     dl.kickstarting_loss(student, tf.constant(student), [1.0])
   assert_one_line(error, '`teacher_logits`')
+
+
+@pytest.mark.parametrize('variant', dl.VARIANTS)
+def test_step_loss_is_the_terms_loss(variant):
+  """`step_loss` (a learner's per-minibatch ℓ) equals `distillation_terms(...).loss` row by row."""
+  rng = np.random.default_rng(3)
+  T_, B_, A_ = 3, 2, 4
+  student = f32(rng.normal(size=(T_ + 1, B_, A_)))
+  teacher = f32(rng.normal(size=(T_ + 1, B_, A_)))
+  teacher_values = f32(rng.normal(size=(T_ + 1, B_)))
+  student_values = f32(rng.normal(size=(T_ + 1, B_)))
+  inputs = dl.DistillationInputs(
+      student_logits=student, teacher_logits=teacher, actions=rng.integers(0, A_, (T_, B_)),
+      rewards=f32(rng.normal(size=(T_, B_))), discounts=np.full((T_, B_), 0.9, np.float32),
+      teacher_values=teacher_values, student_values=student_values)
+  expected = dl.distillation_terms(variant, inputs).loss.numpy()
+  got = dl.step_loss(variant, student[:-1], teacher[:-1], teacher_values[:-1], student_values[:-1]).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)

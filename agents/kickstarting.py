@@ -1,0 +1,187 @@
+"""Kickstarting (Schmitt et al. 2018, arXiv 1803.03835): an RL learner plus Σ_k λ_k · distillation from
+K teachers, on the student's own trajectories.
+
+`Kickstarter` joins three pieces that stay separate and testable on their own:
+
+* the teachers (`teachers.TeacherSet`: PolicySaver or Keras, any architecture, routed per task),
+* their weights λ_k (`schedules.TeacherWeights`: `tf.Variable`s moved by a schedule or set by PBT),
+* the distillation variant (`distillation_losses.DistillationConfig`, default expected entropy
+  regularised; the Kickstarting paper's own loss H×(π_T‖π_S) is 'on_policy_distill_with_reward').
+
+A learner (PPO, IMPALA) uses it in four steps, all inside its compiled step:
+
+1. `prepare(batch, discount)` once per batch: every teacher's logits on the batch, each teacher's mask
+   (its task's rows, and the value gate), and the variant's pseudo-rewards Σ_k λ_k·r̂_k, computed with
+   the behaviour policy as the student (the policy that sampled the batch).
+2. The learner adds `pseudo_rewards` to its environment rewards before its returns (GAE, V-trace): the
+   R̂ term of the paper's unified update (eq. 1), with the learner's critic as a baseline.
+3. The learner adds `loss(logits, prepared, mask)` — Σ_k λ_k·α·ℓ_k averaged over the policy's steps —
+   to its loss; gradients reach the student only (teacher outputs are constants).
+4. `update(train_step)` once per iteration moves the λ_k schedules (a no-op in PBT mode).
+
+The environment reward belongs to the learner's RL loss: the "+R" of a variant is the learner itself,
+so the variants' own reward terms are not added again here.
+"""
+
+from typing import Any, Dict, Optional, Tuple
+
+import gin
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from agents import distillation_losses
+from agents import schedules
+from agents import teachers as teachers_lib
+
+# Variants whose update has no per-step loss towards the teacher's action distribution, or which
+# need trajectories sampled by the teacher.
+_NEEDS_TEACHER_VALUES = ('teacher_value_reward', 'value_gated')
+
+
+@gin.configurable
+class Kickstarter(tf.Module):
+  """Teachers, their weights λ_k and the distillation variant, for any on-policy or V-trace learner.
+
+  gin, e.g. one teacher with a decaying weight:
+
+    PPOLearner.kickstarter_fn = @Kickstarter
+    TeacherSet.paths = ['/runs/teacher/policy']
+    TeacherWeights.schedules = @linear_decay()
+    linear_decay.initial = 1.0
+    linear_decay.decay_steps = 200      # learner iterations
+    DistillationConfig.variant = 'on_policy_distill_with_reward'   # Kickstarting's H×(π_T‖π_S)
+
+  Args:
+    observation_spec: the student's observation spec.
+    action_spec: the student's discrete action spec (teachers must match both).
+    teachers: a `TeacherSet`; None builds one from gin (`TeacherSet.paths`, `.names`, `.tasks`).
+    weights: a `TeacherWeights` over the teachers' names; None builds one from gin (default: constant 1).
+    config: a `DistillationConfig`; None builds one from gin (default: expected entropy regularised).
+    strategy: the learner's `tf.distribute.Strategy` (the λ variables are created in its scope).
+  """
+
+  def __init__(self, observation_spec, action_spec, teachers: Optional[teachers_lib.TeacherSet] = None,
+               weights: Optional[schedules.TeacherWeights] = None,
+               config: Optional[distillation_losses.DistillationConfig] = None,
+               strategy: Optional[tf.distribute.Strategy] = None, name: str = 'Kickstarter'):
+    super().__init__(name=name)
+    self._teachers = teachers if teachers is not None else teachers_lib.TeacherSet(observation_spec,
+                                                                                    action_spec)
+    if len(self._teachers) == 0:  # pylint: disable=g-explicit-length-test
+      raise ValueError('Kickstarter has no teacher: set TeacherSet.paths to the teachers\' policy '
+                       'directories (PolicySaver exports, e.g. <root_dir>/policy of a train_main run).')
+    self._config = config if config is not None else distillation_losses.DistillationConfig()
+    variant = self._config.variant
+    if distillation_losses.SAMPLED_BY[variant] != 'student':
+      students = [v for v in distillation_losses.VARIANTS if distillation_losses.SAMPLED_BY[v] == 'student']
+      raise ValueError(f'DistillationConfig.variant={variant!r} learns from the teacher\'s trajectories; '
+                       f'a kickstarted learner samples with the student: use one of {students}.')
+    if variant in _NEEDS_TEACHER_VALUES:
+      valueless = [t.name for t in self._teachers.teachers if not t.has_value]
+      if valueless:
+        raise ValueError(f'DistillationConfig.variant={variant!r} needs each teacher\'s critic, but '
+                         f'{valueless} export no value: use teachers exported with value heads or another '
+                         'variant.')
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+      self.weights = weights if weights is not None else schedules.TeacherWeights(self._teachers.names)
+      self.distillation_coef = tf.Variable(float(self._config.distillation_coef), dtype=tf.float32,
+                                           trainable=False, name='distillation_coef')
+    if tuple(self.weights.teacher_names) != tuple(self._teachers.names):
+      raise ValueError(f'TeacherWeights names {list(self.weights.teacher_names)} differ from the teachers\' '
+                       f'{list(self._teachers.names)}: build the weights over TeacherSet.names.')
+
+  @property
+  def variant(self) -> str:
+    return self._config.variant
+
+  @property
+  def teacher_names(self) -> Tuple[str, ...]:
+    return self._teachers.names
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """The λ_k (and α) variables; the teachers are reloaded from their paths, not checkpointed."""
+    return {'kickstart_weights': self.weights, 'kickstart_distillation_coef': self.distillation_coef}
+
+  def update(self, step) -> None:
+    """Moves the λ_k schedules to `step` (in-graph; a no-op when PBT owns the weights)."""
+    self.weights.update(step)
+
+  def prepare(self, batch, discount=1.0) -> Dict[str, Any]:
+    """Per replica: teacher logits, masks and pseudo-rewards of a time-major `[T+1, B]` batch.
+
+    Args:
+      batch: the learner's batch: 'observation', 'step_type', 'action', 'discount' (the termination
+        mask), 'behaviour_logits', optional 'behaviour_values' (value_gated) and 'task_id' (`[B]` or
+        `[T+1, B]`; required when a teacher teaches one task).
+      discount: γ of the learner's returns (a float or a variable), applied to the next-state pseudo-rewards.
+
+    Returns:
+      `{'teacher_logits': K × [T, B, A], 'teacher_masks': K × [T, B], 'pseudo_rewards': [T, B]}`, all
+      without gradient.
+    """
+    observation, step_type = batch['observation'], batch['step_type']
+    task_ids = batch.get('task_id')
+    if task_ids is not None and task_ids.shape.rank == 2:
+      task_ids = task_ids[0]  # one task per batch column
+    outputs = self._teachers.outputs(observation, task_ids=task_ids, step_type=step_type)
+    not_last = tf.cast(tf.not_equal(step_type, ts.StepType.LAST), tf.float32)
+    policy_mask = not_last[:-1]  # a reset transition's action was ignored by the environment
+    discounts = discount * tf.cast(batch['discount'][1:], tf.float32)
+    behaviour_logits = tf.cast(batch['behaviour_logits'], tf.float32)
+    student_values = None
+    if self.variant == 'value_gated':
+      student_values = batch['behaviour_values']['extrinsic']
+    zeros = tf.zeros_like(discounts)
+    pseudo_rewards = zeros
+    teacher_logits, teacher_masks = [], []
+    for lambda_k, output in zip(self.weights.values(), outputs):
+      mask = output.mask if output.mask.shape.rank == 2 else tf.broadcast_to(output.mask, tf.shape(not_last))
+      mask = mask[:-1] * policy_mask
+      inputs = distillation_losses.DistillationInputs(
+          student_logits=behaviour_logits, teacher_logits=output.logits, actions=batch['action'][:-1],
+          rewards=zeros, discounts=discounts, teacher_values=output.value, student_values=student_values,
+          mask=mask)
+      # The environment reward is the learner's own: reward_coef 0.
+      terms = distillation_losses.distillation_terms(self.variant, inputs,
+                                                     distillation_coef=self.distillation_coef, reward_coef=0.0)
+      pseudo_rewards += lambda_k * terms.pseudo_rewards
+      if self.variant == 'value_gated':
+        mask *= tf.cast(output.value[:-1] > student_values[:-1], tf.float32)
+      teacher_logits.append(tf.stop_gradient(output.logits[:-1]))
+      teacher_masks.append(tf.stop_gradient(mask))
+    return {'teacher_logits': tuple(teacher_logits), 'teacher_masks': tuple(teacher_masks),
+            'pseudo_rewards': tf.stop_gradient(pseudo_rewards)}
+
+  def loss(self, student_logits, prepared, mask=None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Σ_k λ_k·α·ℓ_k summed over the steps where teacher k teaches, divided by the policy's step count.
+
+    Args:
+      student_logits: float `[T', B', A]`, differentiable.
+      prepared: `prepare`'s output, sliced or gathered like `student_logits`.
+      mask: optional `[T', B']`, the policy's mask (1 for real steps).
+
+    Returns:
+      (scalar loss, metrics): per teacher `kickstart/lambda_<name>`, `kickstart/cross_entropy_<name>`
+      (H×(π_k‖π_S) on its steps) and `kickstart/loss`.
+    """
+    student_logits = tf.cast(student_logits, tf.float32)
+    if mask is None:
+      mask = tf.ones(tf.shape(student_logits)[:-1], tf.float32)
+    mask = tf.cast(mask, tf.float32)
+    count = tf.reduce_sum(mask)
+    # The value gate is folded into the masks by `prepare`: the ungated cross-entropy here.
+    variant = 'on_policy_distill' if self.variant == 'value_gated' else self.variant
+    total, metrics = 0.0, {}
+    for name, lambda_k, logits_k, mask_k in zip(self.teacher_names, self.weights.values(),
+                                                 prepared['teacher_logits'], prepared['teacher_masks']):
+      steps = mask * mask_k
+      per_step = distillation_losses.step_loss(variant, student_logits, logits_k)
+      term = tf.math.divide_no_nan(tf.reduce_sum(tf.where(steps > 0, per_step * steps, 0.0)), count)
+      total += lambda_k * self.distillation_coef * term
+      cross_entropy = distillation_losses.cross_entropy(logits_k, tf.stop_gradient(student_logits))
+      metrics[f'kickstart/lambda_{name}'] = lambda_k
+      metrics[f'kickstart/cross_entropy_{name}'] = tf.math.divide_no_nan(
+          tf.reduce_sum(tf.where(steps > 0, cross_entropy * steps, 0.0)), tf.reduce_sum(steps))
+    metrics['kickstart/loss'] = tf.stop_gradient(total)
+    return total, metrics
