@@ -1,7 +1,9 @@
 """What every binary shares: strict gin parsing and one-line errors for bad input."""
 
 import contextlib
+import json
 import os
+import subprocess
 import sys
 from typing import Iterator, Sequence
 
@@ -59,3 +61,28 @@ def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     print(f'{program}: error: {first_line}  (--traceback shows details)', file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+TRAIN_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_main.py')
+
+
+def run_train_main(run_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
+                   description: str) -> dict:
+  """Runs `train_main.py` in its own process (its own gin state) and returns its summary.json.
+
+  A run whose summary.json exists is read back, not rerun, so an interrupted study resumes where it
+  stopped. The run's console output goes to `<run_dir>/log.txt`.
+  """
+  summary_path = os.path.join(run_dir, 'summary.json')
+  if not os.path.exists(summary_path):
+    os.makedirs(run_dir, exist_ok=True)
+    command = [sys.executable, TRAIN_MAIN, f'--root_dir={run_dir}']
+    command += [f'--gin_file={path}' for path in gin_files]
+    command += [f'--gin_bindings={binding}' for binding in gin_bindings]
+    with open(os.path.join(run_dir, 'log.txt'), 'w') as log:
+      result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+      raise RuntimeError(f'{description} failed (exit {result.returncode}); see '
+                         f'{os.path.join(run_dir, "log.txt")}.')
+  with open(summary_path) as f:
+    return json.load(f)

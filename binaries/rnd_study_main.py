@@ -14,7 +14,6 @@ in `root_dir` are read back, not rerun.
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -36,29 +35,14 @@ flags.mark_flag_as_required('root_dir')
 FLAGS = flags.FLAGS
 
 _METHOD_BINDINGS = {'rnd': [], 'ppo': list(common.PPO_WITHOUT_RND_BINDINGS)}
-_TRAIN_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_main.py')
 
 
 def run_one(method: str, seed: int, root_dir: str) -> dict:
   """Trains one method and seed (or reads a finished run back); returns its summary.json."""
-  run_dir = os.path.join(root_dir, f'{method}_seed{seed}')
-  summary_path = os.path.join(run_dir, 'summary.json')
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      return json.load(f)
-  os.makedirs(run_dir, exist_ok=True)
   bindings = list(FLAGS.gin_bindings) + _METHOD_BINDINGS[method] + [
       f'train.seed = {seed}', f'train.stop_at_episode_return = {FLAGS.success_return}']
-  command = [sys.executable, _TRAIN_MAIN, f'--root_dir={run_dir}']
-  command += [f'--gin_file={path}' for path in FLAGS.gin_file]
-  command += [f'--gin_bindings={binding}' for binding in bindings]
-  with open(os.path.join(run_dir, 'log.txt'), 'w') as log:
-    result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-  if result.returncode != 0:
-    raise RuntimeError(f'{method} seed {seed} failed (exit {result.returncode}); see '
-                       f'{os.path.join(run_dir, "log.txt")}.')
-  with open(summary_path) as f:
-    return json.load(f)
+  return common.run_train_main(os.path.join(root_dir, f'{method}_seed{seed}'), FLAGS.gin_file, bindings,
+                               f'{method} seed {seed}')
 
 
 def summarize(method: str, summaries: list, success_return: float) -> dict:

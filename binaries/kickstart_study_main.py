@@ -1,0 +1,184 @@
+r"""Kickstarting against learning from scratch: a teacher, then kickstarted and from-scratch students.
+
+  python binaries/kickstart_study_main.py --root_dir=runs/kickstart_study         # MinAtar Breakout
+  python binaries/kickstart_study_main.py --root_dir=/tmp/k --teacher_gin_file=quickstart.gin \
+      --student_gin_file=kickstart_cartpole.gin --seeds=2
+
+1. The teacher: `--teacher_gin_file` trained by `binaries/train_main.py` into `<root_dir>/teacher` (or
+   `--teacher_policy`, a policy exported by an earlier run). Its score is its final evaluation's mean
+   return.
+2. The students: `--student_gin_file` (a configuration that kickstarts: `PPOLearner.kickstarter_fn =
+   @Kickstarter`, the student's network, the λ schedule), run per seed twice with the same budget —
+   kickstarted (`TeacherSet.paths = [<teacher policy>]`) and from scratch (`PPOLearner.kickstarter_fn =
+   None`, nothing else changed).
+3. The table: per method, the env steps at which each seed's evaluation first reaches the teacher's score
+   (times `--reach_fraction`), their median, the ratio scratch / kickstarted, and the final scores;
+   the learning curves (evaluation return against env steps) as `curves.png`.
+
+Every run is its own process; finished runs in `root_dir` are read back, not rerun. Written to
+`<root_dir>/study.md`, `study.json` and `curves.png`.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from binaries import common
+
+flags.DEFINE_string('root_dir', None, 'Study directory: the teacher and one run directory per method and seed.')
+flags.DEFINE_multi_string('teacher_gin_file', ['ppo_minatar_breakout.gin'], 'Gin file(s) of the teacher.')
+flags.DEFINE_multi_string('teacher_gin_bindings', [], 'Extra gin bindings for the teacher.')
+flags.DEFINE_string('teacher_policy', None, 'A policy directory to use as the teacher instead of training one; '
+                    'its score is read from the summary.json beside it.')
+flags.DEFINE_multi_string('student_gin_file', ['kickstart_minatar_breakout.gin'],
+                          'Gin file(s) of the students (kickstarting configured; scratch runs switch it off).')
+flags.DEFINE_multi_string('student_gin_bindings', [], 'Extra gin bindings for both students.')
+flags.DEFINE_integer('seeds', 3, 'Seeds per student (0 .. seeds-1).')
+flags.DEFINE_float('reach_fraction', 1.0, 'A student reaches the teacher at an evaluation return of at '
+                   'least this fraction of the teacher\'s score.')
+flags.mark_flag_as_required('root_dir')
+FLAGS = flags.FLAGS
+
+METHODS = ('kickstarted', 'scratch')
+
+
+def train_teacher(root_dir: str):
+  """Returns (policy directory, score) of the teacher, training it unless `--teacher_policy` is given."""
+  if FLAGS.teacher_policy:
+    summary_path = os.path.join(os.path.dirname(os.path.abspath(FLAGS.teacher_policy)), 'summary.json')
+    if not os.path.exists(summary_path):
+      raise FileNotFoundError(f'--teacher_policy={FLAGS.teacher_policy}: no summary.json beside it to read '
+                              'the teacher\'s score from; pass the policy/ directory of a train_main run.')
+    with open(summary_path) as f:
+      return FLAGS.teacher_policy, json.load(f)['eval_return_mean']
+  run_dir = os.path.join(root_dir, 'teacher')
+  summary = common.run_train_main(run_dir, FLAGS.teacher_gin_file, FLAGS.teacher_gin_bindings, 'the teacher')
+  return os.path.join(run_dir, 'policy'), summary['eval_return_mean']
+
+
+def run_student(method: str, seed: int, root_dir: str, teacher_policy: str) -> dict:
+  if method == 'kickstarted':
+    extra = [f"TeacherSet.paths = ['{teacher_policy}']"]
+  else:
+    extra = ['PPOLearner.kickstarter_fn = None']
+  bindings = list(FLAGS.student_gin_bindings) + extra + [f'train.seed = {seed}']
+  return common.run_train_main(os.path.join(root_dir, f'{method}_seed{seed}'), FLAGS.student_gin_file,
+                               bindings, f'{method} student seed {seed}')
+
+
+def steps_to_reach(summary: dict, target: float):
+  """Env steps of the first evaluation whose mean return reaches `target` (None if none does)."""
+  return next((e['env_steps'] for e in summary['evaluations'] if e['return_mean'] >= target), None)
+
+
+def summarize(method: str, summaries: list, target: float) -> dict:
+  reached = [steps_to_reach(s, target) for s in summaries]
+  hits = [r for r in reached if r is not None]
+  return {
+      'method': method,
+      'seeds': len(summaries),
+      'reached': len(hits),
+      'steps_to_reach': reached,
+      # Seeds that never reach count as "beyond the budget" (infinite) in the median.
+      'median_steps_to_reach': (float(np.median([np.inf if r is None else r for r in reached]))
+                                if summaries else None),
+      'final_returns': [s['eval_return_mean'] for s in summaries],
+      'median_final_return': float(np.median([s['eval_return_mean'] for s in summaries])),
+      'budget_env_steps': max(s['env_steps'] for s in summaries),
+      'train_seconds': [round(s['train_seconds_this_run'], 1) for s in summaries],
+  }
+
+
+def table(rows: list, teacher_score: float, target: float) -> str:
+  lines = [f'Teacher score (final evaluation): {teacher_score:.1f}; a student reaches it at an evaluation '
+           f'mean return >= {target:.1f}.', '',
+           '| student | seeds reaching the teacher | median env steps to reach it | per seed | '
+           'median final return | final returns |', '|---|---|---|---|---|---|']
+  for row in rows:
+    median = row['median_steps_to_reach']
+    median_text = '—' if median is None or not np.isfinite(median) else f'{median:,.0f}'
+    per_seed = ', '.join('never' if r is None else f'{r:,}' for r in row['steps_to_reach'])
+    finals = ', '.join(f'{r:.1f}' for r in row['final_returns'])
+    lines.append(f'| {row["method"]} | {row["reached"]}/{row["seeds"]} | {median_text} | {per_seed} | '
+                 f'{row["median_final_return"]:.1f} | {finals} |')
+  by_method = {row['method']: row for row in rows}
+  kick, scratch = by_method['kickstarted']['median_steps_to_reach'], by_method['scratch']['median_steps_to_reach']
+  if kick is not None and np.isfinite(kick) and kick > 0:
+    if np.isfinite(scratch):
+      lines += ['', f'Scratch / kickstarted steps to reach the teacher (medians): **{scratch / kick:.1f}×**.']
+    else:
+      budget = by_method['scratch']['budget_env_steps']
+      lines += ['', f'Scratch / kickstarted steps to reach the teacher (medians): **> {budget / kick:.1f}×** '
+                    f'(the scratch median did not reach it within {budget:,} env steps).']
+  return '\n'.join(lines)
+
+
+def plot(path: str, runs: dict, teacher_score: float) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  for method, color in zip(METHODS, ('tab:red', 'tab:blue')):
+    for seed, summary in enumerate(runs[method]):
+      steps = [e['env_steps'] for e in summary['evaluations']]
+      returns = [e['return_mean'] for e in summary['evaluations']]
+      axes.plot(steps, returns, color=color, alpha=0.8, linewidth=1.2,
+                label=f'{method} student' if seed == 0 else None)
+  axes.axhline(teacher_score, color='black', linestyle='--', linewidth=1, label='teacher (final)')
+  axes.set_xlabel('env steps (agent steps)')
+  axes.set_ylabel('evaluation return (mean)')
+  axes.set_title('Kickstarted vs from-scratch students (one line per seed)')
+  axes.legend()
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+  plt.close(figure)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  root_dir = FLAGS.root_dir
+  os.makedirs(root_dir, exist_ok=True)
+  start = time.time()
+  print('Teacher...', flush=True)
+  teacher_policy, teacher_score = train_teacher(root_dir)
+  target = FLAGS.reach_fraction * teacher_score
+  print(f'Teacher: {teacher_policy}, score {teacher_score:.1f} ({time.time() - start:.0f} s)', flush=True)
+  runs = {method: [] for method in METHODS}
+  total, done, students_start = FLAGS.seeds * len(METHODS), 0, time.time()
+  for seed in range(FLAGS.seeds):
+    for method in METHODS:
+      summary = run_student(method, seed, root_dir, teacher_policy)
+      runs[method].append(summary)
+      done += 1
+      reached = steps_to_reach(summary, target)
+      elapsed = time.time() - students_start
+      print(f'[{done}/{total}] {method} seed {seed}: '
+            + (f'reached {target:.1f} at {reached:,} env steps' if reached is not None
+               else f'did not reach {target:.1f} in {summary["env_steps"]:,} env steps')
+            + f', final {summary["eval_return_mean"]:.1f}; ETA {elapsed / done * (total - done) / 60:.1f} min',
+            flush=True)
+  rows = [summarize(method, runs[method], target) for method in METHODS]
+  text = table(rows, teacher_score, target)
+  print(text)
+  plot(os.path.join(root_dir, 'curves.png'), runs, teacher_score)
+  with open(os.path.join(root_dir, 'study.md'), 'w') as f:
+    f.write(f'Teacher: {FLAGS.teacher_policy or FLAGS.teacher_gin_file} {FLAGS.teacher_gin_bindings}; '
+            f'students: {FLAGS.student_gin_file} {FLAGS.student_gin_bindings}; {FLAGS.seeds} seeds.\n\n'
+            f'{text}\n\n![learning curves](curves.png)\n')
+  with open(os.path.join(root_dir, 'study.json'), 'w') as f:
+    json.dump({'teacher_policy': teacher_policy, 'teacher_score': teacher_score, 'target': target,
+               'students': rows}, f, indent=2)
+  print(f'Wrote {os.path.join(root_dir, "study.md")} and curves.png ({(time.time() - start) / 60:.1f} min)')
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
