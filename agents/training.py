@@ -144,254 +144,334 @@ def train(root_dir: str,
       trains, with a policy lag of up to the queue's size (PPO's ratio uses the recorded behaviour
       logits); faster when the learner and the environments can share the cores.
   """
-  start_time = time.time()
-  check_writable(root_dir)
-  strategy = strategy or tf.distribute.get_strategy()
-  # Seeds Python's `random` too: unseeded Keras initializers draw their seeds from it, so
-  # `tf.random.set_seed` alone leaves the initial weights different on every run.
-  tf.keras.utils.set_random_seed(seed)
+  trainer = Trainer(root_dir, strategy=strategy, reverb_address=reverb_address, table_name=table_name,
+                    total_env_steps=total_env_steps, sequence_length=sequence_length,
+                    items_per_replica=items_per_replica, seed=seed, network_fn=network_fn,
+                    learner_fn=learner_fn, eval_interval_env_steps=eval_interval_env_steps,
+                    eval_episodes=eval_episodes, eval_greedy=eval_greedy,
+                    stop_at_eval_return=stop_at_eval_return, stop_at_episode_return=stop_at_episode_return,
+                    checkpoint_interval_seconds=checkpoint_interval_seconds,
+                    progress_interval_seconds=progress_interval_seconds,
+                    summary_interval_iterations=summary_interval_iterations,
+                    asynchronous_actor=asynchronous_actor)
+  try:
+    while not trainer.finished:
+      trainer.run_iteration()
+  finally:
+    trainer.close()
+  return trainer.finish()
 
-  env = suite.make_environment(seed=seed)
-  env_id = env.env_id
-  num_envs = env.batch_size
-  observation_spec = tensor_spec.from_spec(env.observation_spec())
-  action_spec = tensor_spec.from_spec(env.action_spec())
 
-  with strategy.scope():
-    learner_network = network_fn(observation_spec, action_spec)
-    learner_network.create_variables()
-  # The actor's and the evaluator's own copies, outside the strategy: they act on the host.
-  actor_network = network_fn(observation_spec, action_spec)
-  actor_network.create_variables()
-  eval_network = network_fn(observation_spec, action_spec)
-  eval_network.create_variables()
+class Trainer:
+  """One training run, an iteration at a time: what `train()` runs, for drivers that act between
+  iterations (a PBT member reports to its scheduler and swaps hyperparameters, tests inspect state).
 
-  num_replicas = strategy.num_replicas_in_sync
-  items_per_iteration = num_replicas * items_per_replica
-  step_spec = actor_lib.step_spec(observation_spec, action_spec, learner_network)
-  signature = reverb_replay.sequence_signature(step_spec, sequence_length, num_envs)
-  server = None
-  if reverb_address is None:
-    server = reverb_replay.start_server([reverb_replay.on_policy_table(
-        signature, name=table_name, items_per_learner_step=items_per_iteration)])
-    reverb_address = f'localhost:{server.port}'
-  client = reverb_replay.connect(reverb_address)
-  writer = reverb_replay.SequenceWriter(client, table_name, sequence_length)
+  The constructor builds everything (environments, Reverb, networks, learner) and resumes from
+  `root_dir`'s latest checkpoint; `run_iteration()` collects one batch and trains on it, with the
+  summaries, evaluations, stopping rules and periodic checkpoints of `train()`; `close()` stops the
+  actor and environments; `finish()` evaluates, exports the policy and writes summary.json. The
+  arguments are `train()`'s.
+  """
 
-  env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
-  total_iterations = max(1, int(np.ceil(total_env_steps / env_steps_per_iteration)))
+  def __init__(self, root_dir: str, strategy=None, reverb_address=None, table_name='trajectories',
+               total_env_steps=100_000, sequence_length=128, items_per_replica=1, seed=0,
+               network_fn=actor_critic.ActorCriticNetwork, learner_fn=ppo_learner.PPOLearner,
+               eval_interval_env_steps=0, eval_episodes=10, eval_greedy=True, stop_at_eval_return=None,
+               stop_at_episode_return=None, checkpoint_interval_seconds=300.0, progress_interval_seconds=5.0,
+               summary_interval_iterations=1, asynchronous_actor=False):
+    self._start_time = time.time()
+    check_writable(root_dir)
+    self.root_dir = root_dir
+    self.total_env_steps = total_env_steps
+    self._seed = seed
+    self._sequence_length = sequence_length
+    self._eval_interval = eval_interval_env_steps
+    self._eval_episodes = eval_episodes
+    self._eval_greedy = eval_greedy
+    self._stop_at_eval_return = stop_at_eval_return
+    self._stop_at_episode_return = stop_at_episode_return
+    self._checkpoint_interval = checkpoint_interval_seconds
+    self._summary_interval = summary_interval_iterations
+    strategy = strategy or tf.distribute.get_strategy()
+    # Seeds Python's `random` too: unseeded Keras initializers draw their seeds from it, so
+    # `tf.random.set_seed` alone leaves the initial weights different on every run.
+    tf.keras.utils.set_random_seed(seed)
 
-  def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-    del context  # every replica reads its own items from the same table
-    return reverb_replay.make_dataset(reverb_address, table_name, items_per_replica)
+    env = suite.make_environment(seed=seed)
+    self.env_id = env.env_id
+    num_envs = env.batch_size
+    self.observation_spec = tensor_spec.from_spec(env.observation_spec())
+    self.action_spec = tensor_spec.from_spec(env.action_spec())
 
-  learner = learner_fn(network=learner_network, dataset_fn=dataset_fn, strategy=strategy,
-                       total_iterations=total_iterations)
-  env_steps_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name='env_steps')
-  # Set when an evaluation reached stop_at_eval_return: rerunning the directory then does not train on.
-  reached_stop_return = tf.Variable(False, trainable=False, name='reached_stop_return')
-  # The best training episode so far and the env steps after the iteration that first reached it.
-  best_episode_return = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name='best_episode_return')
-  best_episode_env_steps = tf.Variable(-1, dtype=tf.int64, trainable=False, name='best_episode_env_steps')
-  # Distinct values (RAM bytes, 0..255) of the environment's tracked info entries over the whole run,
-  # e.g. Montezuma's rooms visited; checkpointed, so a resumed run keeps counting.
-  visited = {key: tf.Variable(tf.zeros([256], tf.bool), trainable=False, name=f'visited_{key}')
-             for key in env.tracked_info_keys}
-  checkpoint = tf.train.Checkpoint(env_steps=env_steps_variable, reached_stop_return=reached_stop_return,
-                                   best_episode_return=best_episode_return,
-                                   best_episode_env_steps=best_episode_env_steps,
-                                   **{f'visited_{key}': variable for key, variable in visited.items()},
-                                   **learner.checkpoint_items())
+    with strategy.scope():
+      self.network = network_fn(self.observation_spec, self.action_spec)
+      self.network.create_variables()
+    # The actor's and the evaluator's own copies, outside the strategy: they act on the host.
+    actor_network = network_fn(self.observation_spec, self.action_spec)
+    actor_network.create_variables()
+    self._eval_network = network_fn(self.observation_spec, self.action_spec)
+    self._eval_network.create_variables()
 
-  def update_visited():
-    for key, values in env.visited_info_values().items():
-      bitmap = visited[key].numpy()
-      bitmap[[v for v in values if 0 <= v < 256]] = True
-      visited[key].assign(bitmap)
-  checkpoint_dir = os.path.join(root_dir, 'checkpoints')
-  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3)
-  restored = _restore_latest_usable(checkpoint, manager, checkpoint_dir)
-  if restored:
-    print(f'Resumed from {restored} at {int(env_steps_variable.numpy()):,} env steps.', flush=True)
-  elif hasattr(learner, 'initialize_from_environment'):
-    # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
-    # env_steps and nothing reaches replay. The actor below resets the environments.
-    learner.initialize_from_environment(env, seed=seed)
+    num_replicas = strategy.num_replicas_in_sync
+    self._items_per_iteration = items_per_iteration = num_replicas * items_per_replica
+    step_spec = actor_lib.step_spec(self.observation_spec, self.action_spec, self.network)
+    signature = reverb_replay.sequence_signature(step_spec, sequence_length, num_envs)
+    self._server = None
+    if reverb_address is None:
+      self._server = reverb_replay.start_server([reverb_replay.on_policy_table(
+          signature, name=table_name, items_per_learner_step=items_per_iteration)])
+      reverb_address = f'localhost:{self._server.port}'
+    client = reverb_replay.connect(reverb_address)
+    self._writer = reverb_replay.SequenceWriter(client, table_name, sequence_length)
 
-  _write_operative_config(root_dir)
-  summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'summaries'))
+    self._env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
+    total_iterations = max(1, int(np.ceil(total_env_steps / self._env_steps_per_iteration)))
 
-  # Environments restart on resume; a different seed per resume avoids replaying the same episodes.
-  resume_seed = seed + int(learner.train_step.numpy())
-  if resume_seed != seed:
-    env.close()
-    env = suite.make_environment(seed=resume_seed)
-  actor = actor_lib.Actor(env, actor_network, writer, seed=resume_seed)
-  actor_thread = None
-  if asynchronous_actor:
-    actor_thread = actor_lib.ActorThread(actor, env, writer, sequence_length,
-                                         on_error=server.stop if server is not None else None)
-  frames_per_step = env.frames_per_step
-  progress = _Progress(total_env_steps, frames_per_step, progress_interval_seconds)
-  recent_returns = collections.deque(maxlen=20)
-  pending_episodes = []  # (returns, lengths) not yet written to TensorBoard
-  evals = []
-  eval_return = None
-  next_eval = (int(env_steps_variable.numpy()) // eval_interval_env_steps + 1) * eval_interval_env_steps \
-      if eval_interval_env_steps else None
-  last_checkpoint = time.time()
-  train_seconds = actor_seconds = learner_seconds = 0.0
-  steps_at_start = int(env_steps_variable.numpy())
-  first_collection = True
-  stopped_early = False
-  print(f'Training {env_id} ({num_envs} envs × {sequence_length} steps, {num_replicas} replica(s), '
-        f'{"asynchronous" if asynchronous_actor else "synchronous"} actor) for {total_env_steps:,} env '
-        f'steps; run directory {root_dir}', flush=True)
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+      del context  # every replica reads its own items from the same table
+      return reverb_replay.make_dataset(reverb_address, table_name, items_per_replica)
 
-  def run_evaluation(env_steps: int) -> Dict[str, float]:
-    actor_lib.copy_weights(learner_network.variables, eval_network)
-    result = evaluation.evaluate(eval_network, env_id, eval_episodes, seed=seed + 10_000,
-                                 greedy=eval_greedy)
+    self.learner = learner = learner_fn(network=self.network, dataset_fn=dataset_fn, strategy=strategy,
+                                        total_iterations=total_iterations)
+    self._env_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name='env_steps')
+    # Set when an evaluation reached stop_at_eval_return: rerunning the directory then does not train on.
+    self._reached_stop_return = tf.Variable(False, trainable=False, name='reached_stop_return')
+    # The best training episode so far and the env steps after the iteration that first reached it.
+    self._best_return = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name='best_episode_return')
+    self._best_return_steps = tf.Variable(-1, dtype=tf.int64, trainable=False, name='best_episode_env_steps')
+    # Distinct values (RAM bytes, 0..255) of the environment's tracked info entries over the whole run,
+    # e.g. Montezuma's rooms visited; checkpointed, so a resumed run keeps counting.
+    self._visited = {key: tf.Variable(tf.zeros([256], tf.bool), trainable=False, name=f'visited_{key}')
+                     for key in env.tracked_info_keys}
+    self.checkpoint = tf.train.Checkpoint(
+        env_steps=self._env_steps, reached_stop_return=self._reached_stop_return,
+        best_episode_return=self._best_return, best_episode_env_steps=self._best_return_steps,
+        **{f'visited_{key}': variable for key, variable in self._visited.items()},
+        **learner.checkpoint_items())
+    checkpoint_dir = os.path.join(root_dir, 'checkpoints')
+    self._manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
+    restored = _restore_latest_usable(self.checkpoint, self._manager, checkpoint_dir)
+    if restored:
+      print(f'Resumed from {restored} at {self.env_steps:,} env steps.', flush=True)
+    elif hasattr(learner, 'initialize_from_environment'):
+      # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
+      # env_steps and nothing reaches replay. The actor below resets the environments.
+      learner.initialize_from_environment(env, seed=seed)
+
+    _write_operative_config(root_dir)
+    self._summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'summaries'))
+
+    # Environments restart on resume; a different seed per resume avoids replaying the same episodes.
+    resume_seed = seed + int(learner.train_step.numpy())
+    if resume_seed != seed:
+      env.close()
+      env = suite.make_environment(seed=resume_seed)
+    self._env = env
+    self._actor = actor_lib.Actor(env, actor_network, self._writer, seed=resume_seed)
+    self._actor_thread = None
+    if asynchronous_actor:
+      self._actor_thread = actor_lib.ActorThread(
+          self._actor, env, self._writer, sequence_length,
+          on_error=self._server.stop if self._server is not None else None)
+    self.frames_per_step = env.frames_per_step
+    self._progress = _Progress(total_env_steps, self.frames_per_step, progress_interval_seconds)
+    self.recent_returns = collections.deque(maxlen=20)
+    self._pending_episodes = []  # (returns, lengths) not yet written to TensorBoard
+    self.evaluations = []
+    self._eval_return = None
+    self._next_eval = ((self.env_steps // eval_interval_env_steps + 1) * eval_interval_env_steps
+                       if eval_interval_env_steps else None)
+    self._last_checkpoint = time.time()
+    self.train_seconds = self.actor_seconds = self.learner_seconds = 0.0
+    self._steps_at_start = self.env_steps
+    self._first_collection = True
+    self._started = self._closed = False
+    self.stopped_early = bool(self._reached_stop_return.numpy()) and (
+        stop_at_eval_return is not None or stop_at_episode_return is not None)
+    print(f'Training {self.env_id} ({num_envs} envs × {sequence_length} steps, {num_replicas} replica(s), '
+          f'{"asynchronous" if asynchronous_actor else "synchronous"} actor) for {total_env_steps:,} env '
+          f'steps; run directory {root_dir}', flush=True)
+
+  @property
+  def env_steps(self) -> int:
+    return int(self._env_steps.numpy())
+
+  @property
+  def finished(self) -> bool:
+    """True once the budget is spent or a stopping rule fired."""
+    return self.stopped_early or self.env_steps >= self.total_env_steps
+
+  def _evaluate(self, env_steps: int) -> Dict[str, float]:
+    actor_lib.copy_weights(self.network.variables, self._eval_network)
+    result = evaluation.evaluate(self._eval_network, self.env_id, self._eval_episodes, seed=self._seed + 10_000,
+                                 greedy=self._eval_greedy)
     result['env_steps'] = env_steps
-    with summary_writer.as_default(step=env_steps):
+    with self._summary_writer.as_default(step=env_steps):
       tf.summary.scalar('eval/return_mean', result['return_mean'])
       tf.summary.scalar('eval/return_std', result['return_std'])
     return result
 
-  try:
-    if actor_thread is not None:
-      actor_thread.publish(learner_network.variables, learner.train_step.numpy())
-      actor_thread.start()
-    stopped_early = bool(reached_stop_return.numpy()) and (
-        stop_at_eval_return is not None or stop_at_episode_return is not None)
-    while not stopped_early and int(env_steps_variable.numpy()) < total_env_steps:
-      iteration_start = time.time()
-      if actor_thread is None:
-        actor.pull_weights(learner_network.variables, learner.train_step.numpy())
-        # The first item of a writer needs T + 1 steps; later ones T (items overlap by one step).
-        actor.run(items_per_iteration * sequence_length + (1 if first_collection else 0))
-        first_collection = False
-        writer.flush()
-      actor_done = time.time()
-      try:
-        metrics = learner.run()
-      except (tf.errors.OpError, RuntimeError):
-        if actor_thread is not None and actor_thread.error is not None:
-          raise actor_thread.error  # the real cause; the learner only saw the server stop
-        raise
+  def _update_visited(self) -> None:
+    for key, values in self._env.visited_info_values().items():
+      bitmap = self._visited[key].numpy()
+      bitmap[[v for v in values if 0 <= v < 256]] = True
+      self._visited[key].assign(bitmap)
+
+  def run_iteration(self) -> Dict[str, Any]:
+    """Collects one learner batch, trains on it, and does the iteration's bookkeeping; returns the
+    learner's metrics. Sets `stopped_early` when a stopping rule fires."""
+    learner, actor_thread = self.learner, self._actor_thread
+    if not self._started:
+      self._started = True
       if actor_thread is not None:
-        actor_thread.publish(learner_network.variables, learner.train_step.numpy())
-        episode_returns, episode_lengths = actor_thread.pop_finished_episodes()
-      else:
-        episode_returns, episode_lengths = env.pop_finished_episodes()
-      env_steps = int(env_steps_variable.assign_add(env_steps_per_iteration).numpy())
-      now = time.time()
-      train_seconds += now - iteration_start
-      actor_seconds += actor_done - iteration_start
-      learner_seconds += now - actor_done
-
-      recent_returns.extend(episode_returns.tolist())
-      if episode_returns.size and episode_returns.max() > best_episode_return.numpy():
-        best_episode_return.assign(float(episode_returns.max()))
-        best_episode_env_steps.assign(env_steps)
-      pending_episodes.append((episode_returns, episode_lengths))
-      iteration = int(learner.train_step.numpy())
-      if iteration % summary_interval_iterations == 0:
-        with summary_writer.as_default(step=env_steps):
-          for name, value in metrics.items():
-            tf.summary.scalar(f'learner/{name}', value)
-          tf.summary.scalar('timing/actor_fraction', actor_seconds / max(train_seconds, 1e-9))
-          # Distinct values of tracked info entries so far, e.g. Montezuma's rooms visited (RAM byte 3).
-          update_visited()
-          for key, bitmap in visited.items():
-            tf.summary.scalar(f'env/visited_{key}s', int(tf.reduce_sum(tf.cast(bitmap, tf.int32))))
-          # Every finished episode, also those of iterations between two writes.
-          for returns, lengths in pending_episodes:
-            for value in returns:
-              tf.summary.scalar('env/episode_return', value)
-            for value in lengths:
-              tf.summary.scalar('env/episode_length', value)
-        pending_episodes.clear()
-      recent = float(np.mean(recent_returns)) if recent_returns else None
-      rate = progress.update(env_steps, recent, eval_return)
-      if iteration % summary_interval_iterations == 0 and rate is not None and np.isfinite(rate):
-        with summary_writer.as_default(step=env_steps):
-          tf.summary.scalar('env/steps_per_second', rate)
-          tf.summary.scalar('env/frames_per_second', rate * frames_per_step)
-
-      if next_eval is not None and env_steps >= next_eval:
-        result = run_evaluation(env_steps)
-        result['train_seconds'] = train_seconds
-        evals.append(result)
-        eval_return = result['return_mean']
-        next_eval += eval_interval_env_steps
-        if stop_at_eval_return is not None and eval_return >= stop_at_eval_return:
-          print(f'Evaluation return {eval_return:.1f} >= stop_at_eval_return={stop_at_eval_return}: '
-                f'stopping at {env_steps:,} env steps.', flush=True)
-          stopped_early = True
-          reached_stop_return.assign(True)
-          break
-      if stop_at_episode_return is not None and best_episode_return.numpy() >= stop_at_episode_return:
-        print(f'A training episode returned {best_episode_return.numpy():.2f} >= stop_at_episode_return='
-              f'{stop_at_episode_return}: stopping at {env_steps:,} env steps.', flush=True)
-        stopped_early = True
-        reached_stop_return.assign(True)
-        break
-      if time.time() - last_checkpoint >= checkpoint_interval_seconds:
-        manager.save(checkpoint_number=learner.train_step)
-        last_checkpoint = time.time()
-  finally:
+        actor_thread.publish(self.network.variables, learner.train_step.numpy())
+        actor_thread.start()
+    iteration_start = time.time()
+    if actor_thread is None:
+      self._actor.pull_weights(self.network.variables, learner.train_step.numpy())
+      # The first item of a writer needs T + 1 steps; later ones T (items overlap by one step).
+      self._actor.run(self._items_per_iteration * self._sequence_length + (1 if self._first_collection else 0))
+      self._first_collection = False
+      self._writer.flush()
+    actor_done = time.time()
+    try:
+      metrics = learner.run()
+    except (tf.errors.OpError, RuntimeError):
+      if actor_thread is not None and actor_thread.error is not None:
+        raise actor_thread.error  # the real cause; the learner only saw the server stop
+      raise
     if actor_thread is not None:
-      actor_thread.stop()
-      actor_thread.join(timeout=60)
-    writer.close()
-    env.close()
+      actor_thread.publish(self.network.variables, learner.train_step.numpy())
+      episode_returns, episode_lengths = actor_thread.pop_finished_episodes()
+    else:
+      episode_returns, episode_lengths = self._env.pop_finished_episodes()
+    env_steps = int(self._env_steps.assign_add(self._env_steps_per_iteration).numpy())
+    now = time.time()
+    self.train_seconds += now - iteration_start
+    self.actor_seconds += actor_done - iteration_start
+    self.learner_seconds += now - actor_done
 
-  env_steps = int(env_steps_variable.numpy())
-  update_visited()
-  progress.update(env_steps, float(np.mean(recent_returns)) if recent_returns else None, eval_return,
-                  final_rate=(env_steps - steps_at_start) / train_seconds if train_seconds else float('nan'))
-  manager.save(checkpoint_number=learner.train_step)
-  final = evals[-1] if evals and evals[-1]['env_steps'] == env_steps else run_evaluation(env_steps)
-  policy_dir = policies.export_policy(eval_network, ts.time_step_spec(observation_spec), action_spec,
-                                      os.path.join(root_dir, 'policy'), train_step=learner.train_step)
-  _write_operative_config(root_dir)
-  summary_writer.flush()
-  if server is not None:
-    server.stop()
+    self.recent_returns.extend(episode_returns.tolist())
+    if episode_returns.size and episode_returns.max() > self._best_return.numpy():
+      self._best_return.assign(float(episode_returns.max()))
+      self._best_return_steps.assign(env_steps)
+    self._pending_episodes.append((episode_returns, episode_lengths))
+    iteration = int(learner.train_step.numpy())
+    if iteration % self._summary_interval == 0:
+      with self._summary_writer.as_default(step=env_steps):
+        for name, value in metrics.items():
+          tf.summary.scalar(f'learner/{name}', value)
+        tf.summary.scalar('timing/actor_fraction', self.actor_seconds / max(self.train_seconds, 1e-9))
+        # Distinct values of tracked info entries so far, e.g. Montezuma's rooms visited (RAM byte 3).
+        self._update_visited()
+        for key, bitmap in self._visited.items():
+          tf.summary.scalar(f'env/visited_{key}s', int(tf.reduce_sum(tf.cast(bitmap, tf.int32))))
+        # Every finished episode, also those of iterations between two writes.
+        for returns, lengths in self._pending_episodes:
+          for value in returns:
+            tf.summary.scalar('env/episode_return', value)
+          for value in lengths:
+            tf.summary.scalar('env/episode_length', value)
+      self._pending_episodes.clear()
+    recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
+    rate = self._progress.update(env_steps, recent, self._eval_return)
+    if iteration % self._summary_interval == 0 and rate is not None and np.isfinite(rate):
+      with self._summary_writer.as_default(step=env_steps):
+        tf.summary.scalar('env/steps_per_second', rate)
+        tf.summary.scalar('env/frames_per_second', rate * self.frames_per_step)
 
-  summary = {
-      'env_id': env_id,
-      'env_steps': env_steps,
-      'frames': int(env_steps * frames_per_step),
-      'learner_iterations': int(learner.train_step.numpy()),
-      'wall_seconds': time.time() - start_time,
-      'train_seconds_this_run': train_seconds,
-      'actor_seconds_this_run': actor_seconds,  # stepping envs, acting, writing to Reverb
-      'learner_seconds_this_run': learner_seconds,  # reading from Reverb and training
-      'env_steps_this_run': env_steps - steps_at_start,
-      'visited': {key: np.flatnonzero(bitmap.numpy()).tolist() for key, bitmap in visited.items()},
-      'best_episode_return': (float(best_episode_return.numpy())
-                              if int(best_episode_env_steps.numpy()) >= 0 else None),
-      'best_episode_env_steps': (int(best_episode_env_steps.numpy())
-                                 if int(best_episode_env_steps.numpy()) >= 0 else None),
-      'eval_return_mean': final['return_mean'],
-      'eval_return_std': final['return_std'],
-      'eval_episodes': final['episodes'],
-      'stopped_early': stopped_early,
-      'evaluations': evals,
-      'policy_dir': policy_dir,
-      'checkpoint': manager.latest_checkpoint,
-  }
-  summary_path = os.path.join(root_dir, 'summary.json')
-  tmp = summary_path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    json.dump(summary, f, indent=2)
-  tf.io.gfile.rename(tmp, summary_path, overwrite=True)
-  print(f'Done: eval return {final["return_mean"]:.1f} ± {final["return_std"]:.1f} over '
-        f'{final["episodes"]} episodes after {env_steps:,} env steps. Results in {root_dir} '
-        f'(summary.json, policy/, summaries/ for TensorBoard).', flush=True)
-  return summary
+    if self._next_eval is not None and env_steps >= self._next_eval:
+      result = self._evaluate(env_steps)
+      result['train_seconds'] = self.train_seconds
+      self.evaluations.append(result)
+      self._eval_return = result['return_mean']
+      self._next_eval += self._eval_interval
+      if self._stop_at_eval_return is not None and self._eval_return >= self._stop_at_eval_return:
+        print(f'Evaluation return {self._eval_return:.1f} >= stop_at_eval_return={self._stop_at_eval_return}: '
+              f'stopping at {env_steps:,} env steps.', flush=True)
+        self.stopped_early = True
+        self._reached_stop_return.assign(True)
+        return metrics
+    if (self._stop_at_episode_return is not None
+        and self._best_return.numpy() >= self._stop_at_episode_return):
+      print(f'A training episode returned {self._best_return.numpy():.2f} >= stop_at_episode_return='
+            f'{self._stop_at_episode_return}: stopping at {env_steps:,} env steps.', flush=True)
+      self.stopped_early = True
+      self._reached_stop_return.assign(True)
+      return metrics
+    if time.time() - self._last_checkpoint >= self._checkpoint_interval:
+      self.save()
+    return metrics
+
+  def save(self) -> str:
+    """Writes a checkpoint now (numbered by the learner step); returns its path."""
+    path = self._manager.save(checkpoint_number=self.learner.train_step)
+    self._last_checkpoint = time.time()
+    return path
+
+  def close(self) -> None:
+    """Stops the actor and closes the environments and the Reverb writer (idempotent)."""
+    if self._closed:
+      return
+    self._closed = True
+    if self._actor_thread is not None:
+      self._actor_thread.stop()
+      self._actor_thread.join(timeout=60)
+    self._writer.close()
+    self._env.close()
+
+  def finish(self) -> Dict[str, Any]:
+    """Closes the run: a last checkpoint, the final evaluation, the exported policy and summary.json."""
+    self.close()
+    root_dir = self.root_dir
+    env_steps = self.env_steps
+    self._update_visited()
+    recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
+    self._progress.update(env_steps, recent, self._eval_return,
+                          final_rate=((env_steps - self._steps_at_start) / self.train_seconds
+                                      if self.train_seconds else float('nan')))
+    self.save()
+    evals = self.evaluations
+    final = evals[-1] if evals and evals[-1]['env_steps'] == env_steps else self._evaluate(env_steps)
+    policy_dir = policies.export_policy(self._eval_network, ts.time_step_spec(self.observation_spec),
+                                        self.action_spec, os.path.join(root_dir, 'policy'),
+                                        train_step=self.learner.train_step)
+    _write_operative_config(root_dir)
+    self._summary_writer.flush()
+    if self._server is not None:
+      self._server.stop()
+
+    best_steps = int(self._best_return_steps.numpy())
+    summary = {
+        'env_id': self.env_id,
+        'env_steps': env_steps,
+        'frames': int(env_steps * self.frames_per_step),
+        'learner_iterations': int(self.learner.train_step.numpy()),
+        'wall_seconds': time.time() - self._start_time,
+        'train_seconds_this_run': self.train_seconds,
+        'actor_seconds_this_run': self.actor_seconds,  # stepping envs, acting, writing to Reverb
+        'learner_seconds_this_run': self.learner_seconds,  # reading from Reverb and training
+        'env_steps_this_run': env_steps - self._steps_at_start,
+        'visited': {key: np.flatnonzero(bitmap.numpy()).tolist() for key, bitmap in self._visited.items()},
+        'best_episode_return': float(self._best_return.numpy()) if best_steps >= 0 else None,
+        'best_episode_env_steps': best_steps if best_steps >= 0 else None,
+        'eval_return_mean': final['return_mean'],
+        'eval_return_std': final['return_std'],
+        'eval_episodes': final['episodes'],
+        'stopped_early': self.stopped_early,
+        'evaluations': evals,
+        'policy_dir': policy_dir,
+        'checkpoint': self._manager.latest_checkpoint,
+    }
+    summary_path = os.path.join(root_dir, 'summary.json')
+    tmp = summary_path + '.tmp'
+    with tf.io.gfile.GFile(tmp, 'w') as f:
+      json.dump(summary, f, indent=2)
+    tf.io.gfile.rename(tmp, summary_path, overwrite=True)
+    print(f'Done: eval return {final["return_mean"]:.1f} ± {final["return_std"]:.1f} over '
+          f'{final["episodes"]} episodes after {env_steps:,} env steps. Results in {root_dir} '
+          f'(summary.json, policy/, summaries/ for TensorBoard).', flush=True)
+    return summary
 
 
 def _write_operative_config(root_dir: str) -> None:
