@@ -114,7 +114,8 @@ def train(root_dir: str,
           checkpoint_interval_seconds: float = 300.0,
           progress_interval_seconds: float = 5.0,
           summary_interval_iterations: int = 1,
-          asynchronous_actor: bool = False) -> Dict[str, Any]:
+          asynchronous_actor: bool = False,
+          local_actor: bool = True) -> Dict[str, Any]:
   """Trains an agent and returns the summary that is also written to `root_dir/summary.json`.
 
   Args:
@@ -143,6 +144,11 @@ def train(root_dir: str,
       reproducible from the seed. True: the actor collects in a background thread while the learner
       trains, with a policy lag of up to the queue's size (PPO's ratio uses the recorded behaviour
       logits); faster when the learner and the environments can share the cores.
+    local_actor: True (default): this process also acts. False: the learner of a distributed run
+      (`binaries/learner_main.py`): actors in other processes (`binaries/actor_main.py`) fill the table
+      of the Reverb server at `reverb_address` (required), and the learner publishes its weights to that
+      server's variables table after every iteration. Env steps are counted from the items the learner
+      consumed; training episodes are reported by the actors.
   """
   trainer = Trainer(root_dir, strategy=strategy, reverb_address=reverb_address, table_name=table_name,
                     total_env_steps=total_env_steps, sequence_length=sequence_length,
@@ -153,7 +159,7 @@ def train(root_dir: str,
                     checkpoint_interval_seconds=checkpoint_interval_seconds,
                     progress_interval_seconds=progress_interval_seconds,
                     summary_interval_iterations=summary_interval_iterations,
-                    asynchronous_actor=asynchronous_actor)
+                    asynchronous_actor=asynchronous_actor, local_actor=local_actor)
   try:
     while not trainer.finished:
       trainer.run_iteration()
@@ -178,7 +184,10 @@ class Trainer:
                network_fn=actor_critic.ActorCriticNetwork, learner_fn=ppo_learner.PPOLearner,
                eval_interval_env_steps=0, eval_episodes=10, eval_greedy=True, stop_at_eval_return=None,
                stop_at_episode_return=None, checkpoint_interval_seconds=300.0, progress_interval_seconds=5.0,
-               summary_interval_iterations=1, asynchronous_actor=False):
+               summary_interval_iterations=1, asynchronous_actor=False, local_actor=True):
+    if not local_actor and reverb_address is None:
+      raise ValueError('local_actor=False (a learner without its own actor) reads from a running Reverb '
+                       'server: pass its host:port with --reverb_address.')
     self._start_time = time.time()
     check_writable(root_dir)
     self.root_dir = root_dir
@@ -200,29 +209,29 @@ class Trainer:
     env = suite.make_environment(seed=seed)
     self.env_id = env.env_id
     num_envs = env.batch_size
-    self.observation_spec = tensor_spec.from_spec(env.observation_spec())
-    self.action_spec = tensor_spec.from_spec(env.action_spec())
+    self.observation_spec, self.action_spec = environment_specs(env)
 
     with strategy.scope():
-      self.network = network_fn(self.observation_spec, self.action_spec)
-      self.network.create_variables()
+      self.network = make_network(network_fn, env)
     # The actor's and the evaluator's own copies, outside the strategy: they act on the host.
-    actor_network = network_fn(self.observation_spec, self.action_spec)
-    actor_network.create_variables()
-    self._eval_network = network_fn(self.observation_spec, self.action_spec)
-    self._eval_network.create_variables()
+    actor_network = make_network(network_fn, env) if local_actor else None
+    self._eval_network = make_network(network_fn, env)
 
     num_replicas = strategy.num_replicas_in_sync
     self._items_per_iteration = items_per_iteration = num_replicas * items_per_replica
-    step_spec = actor_lib.step_spec(self.observation_spec, self.action_spec, self.network)
-    signature = reverb_replay.sequence_signature(step_spec, sequence_length, num_envs)
     self._server = None
     if reverb_address is None:
-      self._server = reverb_replay.start_server([reverb_replay.on_policy_table(
-          signature, name=table_name, items_per_learner_step=items_per_iteration)])
+      self._server = reverb_replay.start_server(
+          make_tables(env, self.network, sequence_length, table_name, items_per_iteration))
       reverb_address = f'localhost:{self._server.port}'
     client = reverb_replay.connect(reverb_address)
-    self._writer = reverb_replay.SequenceWriter(client, table_name, sequence_length)
+    self._writer = self._variables = None
+    if local_actor:
+      self._writer = reverb_replay.SequenceWriter(client, table_name, sequence_length)
+    else:
+      reverb_replay.check_tables(client, reverb_address, [table_name, reverb_replay.VARIABLES_TABLE])
+      self._variables = reverb_replay.VariableContainer(
+          client, reverb_replay.variables_signature(self.network.variables), address=reverb_address)
 
     self._env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
     total_iterations = max(1, int(np.ceil(total_env_steps / self._env_steps_per_iteration)))
@@ -263,13 +272,14 @@ class Trainer:
 
     # Environments restart on resume; a different seed per resume avoids replaying the same episodes.
     resume_seed = seed + int(learner.train_step.numpy())
-    if resume_seed != seed:
+    if resume_seed != seed and local_actor:
       env.close()
       env = suite.make_environment(seed=resume_seed)
     self._env = env
-    self._actor = actor_lib.Actor(env, actor_network, self._writer, seed=resume_seed)
-    self._actor_thread = None
-    if asynchronous_actor:
+    self._actor = self._actor_thread = None
+    if local_actor:
+      self._actor = actor_lib.Actor(env, actor_network, self._writer, seed=resume_seed)
+    if asynchronous_actor and local_actor:
       self._actor_thread = actor_lib.ActorThread(
           self._actor, env, self._writer, sequence_length,
           on_error=self._server.stop if self._server is not None else None)
@@ -288,9 +298,10 @@ class Trainer:
     self._started = self._closed = False
     self.stopped_early = bool(self._reached_stop_return.numpy()) and (
         stop_at_eval_return is not None or stop_at_episode_return is not None)
+    acting = ('actors in other processes' if not local_actor else
+              f'{"asynchronous" if asynchronous_actor else "synchronous"} actor')
     print(f'Training {self.env_id} ({num_envs} envs × {sequence_length} steps, {num_replicas} replica(s), '
-          f'{"asynchronous" if asynchronous_actor else "synchronous"} actor) for {total_env_steps:,} env '
-          f'steps; run directory {root_dir}', flush=True)
+          f'{acting}) for {total_env_steps:,} env steps; run directory {root_dir}', flush=True)
 
   @property
   def env_steps(self) -> int:
@@ -327,7 +338,10 @@ class Trainer:
         actor_thread.publish(self.network.variables, learner.train_step.numpy())
         actor_thread.start()
     iteration_start = time.time()
-    if actor_thread is None:
+    if self._variables is not None:
+      # Actors in other processes take these weights (and their version) before their next item.
+      self._variables.push([v.numpy() for v in self.network.variables], learner.train_step.numpy())
+    elif actor_thread is None:
       self._actor.pull_weights(self.network.variables, learner.train_step.numpy())
       # The first item of a writer needs T + 1 steps; later ones T (items overlap by one step).
       self._actor.run(self._items_per_iteration * self._sequence_length + (1 if self._first_collection else 0))
@@ -343,6 +357,8 @@ class Trainer:
     if actor_thread is not None:
       actor_thread.publish(self.network.variables, learner.train_step.numpy())
       episode_returns, episode_lengths = actor_thread.pop_finished_episodes()
+    elif self._variables is not None:
+      episode_returns, episode_lengths = np.zeros([0]), np.zeros([0], np.int64)  # the actors report them
     else:
       episode_returns, episode_lengths = self._env.pop_finished_episodes()
     env_steps = int(self._env_steps.assign_add(self._env_steps_per_iteration).numpy())
@@ -417,7 +433,8 @@ class Trainer:
     if self._actor_thread is not None:
       self._actor_thread.stop()
       self._actor_thread.join(timeout=60)
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
     self._env.close()
 
   def finish(self) -> Dict[str, Any]:
@@ -438,6 +455,10 @@ class Trainer:
                                         train_step=self.learner.train_step)
     _write_operative_config(root_dir)
     self._summary_writer.flush()
+    if self._variables is not None:
+      # Tells the actors that training is over: they exit.
+      self._variables.push([v.numpy() for v in self.network.variables], self.learner.train_step.numpy(),
+                           finished=True)
     if self._server is not None:
       self._server.stop()
 
@@ -472,6 +493,29 @@ class Trainer:
           f'{final["episodes"]} episodes after {env_steps:,} env steps. Results in {root_dir} '
           f'(summary.json, policy/, summaries/ for TensorBoard).', flush=True)
     return summary
+
+
+def environment_specs(env):
+  """`(observation_spec, action_spec)` of one environment of a batched environment, as TensorSpecs."""
+  return tensor_spec.from_spec(env.observation_spec()), tensor_spec.from_spec(env.action_spec())
+
+
+def make_network(network_fn: Callable[..., Any], env):
+  """A network for `env`'s specs with its variables created (in the current strategy scope)."""
+  network = network_fn(*environment_specs(env))
+  network.create_variables()
+  return network
+
+
+def make_tables(env, network, sequence_length: int, table_name: str = 'trajectories',
+                items_per_learner_step: int = 1) -> list:
+  """The Reverb tables of a run: the trajectory queue the actors fill and the learner reads, and the
+  variables table through which a learner in another process publishes its weights."""
+  step_spec = actor_lib.step_spec(*environment_specs(env), network)
+  signature = reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size)
+  return [reverb_replay.on_policy_table(signature, name=table_name,
+                                        items_per_learner_step=items_per_learner_step),
+          reverb_replay.variables_table(reverb_replay.variables_signature(network.variables))]
 
 
 def _write_operative_config(root_dir: str) -> None:

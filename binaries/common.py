@@ -7,6 +7,8 @@ import subprocess
 import sys
 from typing import Iterator, Sequence
 
+from absl import app
+from absl import flags
 import gin
 
 # The repository's gin/ folder, so `include 'ppo_atari.gin'` works from anywhere.
@@ -61,6 +63,27 @@ def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     print(f'{program}: error: {first_line}  (--traceback shows details)', file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def define_gin_flags() -> None:
+  """Defines the flags every job of a run shares: --gin_file, --gin_bindings and --traceback.
+
+  Called by a binary at import, before `app.run`; the module itself defines no flags.
+  """
+  flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) of the run (the same for all its jobs).')
+  flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, e.g. "train.seed = 3".')
+  flags.DEFINE_bool('traceback', False, 'Show the full traceback of errors instead of one line.')
+
+
+@contextlib.contextmanager
+def job(program: str, argv: Sequence[str]) -> Iterator[None]:
+  """The body of a binary defined with `define_gin_flags`: rejects stray arguments, parses gin strictly,
+  and reports the errors a user can cause as one line (see `one_line_errors`)."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  with one_line_errors(program, show_traceback=flags.FLAGS.traceback):
+    parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings)
+    yield
 
 
 TRAIN_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_main.py')

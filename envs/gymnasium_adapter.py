@@ -15,7 +15,7 @@ discount 1 so that value bootstrapping continues through the cut.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import cv2
 import gymnasium
@@ -202,7 +202,8 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
                env_id: Optional[str] = None,
                frames_per_step: Optional[float] = None,
                channels_first_stack: Optional[bool] = None,
-               tracked_info_keys: Tuple[str, ...] = ()):
+               tracked_info_keys: Tuple[str, ...] = (),
+               task_ids: Optional[Sequence[int]] = None):
     """Wraps `env`.
 
     Args:
@@ -217,9 +218,12 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
         `[N, H, W, stack]`; None (default): True exactly for ale-py's `AtariVectorEnv`.
       tracked_info_keys: per-environment `info` entries whose distinct values are collected (e.g. the
         room of Montezuma's Revenge); see `visited_info_values`.
+      task_ids: the task (e.g. the game) each environment plays, one int per environment, fixed for the
+        environment's life; see `task_ids`. None: every environment plays task 0.
 
     Raises:
-      ValueError: if the autoreset mode is not NEXT_STEP, or an ale-py env's frameskip is unknown.
+      ValueError: if the autoreset mode is not NEXT_STEP, an ale-py env's frameskip is unknown, or
+        `task_ids` does not hold one entry per environment.
       TypeError: if a space is neither Discrete nor Box.
     """
     super().__init__(handle_auto_reset=False)
@@ -275,6 +279,10 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     self._pending_action: Optional[np.ndarray] = None
     self._tracked_info_keys = tuple(tracked_info_keys)
     self._visited = {key: set() for key in self._tracked_info_keys}
+    self._task_ids = np.zeros(self._num_envs, np.int32) if task_ids is None else np.array(task_ids, np.int32)
+    if self._task_ids.shape != (self._num_envs,):
+      raise ValueError(f'task_ids {task_ids!r} of {env_id!r} must hold one int per environment '
+                       f'({self._num_envs}).')
     self._episode_ended = np.zeros(self._num_envs, dtype=bool)
     self._any_episode_ended = False
     self._episode_returns = np.zeros(self._num_envs, dtype=np.float64)
@@ -347,6 +355,12 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
   def get_info(self) -> dict:
     """The vector env's `info` dict (arrays over environments) of the latest reset or step."""
     return self._info
+
+  @property
+  def task_ids(self) -> np.ndarray:
+    """int32 `[N]`: the task environment i plays (e.g. its game in a multi-game MinAtar env); all 0 unless
+    the environment was built with several tasks. Fixed, so a batch column's task is its env's."""
+    return self._task_ids.copy()
 
   @property
   def tracked_info_keys(self) -> Tuple[str, ...]:

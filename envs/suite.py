@@ -1,5 +1,6 @@
-"""Builds batched environments from an id: Atari through ale-py's native vector env, the rest
-through gymnasium's vector environments, all behind `VectorGymnasiumEnvironment`."""
+"""Builds batched environments from an id: Atari through ale-py's native vector env, MinAtar through
+`envs.minatar` (one game or several in one vector env), the rest through gymnasium's vector environments,
+all behind `VectorGymnasiumEnvironment`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gymnasium.vector import AutoresetMode
 
 from envs import deep_sea
 from envs import gymnasium_adapter
+from envs import minatar
 
 # Importing ale_py registers the 'ALE/<Game>-v5' ids, importing envs.deep_sea 'protege/DeepSea-v0';
 # registering explicitly documents why the imports are needed and keeps linters from dropping them.
@@ -154,6 +156,21 @@ def _gymnasium_atari(env_id: str, num_envs: int, options: dict, ram_info: Dict[s
       max_num_frames_per_episode=options['max_num_frames_per_episode'])
 
 
+def _minatar(env_id: str, num_envs: int, seed: int, env_kwargs: Optional[Dict[str, Any]]
+             ) -> gymnasium_adapter.VectorGymnasiumEnvironment:
+  """`make_environment` for 'MinAtar/...' ids, one game or several joined by '+' (see `envs/minatar.py`)."""
+  if env_kwargs:
+    raise ValueError(
+        f'make_environment.env_kwargs {env_kwargs!r} is not used for MinAtar id {env_id!r}; configure the '
+        "games with minatar_options (e.g. gin 'minatar_options.sticky_action_prob = 0.1') instead.")
+  minatar.register_envs()
+  for game_id in minatar.split_env_id(env_id):
+    _find_spec(game_id)  # an unknown game: the same one-line error, with suggestions, as other ids
+  vector_env, task_ids = minatar.make_vector_env(env_id, num_envs)
+  return gymnasium_adapter.VectorGymnasiumEnvironment(
+      vector_env, seed=seed, env_id=env_id, frames_per_step=1, task_ids=task_ids)
+
+
 @gin.configurable
 def make_environment(env_id: str = 'CartPole-v1',
                      num_envs: int = 8,
@@ -165,12 +182,18 @@ def make_environment(env_id: str = 'CartPole-v1',
   """Creates `num_envs` copies of `env_id` as one batched TF-Agents environment.
 
   'ALE/...' ids use ale-py's native multi-threaded `AtariVectorEnv` configured by
-  `atari_options()`; other ids use their gymnasium vector entry point when they have one (e.g.
-  CartPole's `CartPoleVectorEnv`) and a `SyncVectorEnv` otherwise. All use gymnasium's NEXT_STEP
-  autoreset, which `VectorGymnasiumEnvironment` turns into TF-Agents' FIRST steps.
+  `atari_options()`; 'MinAtar/...' ids (registered on first use) a `SyncVectorEnv` of MinAtar games
+  configured by `minatar.minatar_options()`, with float32 observations and, for several games joined by
+  '+', the envs split into one block per game (`envs/minatar.py`); other ids use their gymnasium vector
+  entry point when they have one (e.g. CartPole's `CartPoleVectorEnv`) and a `SyncVectorEnv` otherwise.
+  All use gymnasium's NEXT_STEP autoreset, which `VectorGymnasiumEnvironment` turns into TF-Agents' FIRST
+  steps.
 
   Args:
-    env_id: a gymnasium registry id, e.g. 'CartPole-v1' or 'ALE/MontezumaRevenge-v5'.
+    env_id: a gymnasium registry id, e.g. 'CartPole-v1', 'ALE/MontezumaRevenge-v5' or
+      'MinAtar/Breakout-v0'; or MinAtar ids joined by '+' ('MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'):
+      the first N/2 envs play the first game, the others the second, and the returned env's `task_ids`
+      say which (needs equal observation shapes: `minatar_options.pad_channels_to`).
     num_envs: number of environments stepped together (the batch size of every time step).
     seed: seeds environment i with `seed + i` on the first reset, so a run is reproducible.
       (Vector envs that share one generator, like 'protege/DeepSea-v0', get `seed` itself; DeepSea
@@ -179,7 +202,7 @@ def make_environment(env_id: str = 'CartPole-v1',
       registered kwargs by `gymnasium.make_vec`: the vector entry point's (e.g.
       `{'size': 10}` for 'protege/DeepSea-v0', `{'max_episode_steps': 200}` for CartPole) or,
       without one, each single environment's. None (default) keeps the registered ones. Atari
-      games take theirs from `atari_options` instead.
+      games take theirs from `atari_options` instead, MinAtar games from `minatar_options`.
     atari_backend: 'ale_vector' (default): ale-py's multi-threaded `AtariVectorEnv`. 'gymnasium': single
       ALE environments with gymnasium's Atari wrappers in one process, slower, but their RAM can be
       read (`ram_info`).
@@ -192,10 +215,12 @@ def make_environment(env_id: str = 'CartPole-v1',
 
   Raises:
     ValueError: if `num_envs < 1`, `env_id` is not registered (with the closest ids), or
-      `env_kwargs` is given for an 'ALE/...' id.
+      `env_kwargs` is given for an 'ALE/...' or 'MinAtar/...' id.
   """
   if num_envs < 1:
     raise ValueError(f'num_envs must be at least 1, got {num_envs}; set make_environment.num_envs.')
+  if minatar.is_minatar_id(env_id):
+    return _minatar(env_id, num_envs, seed, env_kwargs)
   spec = _find_spec(env_id)
   env_kwargs = dict(env_kwargs or {})
   frames_per_step = None

@@ -12,9 +12,10 @@ Writing a batch of environments per append costs one Reverb call per step instea
 """
 
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 import gin
+import numpy as np
 import reverb
 import tensorflow as tf
 
@@ -103,9 +104,119 @@ def uniform_table(signature: Any,
       signature=signature)
 
 
+# The table through which the learner publishes its weights to actors in other processes.
+VARIABLES_TABLE = 'variables'
+
+
+def variables_signature(variables: Sequence[Any]) -> dict:
+  """The signature of a published weights item: the weights (in the network's variable order), the
+  learner step that produced them, when they were published and whether training has finished."""
+  return {
+      'weights': [tf.TensorSpec(v.shape, v.dtype, f'weight_{i}') for i, v in enumerate(variables)],
+      'version': tf.TensorSpec([], tf.int64, 'version'),
+      'published_at': tf.TensorSpec([], tf.float64, 'published_at'),
+      'finished': tf.TensorSpec([], tf.bool, 'finished'),
+  }
+
+
+def variables_table(signature: dict, name: str = VARIABLES_TABLE) -> reverb.Table:
+  """A table of one item, the newest published weights: each insert evicts the previous one, sampling
+  never removes it and blocks only until the first insert (the layout TF-Agents'
+  `ReverbVariableContainer` expects)."""
+  return reverb.Table(name=name, sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
+                      max_size=1, rate_limiter=reverb.rate_limiters.MinSize(1), signature=signature)
+
+
+class PublishedWeights(NamedTuple):
+  weights: List[np.ndarray]
+  version: int
+  published_at: float  # seconds since the epoch, on the learner's clock
+  finished: bool
+
+
+class VariableContainer:
+  """Publishes and fetches policy weights through a `variables_table` on a Reverb server.
+
+  The role of TF-Agents' `ReverbVariableContainer` (tf_agents.experimental.distributed), with plain
+  numpy in and out and a non-blocking `pull`, so an actor can wait for the learner's first weights
+  without hanging in a sample call.
+  """
+
+  def __init__(self, client: reverb.Client, signature: dict, table: str = VARIABLES_TABLE,
+               address: str = '?', retry_seconds: float = 120.0):
+    self._client = client
+    self._signature = signature
+    self._table = table
+    self._address = address
+    self._retry_seconds = retry_seconds
+
+  def push(self, weights: Sequence[Any], version: int, finished: bool = False) -> None:
+    """Publishes `weights` as `version`; retries while the server is away (e.g. restarting)."""
+    item = {'weights': [np.asarray(w) for w in weights], 'version': np.int64(version),
+            'published_at': np.float64(time.time()), 'finished': np.bool_(finished)}
+    flat = tf.nest.flatten(item)
+    self._retry(lambda: self._client.insert(flat, {self._table: 1.0}))
+
+  def pull(self) -> Optional[PublishedWeights]:
+    """The newest published weights, or None if nothing has been published yet."""
+
+    def sample():
+      if self._client.server_info(timeout=10)[self._table].current_size < 1:
+        return None
+      return list(next(iter(self._client.sample(self._table, num_samples=1)))[0].data)
+
+    data = self._retry(sample)
+    if data is None:
+      return None
+    item = tf.nest.pack_sequence_as(self._signature, data)
+    return PublishedWeights(list(item['weights']), int(item['version']), float(item['published_at']),
+                            bool(item['finished']))
+
+  def _retry(self, call: Callable[[], Any]) -> Any:
+    return retry_while_unavailable(call, self._address, self._retry_seconds)
+
+
+def retry_while_unavailable(call: Callable[[], Any], address: str, retry_seconds: float) -> Any:
+  """Calls `call()`, retrying with exponential backoff (0.5 s doubling to 8 s) while it fails, e.g. while
+  the server restarts from its checkpoint; after `retry_seconds` raises `ReverbUnreachableError`."""
+  deadline = time.time() + retry_seconds
+  delay = 0.5
+  while True:
+    try:
+      return call()
+    except Exception as error:  # pylint: disable=broad-except  (Reverb raises RuntimeError/OpErrors)
+      if time.time() + delay > deadline:
+        raise ReverbUnreachableError(
+            f"Reverb server at '{address}' did not answer for {retry_seconds:.0f}s "
+            f'({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ""}); '
+            'restart reverb_server_main there (it restores its checkpoint) or fix the address.') from None
+      time.sleep(delay)
+      delay = min(2 * delay, 8.0)
+
+
+def check_tables(client: reverb.Client, address: str, names: Sequence[str]) -> None:
+  """Raises a one-line error if the server at `address` lacks one of the tables `names`."""
+  tables = client.server_info(timeout=10)
+  missing = [name for name in names if name not in tables]
+  if missing:
+    raise ValueError(f"Reverb server at '{address}' has no table(s) {missing} (it has {sorted(tables)}); "
+                     f'start it with reverb_server_main and the same gin file as this job.')
+
+
+def checkpoint_server(client: reverb.Client) -> str:
+  """Asks the server to write a checkpoint of its tables (to the server's checkpoint directory); returns
+  its path. Reverb writes checkpoints to a new directory and marks them complete last, so a kill mid-way
+  leaves the previous one usable."""
+  return client.checkpoint()
+
+
 def start_server(tables: Sequence[reverb.Table], port: Optional[int] = None,
                  checkpoint_dir: Optional[str] = None) -> reverb.Server:
-  """Starts an in-process Reverb server (on a free port when `port` is None)."""
+  """Starts an in-process Reverb server (on a free port when `port` is None).
+
+  With `checkpoint_dir`, the server restores the newest checkpoint there on start (tables and their
+  items) and `checkpoint_server` writes new ones into it.
+  """
   checkpointer = None
   if checkpoint_dir is not None:
     checkpointer = reverb.checkpointers.DefaultCheckpointer(path=checkpoint_dir)
@@ -180,7 +291,10 @@ class SequenceWriter:
     return False
 
   def close(self) -> None:
-    self._writer.close()
+    try:
+      self._writer.close()
+    except Exception:  # pylint: disable=broad-except  (the server may be gone; nothing is left to send)
+      pass
 
 
 def make_dataset(server_address: str, table: str, items_per_batch: int,

@@ -1,0 +1,364 @@
+"""A distributed run as separate processes on loopback: Reverb server, two actors and the learner; faults.
+
+The scenario test runs one deployment through every fault of the issue in turn (starting TensorFlow in
+a process costs seconds on a shared machine, so the processes are reused across the faults):
+an actor killed with SIGKILL and restarted, the server killed with SIGKILL and restarted from its
+checkpoint, the learner killed with SIGKILL and resumed; and checks that the learner learned.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+
+from agents import actor as actor_lib
+from agents import distributed
+from agents import training
+from envs import suite
+from networks import actor_critic
+from networks import torsos
+from replay import reverb_replay
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARIES = os.path.join(REPO, 'binaries')
+
+# rl-zoo's CartPole PPO (gin/quickstart.gin) on 2 actors × 8 envs; 256 env steps per learner iteration.
+DEPLOY_GIN = """
+make_environment.env_id = 'CartPole-v1'
+make_environment.num_envs = 8
+ActorCriticNetwork.torso_fn = @MLPTorso
+ActorCriticNetwork.separate_value_torso = True
+MLPTorso.layer_sizes = (64, 64)
+MLPTorso.activation = 'tanh'
+train.total_env_steps = 25600
+train.sequence_length = 32
+train.eval_episodes = 10
+train.checkpoint_interval_seconds = 0.0
+train.progress_interval_seconds = 5.0
+PPOLearner.learning_rate = 1e-3
+PPOLearner.num_epochs = 20
+PPOLearner.num_minibatches = 1
+PPOLearner.discount = 0.98
+PPOLearner.gae_lambda = 0.8
+PPOLearner.entropy_coef = 0.0
+"""
+STEPS_PER_ITERATION = 8 * 32
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+class _Job:
+  """A binary in its own process, its output in a log file."""
+
+  def __init__(self, tmp_path, name, binary, args):
+    self.log_path = tmp_path / f'{name}.log'
+    self._log = open(self.log_path, 'a')
+    self.process = subprocess.Popen([sys.executable, os.path.join(BINARIES, binary)] + args, cwd=REPO,
+                                    stdout=self._log, stderr=subprocess.STDOUT)
+
+  def log(self) -> str:
+    return self.log_path.read_text()
+
+  def kill(self) -> None:
+    self.process.send_signal(signal.SIGKILL)
+    self.process.wait()
+
+  def wait(self, timeout) -> int:
+    return self.process.wait(timeout=timeout)
+
+
+def _latest_iteration(checkpoint_dir) -> int:
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  return int(latest.rsplit('-', 1)[1]) if latest else 0
+
+
+def _wait_until(condition, timeout, what, jobs=()):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if condition():
+      return
+    for job in jobs:
+      assert job.process.poll() is None, f'{job.log_path.name} exited while waiting for {what}:\n{job.log()[-3000:]}'
+    time.sleep(0.2)
+  raise AssertionError(f'timed out after {timeout}s waiting for {what}; logs:\n' +
+                       '\n'.join(f'--- {job.log_path.name}\n{job.log()[-2000:]}' for job in jobs))
+
+
+def test_deployment_learns_and_survives_faults(tmp_path):
+  gin_path = tmp_path / 'deploy.gin'
+  gin_path.write_text(DEPLOY_GIN)
+  port = _free_port()
+  address = f'localhost:{port}'
+  root = tmp_path / 'run'
+  checkpoint_dir = str(root / 'checkpoints')
+  common = [f'--gin_file={gin_path}']
+  server_args = common + [f'--port={port}', f'--checkpoint_dir={root / "reverb"}',
+                          '--checkpoint_interval_seconds=1']
+  actor_args = lambda i: common + [f'--reverb_address={address}', f'--actor_id={i}', f'--root_dir={root}']
+  learner_args = common + [f'--reverb_address={address}', f'--root_dir={root}']
+
+  server = _Job(tmp_path, 'server', 'reverb_server_main.py', server_args)
+  actors = [_Job(tmp_path, f'actor{i}', 'actor_main.py', actor_args(i)) for i in range(2)]
+  learner = _Job(tmp_path, 'learner', 'learner_main.py', learner_args)
+  jobs = [server, learner] + actors
+  try:
+    iteration = lambda: _latest_iteration(checkpoint_dir)
+    _wait_until(lambda: iteration() >= 10, 300, 'the learner to train 10 iterations', jobs)
+
+    # kill -9 an actor: the learner carries on with the other; a restarted actor rejoins.
+    actors[0].kill()
+    reached = iteration()
+    _wait_until(lambda: iteration() >= reached + 5, 120, 'the learner to carry on with one actor',
+                [server, learner, actors[1]])
+    actors[0] = _Job(tmp_path, 'actor0', 'actor_main.py', actor_args(0))
+    jobs = [server, learner] + actors
+    # Connected (it gives up on a server that stays away ~10 s at start-up, by design).
+    _wait_until(lambda: actors[0].log().count('Actor 0: CartPole-v1') == 2, 120, 'the restarted actor', jobs)
+
+    # kill -9 the server (its periodic checkpoints run every second) and restart it from its checkpoint:
+    # the actors and the learner reconnect.
+    time.sleep(2.0)
+    server.kill()
+    reached = iteration()
+    server = _Job(tmp_path, 'server', 'reverb_server_main.py', server_args)
+    jobs = [server, learner] + actors
+    _wait_until(lambda: iteration() >= reached + 5, 180, 'the learner to carry on after the server restart',
+                jobs)
+    restored = re.findall(r"items per table: \{.*'variables': (\d+)", server.log())
+    assert restored[-1] == '1', server.log()[-2000:]  # the published weights came back
+
+    # kill -9 the learner; it resumes from its checkpoint with exact env-step accounting.
+    assert learner.process.poll() is None, 'the learner finished before it could be killed'
+    learner.kill()
+    killed_at = iteration()
+    assert killed_at < 100
+    learner = _Job(tmp_path, 'learner', 'learner_main.py', learner_args)
+    jobs = [server, learner] + actors
+    assert learner.wait(timeout=300) == 0, learner.log()[-3000:]
+    assert f'ckpt-{killed_at} at {killed_at * STEPS_PER_ITERATION:,} env steps' in learner.log()
+
+    summary = json.loads((root / 'summary.json').read_text())
+    assert summary['env_steps'] == 25600 and summary['learner_iterations'] == 100
+    assert summary['env_steps_this_run'] == 25600 - killed_at * STEPS_PER_ITERATION
+    # Random play averages ~22 on CartPole.
+    assert summary['eval_return_mean'] >= 100, summary
+
+    # The learner published that it finished: both actors exit by themselves; the restarted one wrote.
+    for actor in actors:
+      assert actor.wait(timeout=120) == 0, actor.log()[-3000:]
+      assert '(the learner finished)' in actor.log()
+    items = int(re.findall(r'Actor 0 done: [\d,]+ env steps, (\d+) items', actors[0].log())[-1])
+    assert items > 0
+  finally:
+    for job in jobs:
+      if job.process.poll() is None:
+        job.kill()
+
+
+@pytest.mark.parametrize('binary', ['actor_main.py', 'learner_main.py'])
+def test_unreachable_server_is_one_clear_line(binary, tmp_path):
+  gin_path = tmp_path / 'deploy.gin'
+  gin_path.write_text(DEPLOY_GIN)
+  address = f'localhost:{_free_port()}'
+  start = time.time()
+  result = subprocess.run([sys.executable, os.path.join(BINARIES, binary), f'--gin_file={gin_path}',
+                           f'--reverb_address={address}', f'--root_dir={tmp_path / "run"}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if ': error:' in l]
+  assert len(lines) == 1 and address in lines[0] and 'did not answer' in lines[0], result.stderr[-3000:]
+  assert time.time() - start < 90  # bounded retry, not a hang
+
+
+_ATOMIC_WRITER = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
+step = tf.Variable(0, dtype=tf.int64)
+weights = tf.Variable(tf.zeros([256, 256]))
+checkpoint = tf.train.Checkpoint(step=step, weights=weights)
+manager = tf.train.CheckpointManager(checkpoint, sys.argv[1], max_to_keep=2)
+if manager.latest_checkpoint:
+  checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+print('ready', flush=True)
+while True:
+  step.assign_add(1)
+  weights.assign(tf.fill([256, 256], tf.cast(step, tf.float32)))  # every entry equals the step
+  manager.save(checkpoint_number=step)
+"""
+
+
+def test_checkpoints_survive_kills_at_random_moments(tmp_path):
+  """SIGKILL a process that writes checkpoints back to back, many times: the latest checkpoint always reads
+  back whole and consistent (TF writes the data and index files under temporary names and renames them,
+  and updates the `checkpoint` state file last, also by rename)."""
+  script = tmp_path / 'writer.py'
+  script.write_text(_ATOMIC_WRITER)
+  directory = str(tmp_path / 'checkpoints')
+  rng = random.Random(0)
+  deadline = time.time() + 30
+  kills = last_step = 0
+  while time.time() < deadline or kills < 3:
+    process = subprocess.Popen([sys.executable, str(script), directory], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline().strip() == 'ready'
+    time.sleep(rng.uniform(0.05, 1.0))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kills += 1
+    latest = tf.train.latest_checkpoint(directory)
+    if latest is None:
+      continue
+    reader = tf.train.load_checkpoint(latest)
+    names = reader.get_variable_to_shape_map()
+    step = reader.get_tensor(next(n for n in names if n.startswith('step/')))
+    weights = reader.get_tensor(next(n for n in names if n.startswith('weights/')))
+    assert latest.endswith(f'ckpt-{step}')
+    np.testing.assert_array_equal(weights, np.full([256, 256], step, np.float32))
+    assert step >= last_step  # the next run restored it and counted on
+    last_step = step
+  assert kills >= 3 and last_step > 0
+
+
+def _tiny_network(observation_spec, action_spec):
+  return actor_critic.ActorCriticNetwork(observation_spec, action_spec,
+                                         torso_fn=lambda: torsos.MLPTorso(layer_sizes=(8,)))
+
+
+def test_variable_container_round_trip():
+  env = suite.make_environment(env_id='CartPole-v1', num_envs=2)
+  network = training.make_network(_tiny_network, env)
+  server = reverb_replay.start_server(training.make_tables(env, network, sequence_length=4))
+  try:
+    client = reverb_replay.connect(f'localhost:{server.port}')
+    container = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables))
+    assert container.pull() is None  # nothing published yet, and no blocking
+    weights = [np.full(v.shape, i, v.dtype.as_numpy_dtype) for i, v in enumerate(network.variables)]
+    container.push(weights, version=7)
+    container.push(weights, version=8, finished=True)  # replaces the previous item
+    published = container.pull()
+    assert published.version == 8 and published.finished and time.time() - published.published_at < 60
+    for expected, value in zip(weights, published.weights):
+      np.testing.assert_array_equal(expected, value)
+    assert client.server_info()[reverb_replay.VARIABLES_TABLE].current_size == 1
+  finally:
+    server.stop()
+    env.close()
+
+
+def test_remote_learner_under_mirrored_strategy(tmp_path, mirrored_strategy):
+  """`Trainer(local_actor=False)` on 2 logical CPUs: per-replica items from a server, weights published.
+
+  The same code runs under TPUStrategy (`learner_main --tpu`): the dataset is built per input worker on the
+  host by `distribute_datasets_from_function`, and its shapes are the table signature's, all static.
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.parse_config(["make_environment.env_id = 'CartPole-v1'", 'make_environment.num_envs = 2',
+                    'PPOLearner.num_epochs = 1', 'PPOLearner.num_minibatches = 2'])
+  env = suite.make_environment(seed=3)
+  network = training.make_network(_tiny_network, env)
+  server = reverb_replay.start_server(training.make_tables(env, network, sequence_length=8,
+                                                           items_per_learner_step=2))
+  address = f'localhost:{server.port}'
+  dataset = reverb_replay.make_dataset(address, 'trajectories', 1)
+  assert all(spec.shape.is_fully_defined() for spec in tf.nest.flatten(dataset.element_spec))
+  trainer = training.Trainer(str(tmp_path / 'run'), strategy=mirrored_strategy, reverb_address=address,
+                             total_env_steps=64, sequence_length=8, network_fn=_tiny_network,
+                             eval_episodes=1, local_actor=False)
+  client = reverb_replay.connect(address)
+  writer = reverb_replay.SequenceWriter(client, 'trajectories', 8)
+  actor = actor_lib.Actor(env, training.make_network(_tiny_network, env), writer)
+  actor.run(2 * 8 + 1)  # two items: one iteration of two replicas × one item
+  writer.flush()
+  trainer.run_iteration()
+  assert trainer.env_steps == 2 * 8 * 2 and int(trainer.learner.train_step.numpy()) == 1
+  container = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables))
+  assert container.pull().version == 0  # published before the iteration that trained on it
+  actor.run(2 * 8)
+  writer.flush()
+  trainer.run_iteration()
+  summary = trainer.finish()
+  assert summary['env_steps'] == 64 and summary['learner_iterations'] == 2
+  published = container.pull()
+  assert published.finished and published.version == 2
+  for variable, value in zip(trainer.network.variables, published.weights):
+    np.testing.assert_array_equal(variable.numpy(), value)
+  writer.close()
+  env.close()
+  server.stop()
+
+
+def test_train_settings_read_the_gin_file():
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.parse_config(['train.sequence_length = 16', 'train.network_fn = @ActorCriticNetwork'])
+  settings = distributed.train_settings()
+  assert settings['sequence_length'] == 16 and settings['table_name'] == 'trajectories'
+  assert settings['seed'] == 0 and callable(settings['network_fn'])
+
+
+def test_prune_server_checkpoints_keeps_the_newest_complete_ones(tmp_path):
+  names = ['2026-11-22T08:10:14.369609901+00:00', '2026-11-22T08:10:15.37369697+00:00',
+           '2026-11-22T08:10:15.4+00:00', '2026-11-22T08:10:16.1+00:00']
+  for name in names:
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'items.tfrecord').write_text('x')
+  for name in names[:3]:
+    (tmp_path / name / 'DONE').write_text('')
+  deleted = distributed.prune_server_checkpoints(str(tmp_path), keep=2)
+  assert deleted == names[:1]
+  assert sorted(os.listdir(tmp_path)) == names[1:]  # the incomplete newest one is left alone
+
+
+def test_remote_learner_with_bf16_mixed_precision_and_xla(tmp_path):
+  """`learner_main --mixed_precision=mixed_bfloat16 --xla`: layers compute in bfloat16 (float32 variables),
+  the outputs the losses and the export see are float32, and the step runs with XLA auto-clustering."""
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.parse_config(["make_environment.env_id = 'CartPole-v1'", 'make_environment.num_envs = 2',
+                    'PPOLearner.num_epochs = 1', 'PPOLearner.num_minibatches = 2'])
+  env = suite.make_environment(seed=3)
+  actor_network = training.make_network(_tiny_network, env)
+  server = reverb_replay.start_server(training.make_tables(env, actor_network, sequence_length=8))
+  address = f'localhost:{server.port}'
+  writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', 8)
+  actor = actor_lib.Actor(env, actor_network, writer)
+  try:
+    distributed.configure_numerics('mixed_bfloat16', xla=True)
+    trainer = training.Trainer(str(tmp_path / 'run'), reverb_address=address, total_env_steps=32,
+                               sequence_length=8, network_fn=distributed.float32_outputs(_tiny_network),
+                               eval_episodes=1, local_actor=False)
+    assert trainer.network.variables[0].dtype == tf.float32
+    (logits, values), _ = trainer.network(tf.zeros([3, 4]), step_type=tf.zeros([3], tf.int32))
+    assert logits.dtype == tf.float32 and values['extrinsic'].dtype == tf.float32
+    assert any(layer.compute_dtype == 'bfloat16' for layer in trainer.network.submodules
+               if isinstance(layer, tf.keras.layers.Dense))
+    for first in (True, False):
+      actor.run(8 + first)
+      writer.flush()
+      metrics = trainer.run_iteration()
+      assert np.isfinite(float(metrics['loss']))
+    summary = trainer.finish()
+    assert summary['env_steps'] == 32
+  finally:
+    tf.keras.mixed_precision.set_global_policy('float32')
+    tf.config.optimizer.set_jit(False)
+    writer.close()
+    env.close()
+    server.stop()
+  policy = tf.saved_model.load(summary['policy_dir'])
+  step = policy.action(ts.restart(tf.zeros([2, 4]), batch_size=2))
+  assert step.info['logits'].dtype == tf.float32
