@@ -22,8 +22,15 @@ from tf_agents.specs import tensor_spec
 
 
 
-def step_spec(observation_spec, action_spec, network) -> Dict[str, Any]:
-  """Spec of one appended step of ONE environment (see the module docstring)."""
+def is_multi_task(environment) -> bool:
+  """Whether the environments play several tasks (e.g. two MinAtar games): then every step records
+  each environment's `task_id`, which routes kickstarting teachers per task."""
+  return len(np.unique(getattr(environment, 'task_ids', [0]))) > 1
+
+
+def step_spec(observation_spec, action_spec, network, multi_task: bool = False) -> Dict[str, Any]:
+  """Spec of one appended step of ONE environment (see the module docstring); with `multi_task`, the
+  step also holds the environment's `task_id`."""
   spec = {
       'observation': tensor_spec.from_spec(observation_spec),
       'step_type': tf.TensorSpec([], tf.int32, 'step_type'),
@@ -39,6 +46,8 @@ def step_spec(observation_spec, action_spec, network) -> Dict[str, Any]:
                                       'observation')
   if tf.nest.flatten(network.state_spec):
     spec['core_state'] = network.state_spec
+  if multi_task:
+    spec['task_id'] = tf.TensorSpec([], tf.int32, 'task_id')
   return spec
 
 
@@ -74,6 +83,7 @@ class Actor:
     self._time_step = environment.reset()
     self._state = network.get_initial_state(self._num_envs)
     self._recurrent = bool(tf.nest.flatten(network.state_spec))
+    self._task_ids = np.asarray(environment.task_ids, np.int32) if is_multi_task(environment) else None
     self._value_heads = list(network.value_head_names)
     self._policy_step = self._compile_policy_step(environment.observation_spec())
     self._assign = None
@@ -174,6 +184,8 @@ class Actor:
       }
       if self._recurrent:
         step['core_state'] = tf.nest.map_structure(lambda s: s.numpy(), self._state)
+      if self._task_ids is not None:
+        step['task_id'] = self._task_ids
       if self._writer.append(step):
         items += 1
       self._state = next_state

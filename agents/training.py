@@ -511,7 +511,8 @@ def make_tables(env, network, sequence_length: int, table_name: str = 'trajector
                 items_per_learner_step: int = 1) -> list:
   """The Reverb tables of a run: the trajectory queue the actors fill and the learner reads, and the
   variables table through which a learner in another process publishes its weights."""
-  step_spec = actor_lib.step_spec(*environment_specs(env), network)
+  step_spec = actor_lib.step_spec(*environment_specs(env), network,
+                                  multi_task=actor_lib.is_multi_task(env))
   signature = reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size)
   return [reverb_replay.on_policy_table(signature, name=table_name,
                                         items_per_learner_step=items_per_learner_step),

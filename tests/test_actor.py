@@ -1,5 +1,6 @@
 """The actor on a real CartPole vector env writing to a real Reverb server."""
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -98,3 +99,27 @@ def test_sampling_follows_the_policy_and_greedy_takes_the_argmax():
     np.testing.assert_array_equal(greedy, np.tile([0, 1], 5000))
   finally:
     server.stop()
+
+
+def test_a_two_game_actor_records_each_columns_task():
+  """Multi-task environments (two MinAtar games): every step carries its environment's task id."""
+  gin.bind_parameter('minatar_options.pad_channels_to', 10)
+  env = suite.make_environment('MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0', 4, seed=0)
+  assert actor_lib.is_multi_task(env)
+  observation_spec = tensor_spec.from_spec(env.observation_spec())
+  action_spec = tensor_spec.from_spec(env.action_spec())
+  net = actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((8,)))
+  net.create_variables()
+  spec = actor_lib.step_spec(observation_spec, action_spec, net, multi_task=True)
+  server = reverb_replay.start_server([reverb_replay.on_policy_table(
+      reverb_replay.sequence_signature(spec, T, 4), max_size=10)])
+  address = f'localhost:{server.port}'
+  writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
+  try:
+    actor_lib.Actor(env, net, writer).run(T + 1)
+    writer.flush()
+    batch = next(iter(reverb_replay.make_dataset(address, 'trajectories', items_per_batch=1)))
+    np.testing.assert_array_equal(batch['task_id'].numpy(), np.tile([0, 0, 1, 1], (T + 1, 1)))
+  finally:
+    server.stop()
+  assert not actor_lib.is_multi_task(suite.make_environment('CartPole-v1', 2, seed=0))
