@@ -1,0 +1,373 @@
+"""A member of the population: one Protégé learner (`agents.training.Trainer`) as a Ray Tune Trainable.
+
+Ray Tune drives a member through the `Trainable` API; each call maps onto the Trainer:
+
+* `setup(config)` (once per process): parses the gin files inside the worker process, limits its threads,
+  builds the Trainer in `<root_dir>/members/member_<index>` (environments, an in-process Reverb server,
+  networks, learner; it resumes from that directory's own checkpoints), and assigns the config's
+  hyperparameters to the learner's variables.
+* `step()`: trains until the member is *ready* (the next multiple of `ready_env_steps` env steps, or the end
+  of its budget) and reports `env_steps`, `episode_return_mean` (mean of the recent training episodes),
+  `recent_returns` (their raw values, for the scheduler's t-test) and, at the end, the final evaluation.
+* `save_checkpoint(dir)` / `load_checkpoint(dir)`: the Trainer's whole `tf.train.Checkpoint` (network,
+  optimiser, counters, every hyperparameter variable), written atomically (`write_checkpoint`) and read only
+  once verified whole (`read_checkpoint`).
+* `reset_config(config)` (with `reuse_actors=True`): an exploit keeps the process and its compiled training
+  step; Ray calls `reset_config(new config)` and then `load_checkpoint(donor's checkpoint)`. The restore
+  brings the donor's hyperparameter values with its weights, so after every restore the member assigns its
+  own config again: **the new config wins**. Hyperparameters are `tf.Variable`s read inside the compiled
+  step (PAPERS.md §5), so nothing retraces (`learner._compiled_run.experimental_get_tracing_count()` stays
+  the same).
+
+A trial's config is `{'member': <settings>, <hyperparameter name>: value, ...}`; the settings (gin files and
+bindings, root_dir, index, ready_env_steps, threads) never change, the hyperparameters are what PBT moves
+(names in `pbt.scheduler`). Member `index` trains with `train.seed + index`.
+
+A member that crashes is restarted by Ray (`FailureConfig.max_failures`) in a new process: `setup` rebuilds
+the Trainer and Ray restores the trial's last checkpoint (`load_checkpoint`). For tests of that path, the
+environment variable `PBT_KILL_MEMBER_AT='member_<i>:<env steps>'` (which `binaries/pbt_main.py` passes to
+the members) makes that member's process SIGKILL itself once, at the start of its first step at or past
+those env steps.
+"""
+
+import collections
+import hashlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import gin
+import numpy as np
+from ray import tune
+
+from pbt import lineage as lineage_lib
+from pbt import scheduler as scheduler_lib
+
+# The subdirectory of a Ray checkpoint directory that holds the member's state once it is complete.
+CHECKPOINT_SUBDIR = 'member'
+MANIFEST = 'manifest.json'
+_STATE_PREFIX = 'state'
+# Test hook: 'member_<i>:<env steps>' kills that member's process once (see the module docstring).
+KILL_ENV_VAR = 'PBT_KILL_MEMBER_AT'
+
+
+class CheckpointError(RuntimeError):
+  """A member checkpoint is missing, incomplete or damaged."""
+
+
+# --- checkpoints written atomically ------------------------------------------------------------------
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _fsync(path: str) -> None:
+  descriptor = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(descriptor)
+  finally:
+    os.close(descriptor)
+
+
+def write_checkpoint(checkpoint, directory: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
+  """Writes `checkpoint` (a `tf.train.Checkpoint`) into `directory/member/`, atomically; returns that path.
+
+  Everything is written into a hidden staging directory next to it: the TensorFlow files, then a manifest
+  with each file's size and SHA-256 and `metadata`, all fsynced; the staging directory is then renamed to
+  `member/` (one atomic `rename`). A reader therefore finds either no `member/` or a complete one, and
+  `read_checkpoint` verifies it against the manifest before restoring anything (a copy cut short
+  elsewhere is caught too). An existing `member/` is replaced.
+  """
+  os.makedirs(directory, exist_ok=True)
+  final = os.path.join(directory, CHECKPOINT_SUBDIR)
+  staging = tempfile.mkdtemp(prefix=f'.{CHECKPOINT_SUBDIR}.partial-', dir=directory)
+  try:
+    checkpoint.write(os.path.join(staging, _STATE_PREFIX))
+    files = {}
+    for name in sorted(os.listdir(staging)):
+      path = os.path.join(staging, name)
+      _fsync(path)
+      files[name] = {'bytes': os.path.getsize(path), 'sha256': _sha256(path)}
+    manifest = os.path.join(staging, MANIFEST)
+    with open(manifest, 'w') as f:
+      metadata = lineage_lib._plain(dict(metadata or {}))  # pylint: disable=protected-access
+      json.dump({'files': files, 'metadata': metadata}, f, indent=1)
+      f.flush()
+      os.fsync(f.fileno())
+    _fsync(staging)
+    if os.path.exists(final):
+      retired = tempfile.mkdtemp(prefix=f'.{CHECKPOINT_SUBDIR}.old-', dir=directory)
+      os.rename(final, os.path.join(retired, CHECKPOINT_SUBDIR))
+      os.rename(staging, final)
+      shutil.rmtree(retired, ignore_errors=True)
+    else:
+      os.rename(staging, final)
+    _fsync(directory)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  return final
+
+
+def verify_checkpoint(directory: str) -> Dict[str, Any]:
+  """Checks `directory/member/` against its manifest; returns the manifest. Raises `CheckpointError`."""
+  final = os.path.join(directory, CHECKPOINT_SUBDIR)
+  manifest_path = os.path.join(final, MANIFEST)
+  if not os.path.isfile(manifest_path):
+    raise CheckpointError(f"'{directory}' holds no complete member checkpoint (no {CHECKPOINT_SUBDIR}/"
+                          f'{MANIFEST}); it was not written by Member.save_checkpoint or its copy is '
+                          'incomplete.')
+  try:
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+    files = manifest['files']
+  except (ValueError, KeyError, TypeError) as error:
+    raise CheckpointError(f"member checkpoint '{final}' has an unreadable manifest ({error}); it is damaged: "
+                          'restore an older checkpoint.') from None
+  for name, expected in files.items():
+    path = os.path.join(final, name)
+    if not os.path.isfile(path):
+      raise CheckpointError(f"member checkpoint '{final}' lacks {name}; it is incomplete: restore an older "
+                            'checkpoint.')
+    size = os.path.getsize(path)
+    if size != expected['bytes'] or _sha256(path) != expected['sha256']:
+      raise CheckpointError(f"member checkpoint '{final}': {name} has {size} bytes or content other than the "
+                            f"{expected['bytes']} written; it is damaged: restore an older checkpoint.")
+  return manifest
+
+
+def read_checkpoint(checkpoint, directory: str) -> Dict[str, Any]:
+  """Verifies, then restores `checkpoint` from `directory/member/`; returns the metadata written with it.
+
+  Nothing is assigned unless every file matches the manifest (`CheckpointError` otherwise).
+  """
+  manifest = verify_checkpoint(directory)
+  prefix = os.path.join(directory, CHECKPOINT_SUBDIR, _STATE_PREFIX)
+  checkpoint.read(prefix).assert_existing_objects_matched()
+  return manifest.get('metadata', {})
+
+
+# --- hyperparameters as learner variables -----------------------------------------------------------
+
+
+def _attribute(learner, name: str):
+  """`learner.<name>`, or that of the learner it wraps (`learner.inner`, e.g. RND's PPO)."""
+  for owner in (learner, getattr(learner, 'inner', None)):
+    if owner is not None and getattr(owner, name, None) is not None:
+      return getattr(owner, name)
+  return None
+
+
+def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any, Callable[[float], None]]]:
+  """For each hyperparameter name, the learner variable it sets and a function assigning it.
+
+  'lambda_<k>' is teacher k's λ_k (λ̂_k when factorised), 'lambda_scale' the global λ, through
+  `TeacherWeights.assign` (mode 'pbt' required); any other name is a `tf.Variable` attribute of the learner
+  (or of `learner.inner`), e.g. 'learning_rate', 'entropy_coef', 'intrinsic_advantage_coef'.
+
+  Raises:
+    ValueError: naming a hyperparameter the learner does not have, or λ's not in mode 'pbt'.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  setters = collections.OrderedDict()
+  for name in names:
+    if name.startswith(scheduler_lib.LAMBDA_PREFIX):
+      kickstarter = _attribute(learner, 'kickstarter')
+      if kickstarter is None:
+        raise ValueError(f'The search space moves {name!r}, but the learner does not kickstart: set '
+                         'PPOLearner.kickstarter_fn = @Kickstarter, or search_space.teacher_weight = None.')
+      weights = kickstarter.weights
+      if weights.mode != 'pbt':
+        raise ValueError(f'The search space moves {name!r}, but TeacherWeights.mode is {weights.mode!r}, '
+                         "whose schedule would overwrite it: set TeacherWeights.mode = 'pbt'.")
+      key = name[len(scheduler_lib.LAMBDA_PREFIX):]
+      by_name = weights.variables_by_name()
+      if key not in by_name:
+        raise ValueError(f'The search space moves {name!r}, but the teacher weights are '
+                         f'{[scheduler_lib.LAMBDA_PREFIX + k for k in by_name]}: check TeacherSet.names and '
+                         'TeacherWeights.scale_schedule.')
+      setters[name] = (by_name[key],
+                       lambda value, key=key, weights=weights: weights.assign(key, float(value)))
+    else:
+      variable = _attribute(learner, name)
+      if not isinstance(variable, tf.Variable):
+        raise ValueError(f'The search space moves {name!r}, but the learner {type(learner).__name__} has no '
+                         f'variable of that name: remove it from search_space.others.')
+      setters[name] = (variable, lambda value, variable=variable: variable.assign(float(value)))
+  return setters
+
+
+def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
+  """The kickstarting teachers' names and whether λ is factorised, as the parsed gin configures them.
+
+  Read from `PPOLearner.kickstarter_fn`, `TeacherSet.paths`/`.names` and `TeacherWeights.scale_schedule`
+  (the same defaults as `TeacherSet`: 'teacher_0', 'teacher_1', ...); ((), False) without kickstarting.
+  """
+  def bound(selector, default):
+    try:
+      return gin.query_parameter(selector)
+    except ValueError:
+      return default
+
+  if bound('PPOLearner.kickstarter_fn', None) is None:
+    return (), False
+  paths = bound('TeacherSet.paths', ())
+  paths = [paths] if isinstance(paths, str) else list(paths)
+  names = bound('TeacherSet.names', None)
+  if names is None:
+    names = [f'teacher_{k}' for k in range(len(paths))]
+  names = [names] if isinstance(names, str) else list(names)
+  return tuple(names), bound('TeacherWeights.scale_schedule', None) is not None
+
+
+# --- the Trainable --------------------------------------------------------------------------------------
+
+
+def member_settings(index: int, root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
+                    ready_env_steps: int, threads: int = 1) -> Dict[str, Any]:
+  """The fixed part of member `index`'s config (`config['member']`)."""
+  return {'index': int(index), 'root_dir': os.path.abspath(root_dir), 'gin_files': list(gin_files),
+          'gin_bindings': list(gin_bindings), 'ready_env_steps': int(ready_env_steps),
+          'threads': int(threads)}
+
+
+def _limit_threads(threads: int) -> None:
+  """One member per `threads` cores: TensorFlow's op pools sized before its runtime starts."""
+  if not threads:
+    return
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  except RuntimeError:
+    pass  # the runtime already started in this process (e.g. a test building a member in-process)
+
+
+class Member(tune.Trainable):
+  """A Protégé learner as a Ray Tune class Trainable (see the module docstring)."""
+
+  def setup(self, config: Dict[str, Any]):
+    self._trainer = None
+    self._build(config[scheduler_lib.MEMBER_KEY])
+    self._apply(config)
+
+  def _build(self, settings: Mapping[str, Any]) -> None:
+    from agents import training  # pylint: disable=g-import-not-at-top
+    from binaries import common  # pylint: disable=g-import-not-at-top
+
+    _limit_threads(settings.get('threads', 1))
+    self._settings = dict(settings)
+    self.name = f'member_{settings["index"]}'
+    self.member_dir = os.path.join(settings['root_dir'], 'members', self.name)
+    os.makedirs(self.member_dir, exist_ok=True)
+    self._events = lineage_lib.LineageLog(os.path.join(self.member_dir, 'events.jsonl'))
+    gin.clear_config()
+    common.parse_gin(settings['gin_files'], settings['gin_bindings'])
+    train_args = gin.get_bindings('train')
+    seed = int(train_args.pop('seed', 0)) + int(settings['index'])
+    self._trainer = training.Trainer(self.member_dir, seed=seed, **train_args)
+    self._ready = int(settings['ready_env_steps'])
+    names = [k for k in self.config if k != scheduler_lib.MEMBER_KEY]
+    self._setters = hyperparameter_setters(self._trainer.learner, names)
+    self._summary = None
+    self._events.record('setup', pid=os.getpid(), trial_id=self.trial_id, env_steps=self._trainer.env_steps,
+                        tracing_count=self.tracing_count)
+
+  # --- state --------------------------------------------------------------------------------------
+
+  @property
+  def trainer(self):
+    return self._trainer
+
+  @property
+  def tracing_count(self) -> Optional[int]:
+    """How often the learner's compiled step has been traced (None before the first, or if unknown)."""
+    compiled = getattr(self._trainer.learner, '_compiled_run', None)
+    return compiled.experimental_get_tracing_count() if compiled is not None else None
+
+  def hyperparameters(self) -> Dict[str, float]:
+    """The current values of the learner's PBT-moved variables."""
+    return {name: float(variable.numpy()) for name, (variable, _) in self._setters.items()}
+
+  def _apply(self, config: Mapping[str, Any]) -> None:
+    for name, (_, assign) in self._setters.items():
+      assign(config[name])
+
+  # --- Trainable --------------------------------------------------------------------------------------
+
+  def _maybe_kill_for_test(self) -> None:
+    name, _, steps = os.environ.get(KILL_ENV_VAR, '').partition(':')
+    marker = os.path.join(self.member_dir, '.killed_for_test')
+    if name == self.name and steps and self._trainer.env_steps >= int(steps) and not os.path.exists(marker):
+      with open(marker, 'w') as f:
+        f.write(str(os.getpid()))
+      self._events.record('kill', pid=os.getpid(), env_steps=self._trainer.env_steps)
+      os.kill(os.getpid(), signal.SIGKILL)
+
+  def step(self) -> Dict[str, Any]:
+    self._maybe_kill_for_test()
+    trainer = self._trainer
+    target = (trainer.env_steps // self._ready + 1) * self._ready
+    while not trainer.finished and trainer.env_steps < target:
+      trainer.run_iteration()
+    returns = [float(r) for r in trainer.recent_returns]
+    result = {
+        'env_steps': trainer.env_steps,
+        'episode_return_mean': float(np.mean(returns)) if returns else float('nan'),
+        'recent_returns': returns,
+        'member': self.name,
+        'pid': os.getpid(),
+        'tracing_count': self.tracing_count,
+        'hyperparameters': self.hyperparameters(),
+    }
+    if trainer.finished:
+      if self._summary is None:
+        self._summary = trainer.finish()
+        self._events.record('finish', env_steps=trainer.env_steps,
+                            eval_return_mean=self._summary['eval_return_mean'])
+      result.update(eval_return_mean=self._summary['eval_return_mean'],
+                    eval_return_std=self._summary['eval_return_std'], done=True)
+    return result
+
+  def save_checkpoint(self, checkpoint_dir: str) -> str:
+    write_checkpoint(self._trainer.checkpoint, checkpoint_dir,
+                     metadata={'member': self.name, 'env_steps': self._trainer.env_steps,
+                               'hyperparameters': self.hyperparameters(),
+                               'recent_returns': [float(r) for r in self._trainer.recent_returns]})
+    return checkpoint_dir
+
+  def load_checkpoint(self, checkpoint_dir: str) -> None:
+    metadata = read_checkpoint(self._trainer.checkpoint, checkpoint_dir)
+    # The checkpoint brought its writer's hyperparameter values: this member's config wins (after an
+    # exploit Ray has already called reset_config with the explored values).
+    self._apply(self.config)
+    # The recent returns go with the weights that earned them (the donor's, after an exploit).
+    self._trainer.recent_returns.clear()
+    self._trainer.recent_returns.extend(metadata.get('recent_returns') or [])
+    self._events.record('restore', source=metadata.get('member'), env_steps=self._trainer.env_steps,
+                        checkpoint=checkpoint_dir, hyperparameters=self.hyperparameters(),
+                        tracing_count=self.tracing_count)
+
+  def reset_config(self, new_config: Dict[str, Any]) -> bool:
+    settings = new_config[scheduler_lib.MEMBER_KEY]
+    if settings != self._settings:
+      # Ray gave this process to another member (more members than slots): that member's own Trainer.
+      self._trainer.close()
+      self._build(settings)
+    self._apply(new_config)
+    self._events.record('reset', trial_id=self.trial_id, hyperparameters=self.hyperparameters(),
+                        tracing_count=self.tracing_count)
+    return True
+
+  def cleanup(self) -> None:
+    if self._trainer is not None:
+      self._trainer.close()

@@ -1,0 +1,125 @@
+"""End to end: `binaries/pbt_main.py` runs a population of 2 kickstarted CartPole members on a local Ray
+cluster (2 CPUs); one member's process is killed (SIGKILL) mid-run. One run, several checks: it finishes,
+members exploit and explore, an exploit reuses the member's process without retracing, and the killed member
+resumes from its last checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from pbt import lineage as lineage_lib
+from pbt import member as member_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PBT_MAIN = os.path.join(REPO, 'binaries', 'pbt_main.py')
+TOTAL_ENV_STEPS = 4096
+KILL_AT_ENV_STEPS = 1024
+
+TINY_GIN = """
+import pbt.scheduler
+include 'pbt_kickstart_cartpole.gin'
+make_environment.num_envs = 4
+MLPTorso.layer_sizes = (32,)
+train.total_env_steps = {total}
+train.eval_episodes = 2
+PPOLearner.num_epochs = 2
+TeacherSet.paths = ['{teacher}']
+PBTScheduler.ready_env_steps = 256
+PBTScheduler.burn_in_env_steps = 0
+PBTScheduler.significance = 1.0   # copy any peer with a higher mean: exploits happen in a short run
+PBTScheduler.min_episodes = 2
+"""
+
+
+def _events(path):
+  return lineage_lib.read_events(path) if os.path.exists(path) else []
+
+
+@pytest.fixture(scope='module')
+def population(tmp_path_factory):
+  """Runs the population; member_1's process SIGKILLs itself once mid-run (`PBT_KILL_MEMBER_AT`, a kill at a
+  set point, where one from outside would race the run); returns what the run wrote."""
+  directory = tmp_path_factory.mktemp('pbt')
+  teacher = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])
+  teacher.save(str(directory / 'teacher.keras'))
+  gin_file = directory / 'tiny.gin'
+  gin_file.write_text(TINY_GIN.format(total=TOTAL_ENV_STEPS, teacher=directory / 'teacher.keras'))
+  root = str(directory / 'run')
+  command = [sys.executable, PBT_MAIN, f'--gin_file={gin_file}', f'--root_dir={root}', '--population=2',
+             '--num_cpus=2', '--cpus_per_member=0.5', '--max_failures=2', '--traceback']
+  environment = dict(os.environ, **{member_lib.KILL_ENV_VAR: f'member_1:{KILL_AT_ENV_STEPS}'})
+  result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+  output = result.stdout + result.stderr
+  assert result.returncode == 0, output[-4000:]
+  with open(os.path.join(root, 'population.json')) as f:
+    summary = json.load(f)
+  return {'root': root, 'summary': summary, 'output': output,
+          'lineage': _events(os.path.join(root, 'lineage.jsonl')),
+          'members': {name: _events(os.path.join(root, 'members', name, 'events.jsonl'))
+                      for name in ('member_0', 'member_1')}}
+
+
+def test_the_population_finishes_and_reports(population):
+  summary = population['summary']
+  assert [m['member'] for m in summary['members']] == ['member_0', 'member_1']
+  for member in summary['members']:
+    assert member['env_steps'] == TOTAL_ENV_STEPS and member['error'] is None
+    assert member['eval_return_mean'] is not None
+    assert set(member['hyperparameters']) == {'learning_rate', 'entropy_coef', 'lambda_teacher_0'}
+    assert os.path.isfile(os.path.join(population['root'], 'members', member['member'], 'summary.json'))
+  assert summary['failed'] == []
+  assert os.path.getsize(os.path.join(population['root'], 'lineage.png')) > 10_000
+  assert '| member_0 | 4,096 |' in population['output']
+
+
+def test_members_exploit_and_explore_within_the_search_space(population):
+  lineage = population['lineage']
+  exploits = [e for e in lineage if e['event'] == 'exploit']
+  explores = [e for e in lineage if e['event'] == 'explore']
+  assert exploits and len(explores) == len(exploits)
+  assert population['summary']['exploits'] == len(exploits)
+  for explore in explores:
+    assert set(explore['operations']) == {'learning_rate', 'entropy_coef', 'lambda_teacher_0'}
+    assert 0.0 <= explore['new']['lambda_teacher_0'] <= 4.0
+    assert 3e-4 <= explore['new']['learning_rate'] <= 3e-3
+  # Every report carries the member's live hyperparameters; λ moves between members only by exploits.
+  reports = [e for e in lineage if e['event'] == 'report']
+  assert {e['member'] for e in reports} == {'member_0', 'member_1'}
+
+
+def test_an_exploit_restores_the_donor_in_the_members_own_process_without_retracing(population):
+  reused = []
+  for name, events in population['members'].items():
+    pid = None
+    for event in events:
+      if event['event'] == 'setup':
+        pid = event['pid']
+      elif event['event'] == 'restore' and event['source'] != name:
+        # The donor's weights, this member's explored values (reset_config came first), the old trace.
+        reused.append((name, event['tracing_count'], event['hyperparameters']))
+  assert reused, population['members']
+  assert any(count == 1 for _, count, _ in reused), reused
+  explored = {(e['member'], round(e['new']['lambda_teacher_0'], 5)) for e in population['lineage']
+              if e['event'] == 'explore'}
+  for name, _, hyperparameters in reused:
+    assert (name, round(hyperparameters['lambda_teacher_0'], 5)) in explored
+
+
+def test_a_killed_member_resumes_from_its_last_checkpoint(population):
+  events = population['members']['member_1']
+  kills = [i for i, e in enumerate(events) if e['event'] == 'kill']
+  assert len(kills) == 1, events
+  killed = events[kills[0]]
+  assert killed['env_steps'] >= KILL_AT_ENV_STEPS
+  # Ray saw the process die and started the member again, in another process, from a checkpoint.
+  restarted = [e for e in events[kills[0] + 1:] if e['event'] == 'setup']
+  assert restarted and restarted[0]['pid'] != killed['pid']
+  restore = next(e for e in events[kills[0] + 1:] if e['event'] == 'restore')
+  assert 0 < restore['env_steps'] <= killed['env_steps']  # its last checkpoint, not from scratch
+  assert any(e['event'] == 'error' and e['member'] == 'member_1' for e in population['lineage'])
+  assert population['summary']['member_failures'] == 1
+  assert any(e['event'] == 'finish' and e['env_steps'] == TOTAL_ENV_STEPS for e in events[kills[0] + 1:])
