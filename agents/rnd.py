@@ -102,7 +102,10 @@ class RNDLearner:
     self._network = network
     self.observation_normalization_steps = int(observation_normalization_steps)
     self._observation_spec = network.input_tensor_spec
-    self._image = self._observation_spec.shape.rank == 3
+    # Frames the paper's convolutions take (Atari): the newest frame of the stack. Anything else (vectors,
+    # small grids such as MinAtar's 10x10 maps) goes flattened, all channels, to the MLP version.
+    shape = self._observation_spec.shape
+    self._image = shape.rank == 3 and min(shape[0], shape[1]) >= rnd_networks.MIN_IMAGE_SIDE
     if self._image:
       input_shape = self._observation_spec.shape[:-1].as_list() + [1]
     else:

@@ -39,7 +39,7 @@ import tensorflow as tf
 # The slope of tf.nn.leaky_relu's default, which the paper's code uses.
 _LEAKY_RELU_ALPHA = 0.2
 # The smallest image side the three 'VALID' convolutions accept: 36 -> 8 -> 3 -> 1.
-_MIN_IMAGE_SIDE = 36
+MIN_IMAGE_SIDE = 36
 
 
 def _leaky_relu(x):
@@ -82,9 +82,9 @@ def _check_arguments(class_name, input_spec, output_size, mlp_hidden_sizes):
     )
   if not shape.is_fully_defined():
     raise ValueError(f'{class_name} needs a fully known input shape, got {input_spec.shape}.')
-  if shape.rank == 3 and min(shape[0], shape[1]) < _MIN_IMAGE_SIDE:
+  if shape.rank == 3 and min(shape[0], shape[1]) < MIN_IMAGE_SIDE:
     raise ValueError(
-      f'{class_name}: the paper\'s convolutions need images of at least {_MIN_IMAGE_SIDE}x{_MIN_IMAGE_SIDE}, '
+      f'{class_name}: the paper\'s convolutions need images of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, '
       f'got {shape.as_list()}; resize the frames or pass a flattened [D] input to get the MLP version.'
     )
   if not tf.as_dtype(input_spec.dtype).is_floating:

@@ -21,7 +21,7 @@ FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType
 
 def _network(spec=OBS_SPEC, heads=('extrinsic', 'intrinsic'), core=None):
   tf.keras.utils.set_random_seed(3)
-  torso = (lambda: torsos.MLPTorso((16,))) if spec.shape.rank < 3 else (
+  torso = (lambda: torsos.MLPTorso((16,))) if spec.shape.rank < 3 or spec.shape[0] < 36 else (
       lambda: torsos.NatureCNNTorso())
   net = actor_critic.ActorCriticNetwork(spec, ACTION_SPEC, torso_fn=torso, value_heads=heads, core=core,
                                         core_size=8)
@@ -239,3 +239,13 @@ def test_prediction_error_is_the_paper_bonus():
   predicted = np.array([[1.0, 2.0], [0.0, 0.0]], np.float32)
   target = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
   np.testing.assert_allclose(rnd_losses.prediction_error(predicted, target), [2.5, 1.0])
+
+
+def test_small_grids_go_whole_to_the_mlp_version():
+  """MinAtar-sized maps (10x10xC) are too small for the paper's convolutions: every channel, flattened."""
+  grid_spec = tf.TensorSpec([10, 10, 3], tf.float32, 'observation')
+  net = _network(grid_spec)
+  learner = _rnd_learner(net, [_batch(grid_spec)])
+  assert learner.observation_normalizer.mean.shape == (300,)
+  metrics = learner.run()
+  assert np.isfinite(metrics['rnd/predictor_loss'])
