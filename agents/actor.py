@@ -16,10 +16,25 @@ import queue
 import threading
 from typing import Any, Callable, Dict, Optional
 
+import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
+from networks import numpy_inference
+
+
+
+@gin.configurable
+def actor_options(numpy_inference_for_mlps: bool = True) -> Dict[str, Any]:
+  """Gin settings of every `Actor` of the run.
+
+  Args:
+    numpy_inference_for_mlps: True (default): small feed-forward MLP policies run their forward pass in
+      NumPy (`networks.numpy_inference`; equal to TensorFlow's up to float32 rounding, ~25x cheaper per
+      step on the machine of BENCHMARKS.md). False: always TensorFlow.
+  """
+  return {'numpy_inference_for_mlps': bool(numpy_inference_for_mlps)}
 
 
 def is_multi_task(environment) -> bool:
@@ -72,7 +87,22 @@ class Actor:
   variables in a single-process run), recording the source's version in every step it writes.
   """
 
-  def __init__(self, environment, network, writer, seed: int = 0, greedy: bool = False):
+  def __init__(self, environment, network, writer, seed: int = 0, greedy: bool = False,
+               numpy_inference_for_mlps: Optional[bool] = None):
+    """Args:
+      environment: a batched environment (`batch_size` N) stepped with `send`/`receive` (`envs.suite`).
+      network: the actor's own copy of the network, its variables created.
+      writer: the trajectory writer (`replay.reverb_replay.SequenceWriter`); `append(step)` returns
+        whether an item was completed.
+      seed: seeds the action sampling.
+      greedy: act with the argmax instead of sampling.
+      numpy_inference_for_mlps: run the policy in NumPy when the network is a small feed-forward MLP
+        (`networks.numpy_inference`: a compiled TensorFlow call costs ~0.5 ms on the 2-core machine of
+        BENCHMARKS.md, the NumPy pass ~20 µs); other networks always use TensorFlow. None (default): the
+        gin setting `actor_options.numpy_inference_for_mlps` (default True).
+    """
+    if numpy_inference_for_mlps is None:
+      numpy_inference_for_mlps = actor_options()['numpy_inference_for_mlps']
     self._env = environment
     self._network = network
     self._writer = writer
@@ -86,6 +116,9 @@ class Actor:
     self._task_ids = np.asarray(environment.task_ids, np.int32) if is_multi_task(environment) else None
     self._value_heads = list(network.value_head_names)
     self._policy_step = self._compile_policy_step(environment.observation_spec())
+    self._numpy_forward = None
+    if numpy_inference_for_mlps and not self._recurrent:
+      self._numpy_forward = numpy_inference.numpy_forward(network)
     self._assign = None
     self.env_steps = 0  # agent steps summed over environments
 
@@ -160,15 +193,27 @@ class Actor:
       copy_weights(source_variables, self._network)
     self._policy_version = int(version)
 
+  @property
+  def uses_numpy_inference(self) -> bool:
+    """Whether the policy runs in NumPy (`numpy_inference_for_mlps` and a supported network)."""
+    return self._numpy_forward is not None
+
+  def _act(self, observation, step_type, state):
+    if self._numpy_forward is None:
+      return self._policy_step(observation, step_type, state)
+    logits, values = self._numpy_forward(observation)
+    return self._sample(logits), logits, values, state
+
   def run(self, num_steps: int) -> int:
     """Steps all environments `num_steps` times; returns the number of items completed."""
     items = 0
     version = np.full([self._num_envs], self._policy_version, np.int64)
     action_dtype = self._env.action_spec().dtype
+    if self._numpy_forward is not None:
+      self._numpy_forward.refresh()  # the weights may have changed since the last call (~10 reads)
     for _ in range(num_steps):
       time_step = self._time_step
-      action, logits, values, next_state = self._policy_step(
-          time_step.observation, time_step.step_type, self._state)
+      action, logits, values, next_state = self._act(time_step.observation, time_step.step_type, self._state)
       action = action.astype(action_dtype, copy=False)
       # The environments step on their own threads (ale-py) while this step is written to Reverb.
       self._env.send(action)

@@ -37,6 +37,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   with common.one_line_errors('train_main', show_traceback=FLAGS.traceback):
     common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    common.tensorflow_threads()
     from agents import distribution  # pylint: disable=g-import-not-at-top
     from agents import training  # pylint: disable=g-import-not-at-top
     strategy = distribution.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)

@@ -30,3 +30,14 @@ def test_typo_is_a_config_error():
 def test_missing_file_is_a_config_error():
   with pytest.raises(common.ConfigError, match='no_such.gin'):
     common.parse_gin(['no_such.gin'], [])
+
+
+def test_tensorflow_threads_names_bad_values_and_refuses_a_late_change():
+  with pytest.raises(ValueError, match=r'tensorflow_threads.intra_op must be an int >= 0.*-1'):
+    common.tensorflow_threads(intra_op=-1)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.constant(1.0) + 1.0  # the runtime has started in this process: the pools cannot change any more
+  current = tf.config.threading.get_intra_op_parallelism_threads()
+  common.tensorflow_threads(intra_op=current, inter_op=tf.config.threading.get_inter_op_parallelism_threads())
+  with pytest.raises(RuntimeError, match='before TensorFlow runs its first op'):
+    common.tensorflow_threads(intra_op=current + 3, inter_op=current + 3)
