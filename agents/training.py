@@ -188,6 +188,10 @@ class Trainer:
     if not local_actor and reverb_address is None:
       raise ValueError('local_actor=False (a learner without its own actor) reads from a running Reverb '
                        'server: pass its host:port with --reverb_address.')
+    if not isinstance(eval_episodes, int) or eval_episodes < 1:
+      raise ValueError(f'train.eval_episodes must be an int >= 1 (the run ends with an evaluation whose mean '
+                       f'summary.json reports), got {eval_episodes!r}; to evaluate only at the end, set '
+                       'train.eval_interval_env_steps = 0.')
     self._start_time = time.time()
     check_writable(root_dir)
     self.root_dir = root_dir

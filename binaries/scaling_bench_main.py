@@ -30,7 +30,7 @@ from binaries import common  # noqa: E402
 common.define_gin_flags()
 flags.DEFINE_float('seconds', 30.0, 'Measuring window of each throughput figure, after a warm-up.')
 flags.DEFINE_multi_integer('batch_items', [1, 2, 4, 8], 'items_per_replica values of the learner benchmark.')
-flags.DEFINE_multi_integer('table_sizes', [100, 500, 1000], 'Table sizes (items) of the memory benchmark.')
+flags.DEFINE_multi_integer('table_sizes', [10, 50, 100, 300], 'Table sizes (items) of the memory benchmark.')
 flags.DEFINE_string('output', None, 'Also write the Markdown tables to this file.')
 FLAGS = flags.FLAGS
 
@@ -182,8 +182,18 @@ def table_memory(sizes) -> list:
                                         settings['table_name'], settings['sequence_length'])
   process = psutil.Process()
   baseline = process.memory_info().rss
+  # Uncompressed bytes of one item (Reverb compresses chunks, but random frames barely compress): a table
+  # size that would not fit in half of the free memory is skipped, not measured into an out-of-memory kill.
+  item_bytes = settings['sequence_length'] * sum(
+      batch * s.shape.num_elements() * s.dtype.size for s in tf.nest.flatten(step_spec))
+  budget = psutil.virtual_memory().available / 2
   results, items = [], 0
   for size in sorted(sizes):
+    if size * item_bytes > budget:
+      print(f'table memory: {size:,} items would take ~{size * item_bytes / 2**30:.1f} GiB, more than half '
+            f'of the free memory ({2 * budget / 2**30:.1f} GiB); skipped.', flush=True)
+      results.append((size, None))
+      continue
     while items < size:
       for _ in range(settings['sequence_length']):
         items += writer.append(tf.nest.map_structure(make, step_spec))
@@ -197,30 +207,37 @@ def table_memory(sizes) -> list:
 def main(argv):
   with common.job('scaling_bench_main', argv):
     report = scaling_report()
-  print(report)
   if FLAGS.output:
     with open(FLAGS.output, 'w') as f:
       f.write(report)
 
 
 def scaling_report() -> str:
-  """Runs the four benchmarks of the module docstring; returns their Markdown tables."""
-  lines = ['| actor processes | frames/s | speed-up |', '|---|---|---|']
+  """Runs the four benchmarks of the module docstring; prints each table as soon as it is measured and
+  returns them all as Markdown."""
+  lines = []
+
+  def emit(*new_lines):
+    print('\n'.join(new_lines), flush=True)
+    lines.extend(new_lines)
+
   one = actor_scaling(1)
   two = actor_scaling(2)
-  lines += [f'| 1 | {one:,.0f} | 1.00× |', f'| 2 | {two:,.0f} | {two / one:.2f}× |', '']
+  emit('| actor processes | frames/s | speed-up |', '|---|---|---|', f'| 1 | {one:,.0f} | 1.00× |',
+       f'| 2 | {two:,.0f} | {two / one:.2f}× |', '')
   rates = reverb_rates()
-  lines += ['| Reverb, items of | insert items/s | sample items/s |', '|---|---|---|',
-            f'| {rates["steps_per_item"]} steps | {rates["insert_items_per_second"]:,.1f} | '
-            f'{rates["sample_items_per_second"]:,.1f} |', '']
-  lines += ['| items per iteration | env steps per iteration | learner iterations/s | env steps/s |',
-            '|---|---|---|---|']
+  emit('| Reverb, items of | insert items/s | sample items/s |', '|---|---|---|',
+       f'| {rates["steps_per_item"]} steps | {rates["insert_items_per_second"]:,.1f} | '
+       f'{rates["sample_items_per_second"]:,.1f} |', '')
+  emit('| items per iteration | env steps per iteration | learner iterations/s | env steps/s |',
+       '|---|---|---|---|')
   for items in FLAGS.batch_items:
     rate = learner_rate(items)
-    lines.append(f'| {items} | {rate["batch_env_steps"]:,} | {rate["iterations_per_second"]:.2f} | '
-                 f'{rate["env_steps_per_second"]:,.0f} |')
-  lines += ['', '| items in the table | server RSS growth (MiB) |', '|---|---|']
-  lines += [f'| {size:,} | {mib:,.0f} |' for size, mib in table_memory(FLAGS.table_sizes)]
+    emit(f'| {items} | {rate["batch_env_steps"]:,} | {rate["iterations_per_second"]:.2f} | '
+         f'{rate["env_steps_per_second"]:,.0f} |')
+  emit('', '| items in the table | server RSS growth (MiB) |', '|---|---|')
+  emit(*[f'| {size:,} | {"skipped (see above)" if mib is None else f"{mib:,.0f}"} |'
+         for size, mib in table_memory(FLAGS.table_sizes)])
   return '\n'.join(lines) + '\n'
 
 

@@ -109,6 +109,13 @@ def test_gin_typo_is_one_clear_line(tiny_gin, tmp_path):
   assert 'lerning_rate' in line
 
 
+def test_zero_eval_episodes_is_one_clear_line_before_training(tiny_gin, tmp_path):
+  result = _run([f'--gin_file={tiny_gin}', f'--root_dir={tmp_path}', '--gin_bindings=train.eval_episodes = 0'])
+  line = _first_error_line(result)
+  assert 'train.eval_episodes' in line and 'got 0' in line
+  assert not os.path.exists(os.path.join(tmp_path, 'checkpoints'))  # stopped before any training
+
+
 def test_unwritable_root_dir_is_one_clear_line(tiny_gin):
   result = _run([f'--gin_file={tiny_gin}', '--root_dir=/proc/protege_run'])
   line = _first_error_line(result)
