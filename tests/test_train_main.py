@@ -176,8 +176,9 @@ def test_same_seed_same_weights(tiny_gin, tmp_path):
     np.testing.assert_array_equal(weights[0][key], weights[1][key], err_msg=key)
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(tiny_gin, tmp_path):
-  """kill -9 in the middle of training; the next run resumes instead of starting over."""
+@pytest.mark.parametrize('signal_name', ['SIGKILL', 'SIGINT'])
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_gin, tmp_path, signal_name):
+  """kill -9 (or Ctrl-C) in the middle of training; the next run resumes instead of starting over."""
   import signal
   import time
   root = str(tmp_path / 'killed')
@@ -185,13 +186,16 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_gin, tmp_path):
       [sys.executable, TRAIN_MAIN, f'--gin_file={tiny_gin}', f'--root_dir={root}',
        '--gin_bindings=train.total_env_steps = 1000000', '--gin_bindings=train.checkpoint_interval_seconds = 0',
        '--gin_bindings=train.eval_episodes = 1'],
-      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   checkpoint_dir = os.path.join(root, 'checkpoints')
   deadline = time.time() + 240
   while time.time() < deadline and int((tf.train.latest_checkpoint(checkpoint_dir) or '-0').rsplit('-', 1)[1]) < 5:
     time.sleep(0.1)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  process.send_signal(getattr(signal, signal_name))
+  _, stderr = process.communicate(timeout=120)
+  if signal_name == 'SIGINT':  # Ctrl-C: one line that says how to resume, and the shell's exit status 130
+    assert process.returncode == 130, stderr[-3000:]
+    assert 'interrupted. Run the same command to resume from its last checkpoint' in stderr, stderr[-3000:]
   killed_at = tf.train.latest_checkpoint(checkpoint_dir)
   assert killed_at, 'no checkpoint was written before the kill'
   iterations = int(killed_at.rsplit('-', 1)[1])
