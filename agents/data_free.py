@@ -637,6 +637,11 @@ class DataFreeDistiller(tf.Module):
     super().__init__(name=name)
     self.observation_spec = tensor_spec.from_spec(observation_spec)
     self.action_spec = tensor_spec.from_spec(action_spec)
+    if not tf.as_dtype(self.observation_spec.dtype).is_floating:
+      raise ValueError(f'the observations are {tf.as_dtype(self.observation_spec.dtype).name} '
+                       f'({self.observation_spec!r}); the generator learns through gradients of the teacher '
+                       'with respect to its input, which integer inputs (e.g. uint8 Atari frames) do not have. '
+                       'Distil a teacher whose inputs are float (for frames: scaled to [0, 1]).')
     self.teacher = teachers.load_teacher(teacher, self.observation_spec, self.action_spec)
     if self.teacher.is_recurrent:
       raise ValueError(f'teacher {self.teacher.source!r} is recurrent; data-free distillation generates '

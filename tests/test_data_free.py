@@ -340,6 +340,10 @@ def test_constructor_errors_are_one_line_and_name_the_value():
   with pytest.raises(ValueError, match='needs the teacher.s features'):
     data_free.DataFreeDistiller(_small_cnn((8, 8, 1), 8, 't'), _small_cnn((8, 8, 1), 4, 's'),
                                 observation_spec, action_spec)
+  frames = tensor_spec.BoundedTensorSpec([8, 8, 1], tf.uint8, 0, 255)
+  with pytest.raises(ValueError, match='observations are uint8.*integer inputs .e.g. uint8 Atari frames'):
+    data_free.DataFreeDistiller(_small_cnn((8, 8, 1), 8, 't'), _small_cnn((8, 8, 1), 4, 's'), frames,
+                                action_spec)
 
 
 # ------------------------------------------------------------------------------------------------------------
