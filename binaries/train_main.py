@@ -41,17 +41,17 @@ def main(argv):
     from agents import distribution  # pylint: disable=g-import-not-at-top
     from agents import training  # pylint: disable=g-import-not-at-top
     strategy = distribution.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
-    try:
-      training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address)
-    except KeyboardInterrupt:
-      # No checkpoint is written here: the interrupt may fall between the actor's collection and the
-      # learner's step, and a run resumes exactly only from a checkpoint written between iterations.
+
+    def interrupted() -> str:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       latest = tf.train.latest_checkpoint(os.path.join(FLAGS.root_dir, 'checkpoints'))
       where = f'its last checkpoint ({latest})' if latest else 'the start (no checkpoint was written yet)'
-      print(f'\ntrain_main: interrupted. Run the same command to resume from {where}.', file=sys.stderr,
-            flush=True)
-      sys.exit(130)
+      return f'train_main: interrupted. Run the same command to resume from {where}.'
+
+    # Ctrl-C ends the run at once, as kill -9 would: checkpoints are written atomically between iterations,
+    # and the next run resumes from the last one with no lost or double-counted steps.
+    common.exit_on_interrupt(interrupted)
+    training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address)
 
 
 if __name__ == '__main__':
