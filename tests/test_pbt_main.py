@@ -16,8 +16,12 @@ from pbt import member as member_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PBT_MAIN = os.path.join(REPO, 'binaries', 'pbt_main.py')
-TOTAL_ENV_STEPS = 4096
-KILL_AT_ENV_STEPS = 1024
+# Members run for many ready periods, each long against Ray's start-up and restart latency: on a loaded
+# machine a member of 4,096 steps (256 per period) finished before its peer's first report was processed,
+# and the population never compared.
+TOTAL_ENV_STEPS = 8192
+READY_ENV_STEPS = 512
+KILL_AT_ENV_STEPS = 2048
 
 TINY_GIN = """
 import pbt.scheduler
@@ -28,7 +32,7 @@ train.total_env_steps = {total}
 train.eval_episodes = 2
 PPOLearner.num_epochs = 2
 TeacherSet.paths = ['{teacher}']
-PBTScheduler.ready_env_steps = 256
+PBTScheduler.ready_env_steps = {ready}
 PBTScheduler.burn_in_env_steps = 0
 PBTScheduler.significance = 1.0   # copy any peer with a higher mean: exploits happen in a short run
 PBTScheduler.min_episodes = 2
@@ -47,7 +51,7 @@ def population(tmp_path_factory):
   teacher = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])
   teacher.save(str(directory / 'teacher.keras'))
   gin_file = directory / 'tiny.gin'
-  gin_file.write_text(TINY_GIN.format(total=TOTAL_ENV_STEPS, teacher=directory / 'teacher.keras'))
+  gin_file.write_text(TINY_GIN.format(total=TOTAL_ENV_STEPS, ready=READY_ENV_STEPS, teacher=directory / 'teacher.keras'))
   root = str(directory / 'run')
   command = [sys.executable, PBT_MAIN, f'--gin_file={gin_file}', f'--root_dir={root}', '--population=2',
              '--num_cpus=2', '--cpus_per_member=0.5', '--max_failures=2', '--traceback']
@@ -73,7 +77,7 @@ def test_the_population_finishes_and_reports(population):
     assert os.path.isfile(os.path.join(population['root'], 'members', member['member'], 'summary.json'))
   assert summary['failed'] == []
   assert os.path.getsize(os.path.join(population['root'], 'lineage.png')) > 10_000
-  assert '| member_0 | 4,096 |' in population['output']
+  assert f'| member_0 | {TOTAL_ENV_STEPS:,} |' in population['output']
 
 
 def test_members_exploit_and_explore_within_the_search_space(population):
