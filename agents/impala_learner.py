@@ -38,6 +38,7 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import losses
 from agents import vtrace
+from replay import frame_stacks
 
 _EXTRINSIC = 'extrinsic'
 _OPTIMIZERS = ('rmsprop', 'adam')
@@ -262,7 +263,8 @@ class IMPALALearner:
       # The core starts from the state the actor had before step 0 and resets itself at FIRST steps.
       state = tf.nest.pack_sequence_as(self._network.state_spec,
                                        [x[0] for x in tf.nest.flatten(batch['core_state'])])
-    (logits, values), _ = self._network(tf.nest.map_structure(batch_major, batch['observation']),
+    observation = frame_stacks.full_observations(batch)  # stacks stored frame by frame are rebuilt
+    (logits, values), _ = self._network(tf.nest.map_structure(batch_major, observation),
                                         step_type=batch_major(batch['step_type']), network_state=state,
                                         training=True)
     return batch_major(logits), batch_major(values[_EXTRINSIC])

@@ -32,6 +32,7 @@ from tf_agents.trajectories import time_step as ts
 from agents import distillation_losses
 from agents import schedules
 from agents import teachers as teachers_lib
+from replay import frame_stacks
 
 # Variants whose update has no per-step loss towards the teacher's action distribution, or which
 # need trajectories sampled by the teacher.
@@ -120,7 +121,7 @@ class Kickstarter(tf.Module):
       `{'teacher_logits': K × [T, B, A], 'teacher_masks': K × [T, B], 'pseudo_rewards': [T, B]}`, all
       without gradient.
     """
-    observation, step_type = batch['observation'], batch['step_type']
+    observation, step_type = frame_stacks.full_observations(batch), batch['step_type']
     task_ids = batch.get('task_id')
     if task_ids is not None and task_ids.shape.rank == 2:
       task_ids = task_ids[0]  # one task per batch column

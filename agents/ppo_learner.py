@@ -28,6 +28,7 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from agents import losses
+from replay import frame_stacks
 
 _EXTRINSIC = 'extrinsic'
 
@@ -319,8 +320,8 @@ class PPOLearner:
     if self.kickstarter is not None:
       kickstart = self.kickstarter.prepare(batch, discount=self.discount)
     targets = self.compute_advantages(batch, None if kickstart is None else kickstart['pseudo_rewards'])
+    compact = frame_stacks.is_compact(batch)
     prepared = {
-        'observation': tf.nest.map_structure(lambda x: x[:-1], batch['observation']),
         'step_type': batch['step_type'][:-1],
         'action': batch['action'][:-1],
         'behaviour_log_prob': losses.categorical_log_prob(batch['behaviour_logits'][:-1],
@@ -335,13 +336,20 @@ class PPOLearner:
       prepared['kickstart'] = {k: kickstart[k] for k in ('teacher_logits', 'teacher_masks')}
     if self._recurrent:
       prepared['initial_state'] = tf.nest.map_structure(lambda x: x[0], batch['core_state'])
+      if not compact:
+        prepared['observation'] = tf.nest.map_structure(lambda x: x[:-1], batch['observation'])
     else:
       # Feed-forward: minibatches are drawn from all T*B transitions.
       flatten = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
       prepared = tf.nest.map_structure(flatten, prepared)
-      # The observations keep their bootstrap row: [(T + 1)·B] rows of which the first T·B are the
-      # transitions' (a reshape, where slicing off the last row would copy every frame of the batch).
-      prepared['observation'] = tf.nest.map_structure(flatten, batch['observation'])
+      if not compact:
+        # The observations keep their bootstrap row: [(T + 1)·B] rows of which the first T·B are the
+        # transitions' (a reshape, where slicing off the last row would copy every frame of the batch).
+        prepared['observation'] = tf.nest.map_structure(flatten, batch['observation'])
+    if compact:
+      # Frames stored once (`replay.frame_stacks`): each minibatch rebuilds its own stacks in `_select`,
+      # so the batch's stacks never exist all at once.
+      prepared['frame_stacks'] = frame_stacks.prepare(batch)
     return prepared
 
   def _minibatch_orders(self, prepared):
@@ -360,7 +368,9 @@ class PPOLearner:
     indices = orders[epoch, index * size:(index + 1) * size]
     selected = {}
     for key, value in prepared.items():
-      if key == 'initial_state':
+      if key == 'frame_stacks':
+        selected['observation'] = self._select_stacks(value, indices)
+      elif key == 'initial_state':
         selected[key] = tf.nest.map_structure(lambda x: tf.gather(x, indices, axis=0), value)
       elif self._recurrent:
         selected[key] = tf.nest.map_structure(lambda x: tf.gather(x, indices, axis=1), value)
@@ -368,6 +378,17 @@ class PPOLearner:
         # Transitions keep a leading axis of 1, so the losses see their time-major [T=1, B] layout.
         selected[key] = tf.nest.map_structure(lambda x: tf.gather(x, indices)[None], value)
     return selected
+
+  def _select_stacks(self, pieces, indices):
+    """The rebuilt frame stacks of the selected transitions `[1, M, ...]` (feed-forward) or sequences
+    `[T, M, ...]` (recurrent), from `frame_stacks.prepare`'s pieces."""
+    num_columns = tf.shape(pieces['rows'])[1]
+    if not self._recurrent:
+      return frame_stacks.gather_stacks(pieces, indices // num_columns, indices % num_columns)[None]
+    num_steps = tf.shape(pieces['rows'])[0] - 1
+    time, column = tf.meshgrid(tf.range(num_steps), indices, indexing='ij')
+    stacks = frame_stacks.gather_stacks(pieces, tf.reshape(time, [-1]), tf.reshape(column, [-1]))
+    return tf.reshape(stacks, tf.concat([tf.shape(time), tf.shape(stacks)[1:]], axis=0))
 
   def _forward(self, minibatch):
     if self._recurrent:

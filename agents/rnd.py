@@ -43,6 +43,7 @@ from agents import normalization
 from agents import ppo_learner
 from agents import rnd_losses
 from networks import rnd as rnd_networks
+from replay import frame_stacks
 
 _INTRINSIC = 'intrinsic'
 _EXTRINSIC = 'extrinsic'
@@ -203,8 +204,11 @@ class RNDLearner:
 
   # --- the compiled step ----------------------------------------------------------------------------
 
-  def _rnd_input(self, observation, num_outer_dims: int, dtype=tf.float32):
-    """The unnormalised RND input: the newest frame of an image stack, or the flattened vector."""
+  def _rnd_input(self, observation, num_outer_dims: int, dtype=tf.float32, frames: bool = False):
+    """The unnormalised RND input: the newest frame of an image stack, or the flattened vector.
+    `frames`: `observation` holds single frames (a batch storing frames once, `replay.frame_stacks`)."""
+    if frames:
+      return tf.cast(observation[..., None], dtype)
     if self._image:
       return tf.cast(observation[..., -1:], dtype)
     outer = tf.shape(observation)[:num_outer_dims]
@@ -221,8 +225,10 @@ class RNDLearner:
     # Sums of (x − running mean): no cancellation in E[x²] − E[x]² for pixel values.
     shift = tf.identity(self.observation_normalizer.mean)
 
+    frames = frame_stacks.is_compact(batch)
+
     def at(observation_t):
-      rnd_input = self._rnd_input(observation_t, 1)
+      rnd_input = self._rnd_input(observation_t, 1, frames=frames)
       normalized = self._normalized(rnd_input)
       error = rnd_losses.prediction_error(self.predictor(normalized), self.target(normalized))
       return (error,) + normalization.moments_sums(rnd_input, 1, shift=shift)
@@ -270,20 +276,25 @@ class RNDLearner:
     return batch, normalized
 
   def _predictor_inputs(self, batch):
-    """Per replica: the unnormalised RND inputs of all transitions, flattened to `[T·B, ...]`."""
+    """Per replica: the unnormalised RND inputs flattened to `[rows, ...]`, and the row of the first
+    transition's (transition i is row `first + i`; there are `T·B` of them)."""
+    if frame_stacks.is_compact(batch):
+      # Frames stored once: a reshape of the batch's own frames, without a copy; row 0 is skipped.
+      frames = batch['observation']
+      return tf.reshape(frames, tf.concat([[-1], tf.shape(frames)[2:], [1]], axis=0)), tf.shape(frames)[1]
     # Kept in the observation's dtype (uint8 frames: 4x less memory), cast per minibatch.
     # The newest frame first, then the rows: slicing rows first would copy every frame of the batch.
     rnd_input = self._rnd_input(batch['observation'], 2, dtype=batch['observation'].dtype)[1:]
-    return tf.reshape(rnd_input, tf.concat([[-1], tf.shape(rnd_input)[2:]], axis=0))
+    return tf.reshape(rnd_input, tf.concat([[-1], tf.shape(rnd_input)[2:]], axis=0)), tf.constant(0)
 
-  def _predictor_update(self, inputs, orders, epoch, index):
+  def _predictor_update(self, inputs, first, orders, epoch, index):
     num_minibatches = self._inner.num_minibatches
     size = tf.shape(orders)[1] // num_minibatches
     # The minibatch is a random draw (a slice of a random permutation), so its first
     # round(update_proportion · size) entries are a random update_proportion of it: the paper's random
     # mask with a fixed count, computed on those entries only (4x less work and memory at 0.25).
     count = tf.maximum(1, tf.cast(tf.round(self._update_proportion * tf.cast(size, tf.float32)), tf.int32))
-    indices = orders[epoch, index * size:index * size + count]
+    indices = first + orders[epoch, index * size:index * size + count]
     normalized = self._normalized(tf.cast(tf.gather(inputs, indices), tf.float32))
     variables = self.predictor.trainable_variables
     with tf.GradientTape() as tape:
@@ -299,15 +310,16 @@ class RNDLearner:
 
   def _train_predictor(self, batch):
     strategy = self._strategy
-    inputs = strategy.run(self._predictor_inputs, (batch,))
+    inputs, first = strategy.run(self._predictor_inputs, (batch,))
     num_epochs, num_minibatches = self._inner.num_epochs, self._inner.num_minibatches
     orders = strategy.run(
-        lambda x: tf.argsort(tf.random.uniform(tf.stack([num_epochs, tf.shape(x)[0]])), axis=1), (inputs,))
+        lambda x, first: tf.argsort(tf.random.uniform(tf.stack([num_epochs, tf.shape(x)[0] - first])), axis=1),
+        (inputs, first))
     num_updates = num_epochs * num_minibatches
 
     def body(iteration, total):
       epoch, index = iteration // num_minibatches, iteration % num_minibatches
-      loss = strategy.run(self._predictor_update, (inputs, orders, epoch, index))
+      loss = strategy.run(self._predictor_update, (inputs, first, orders, epoch, index))
       return iteration + 1, total + strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
 
     _, total = tf.while_loop(lambda i, _: i < num_updates, body, (tf.constant(0), tf.constant(0.0)))
@@ -317,6 +329,9 @@ class RNDLearner:
     strategy = self._strategy
     reduce_sum = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
     batch = next(iterator)
+    if not self._image and frame_stacks.is_compact(batch):
+      # The MLP version reads whole observations; images read the newest frame, stored once or not.
+      batch = strategy.run(frame_stacks.with_full_observations, (batch,))
     # The sums below are of (x − running mean), the shift read before any update.
     observation_shift = tf.identity(self.observation_normalizer.mean)
     return_shift = tf.identity(self.intrinsic_return_normalizer.mean)
@@ -337,8 +352,10 @@ class RNDLearner:
     # 4: the predictor, with the inner learner's current learning rate.
     self.predictor_optimizer.learning_rate.assign(self._inner.current_learning_rate())
     predictor_loss = self._train_predictor(batch)
-    # 5: the inner learner on the rewritten batch.
-    metrics = dict(self._inner.train_batch(batch))
+    # 5: the inner learner on the rewritten batch, after the predictor: nothing else orders the two, and
+    # run side by side their activations and gradients would be held at once.
+    with tf.control_dependencies([predictor_loss]):
+      metrics = dict(self._inner.train_batch(batch))
     mean = lambda value: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
     raw_mean = mean(strategy.run(tf.reduce_mean, (raw,)))
     normalized_mean = mean(strategy.run(tf.reduce_mean, (normalized,)))

@@ -517,7 +517,8 @@ def make_tables(env, network, sequence_length: int, table_name: str = 'trajector
   variables table through which a learner in another process publishes its weights."""
   step_spec = actor_lib.step_spec(*environment_specs(env), network,
                                   multi_task=actor_lib.is_multi_task(env))
-  signature = reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size)
+  signature = reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size,
+                                               stored_frames=reverb_replay.frame_storage(env))
   return [reverb_replay.on_policy_table(signature, name=table_name,
                                         items_per_learner_step=items_per_learner_step),
           reverb_replay.variables_table(reverb_replay.variables_signature(network.variables))]

@@ -203,7 +203,8 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
                frames_per_step: Optional[float] = None,
                channels_first_stack: Optional[bool] = None,
                tracked_info_keys: Tuple[str, ...] = (),
-               task_ids: Optional[Sequence[int]] = None):
+               task_ids: Optional[Sequence[int]] = None,
+               frame_stack_padding: Optional[str] = None):
     """Wraps `env`.
 
     Args:
@@ -220,6 +221,10 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
         room of Montezuma's Revenge); see `visited_info_values`.
       task_ids: the task (e.g. the game) each environment plays, one int per environment, fixed for the
         environment's life; see `task_ids`. None: every environment plays task 0.
+      frame_stack_padding: how the env pads a grey frame stack after a reset: 'zeros' (ale-py's
+        `AtariVectorEnv`: zero frames before the reset frame) or 'reset' (gymnasium's
+        `FrameStackObservation`: the reset frame repeated); see `frame_stack_padding`. None (default):
+        'zeros' for ale-py's vector env, and no frame stack for any other env.
 
     Raises:
       ValueError: if the autoreset mode is not NEXT_STEP, an ale-py env's frameskip is unknown, or
@@ -268,6 +273,13 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
         self._rgb_stack = True
     if self._channels_last_axes is not None:
       observation_space = self._channels_last_space(observation_space)
+    grey_stack = self._channels_last_axes is not None and not self._rgb_stack
+    if frame_stack_padding is None and grey_stack and is_ale:
+      frame_stack_padding = 'zeros'
+    if frame_stack_padding is not None and (not grey_stack or frame_stack_padding not in ('zeros', 'reset')):
+      raise ValueError(f"frame_stack_padding={frame_stack_padding!r} of {env_id!r} needs grey frame stacks and "
+                       "'zeros' or 'reset'; pass None for other observations.")
+    self._frame_stack_padding = frame_stack_padding
     self._observation_spec = space_to_spec(observation_space, 'observation')
     self._action_spec = space_to_spec(env.single_action_space, 'action')
     self._observation_dtype = self._observation_spec.dtype
@@ -338,6 +350,13 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
   def frames_per_step(self) -> float:
     """Emulator frames per agent step (the frameskip; 1 for non-Atari environments)."""
     return self._frames_per_step
+
+  @property
+  def frame_stack_padding(self) -> Optional[str]:
+    """None unless observations are stacks of grey frames `[H, W, S]` (newest last); then how a stack
+    is padded after a reset: 'zeros' (zero frames, then the reset frame) or 'reset' (the reset frame
+    repeated). Replay uses it to store each frame once and rebuild the stacks exactly."""
+    return self._frame_stack_padding
 
   @property
   def vector_env(self) -> gymnasium.vector.VectorEnv:

@@ -235,7 +235,7 @@ def make_environment(env_id: str = 'CartPole-v1',
       vector_env = _gymnasium_atari(env_id, num_envs, options, dict(ram_info or {}))
       return gymnasium_adapter.VectorGymnasiumEnvironment(
           vector_env, seed=seed, env_id=env_id, frames_per_step=frames_per_step, channels_first_stack=True,
-          tracked_info_keys=tuple(ram_info or ()))
+          tracked_info_keys=tuple(ram_info or ()), frame_stack_padding='reset')
     if atari_backend != 'ale_vector':
       raise ValueError(f"make_environment.atari_backend={atari_backend!r} is unknown; use 'ale_vector' or "
                        "'gymnasium'.")

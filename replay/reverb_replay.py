@@ -9,6 +9,9 @@ bootstrap observation (and its value) of each rollout without storing it twice. 
 time-major `[sequence_length + 1, N, ...]`, the layout the learner's returns and losses work in.
 Writing a batch of environments per append costs one Reverb call per step instead of `N`; TF-Agents'
 `ReverbAddTrajectoryObserver` writes one environment per writer, which is why it is not used here.
+
+Atari frame stacks are stored one frame per step (`frame_storage`, `replay.frame_stacks`): the table's
+signature says so, the writer follows it, and the learner rebuilds the stacks.
 """
 
 import time
@@ -19,6 +22,8 @@ import numpy as np
 import reverb
 import tensorflow as tf
 
+from replay import frame_stacks
+
 # Reverb's `rate_limiter_timeout_ms` / `timeout_ms` use -1 for "wait forever".
 _WAIT_FOREVER = -1
 
@@ -27,21 +32,44 @@ class ReverbUnreachableError(ConnectionError):
   """A Reverb server did not answer within the bounded retry."""
 
 
-def sequence_signature(step_spec: Any, sequence_length: int, batch_size: int) -> Any:
+@gin.configurable
+def frame_storage(environment, store_frames_once: bool = True) -> Optional[str]:
+  """How the trajectory tables of `environment` store observations: the stack padding of
+  `replay.frame_stacks` ('zeros' or 'reset') to store each frame once, or None for whole observations.
+
+  Args:
+    environment: the batched environment; its `frame_stack_padding` (Atari grey frame stacks: how its
+      stacks are padded after a reset) says whether its observations are frame stacks.
+    store_frames_once: True (default): frame stacks are stored one frame per step (4x less memory for
+      the Atari 4-frame stack in the writer, the table and the learner's batch) and the learner rebuilds
+      the stacks, bit for bit the environment's. False: whole stacks, as every other observation.
+  """
+  if not store_frames_once:
+    return None
+  return getattr(environment, 'frame_stack_padding', None)
+
+
+def sequence_signature(step_spec: Any, sequence_length: int, batch_size: int,
+                       stored_frames: Optional[str] = None) -> Any:
   """The table signature of an item: `step_spec` with `[sequence_length + 1, batch_size]` prepended.
 
   Args:
     step_spec: nest of `tf.TensorSpec` describing one step of ONE environment.
     sequence_length: number of transitions per item (`T`); items hold `T + 1` steps.
     batch_size: number of environments written together (`N`).
+    stored_frames: None (default): observations as they are. A stack padding (`frame_storage`): the
+      frame stacks `[H, W, S]` are stored one frame per step (`frame_stacks.compact_signature`).
   """
   if sequence_length < 1:
     raise ValueError(f'sequence_length must be >= 1, got {sequence_length}.')
   if batch_size < 1:
     raise ValueError(f'batch_size (number of envs per item) must be >= 1, got {batch_size}.')
   prefix = [sequence_length + 1, batch_size]
-  return tf.nest.map_structure(
+  signature = tf.nest.map_structure(
       lambda s: tf.TensorSpec(prefix + s.shape.as_list(), s.dtype, s.name), step_spec)
+  if stored_frames is not None:
+    signature = frame_stacks.compact_signature(signature, stored_frames)
+  return signature
 
 
 @gin.configurable
@@ -250,7 +278,9 @@ class SequenceWriter:
   """Writes batched steps and creates an item every `sequence_length` steps (overlap of one step).
 
   `append` takes one step of all `N` environments (a nest of arrays with leading dim `N`) matching the
-  table signature without its time dimension.
+  table signature without its time dimension. When the table stores frames once (its signature has
+  `frame_stacks`' older-frames key), the writer keeps only the newest frame of each step's stack, and
+  the older frames of the stack at each item's first row.
   """
 
   def __init__(self, client: reverb.Client, table: str, sequence_length: int,
@@ -260,14 +290,31 @@ class SequenceWriter:
     self._sequence_length = sequence_length
     self._priority = priority
     self._steps = 0
+    signature = client.server_info(timeout=10)[table].signature
+    padding = frame_stacks.padding_of(signature) if isinstance(signature, dict) else None
+    self._frames_before_key = None if padding is None else frame_stacks.frames_before_key(padding)
 
   def append(self, step: Any) -> bool:
     """Appends one batched step; returns True if it completed an item."""
+    if self._frames_before_key is not None:
+      step = dict(step)
+      stack = step['observation']
+      step['observation'] = np.ascontiguousarray(stack[..., -1])
+      # Only the first row of an item reads the older frames (items start every T steps).
+      starts_item = self._steps % self._sequence_length == 0
+      step[self._frames_before_key] = np.ascontiguousarray(stack[..., :-1]) if starts_item else None
     self._writer.append(step)
     self._steps += 1
     if self._steps > self._sequence_length and (self._steps - 1) % self._sequence_length == 0:
-      trajectory = tf.nest.map_structure(
-          lambda column: column[-(self._sequence_length + 1):], self._writer.history)
+      first = -(self._sequence_length + 1)
+      history = self._writer.history
+      if self._frames_before_key is None:
+        trajectory = tf.nest.map_structure(lambda column: column[first:], history)
+      else:
+        # The older frames' column holds only the items' first rows: one reference, not a slice.
+        trajectory = {key: (column[first] if key == self._frames_before_key
+                            else tf.nest.map_structure(lambda c: c[first:], column))
+                      for key, column in history.items()}
       self._writer.create_item(self._table, self._priority, trajectory)
       return True
     return False
@@ -314,7 +361,11 @@ def make_dataset(server_address: str, table: str, items_per_batch: int,
       rate_limiter_timeout_ms=_WAIT_FOREVER)
 
   def merge_items(sample):
-    # [items, T+1, N, ...] -> [T+1, items * N, ...]
+    # [items, T+1, N, ...] -> [T+1, items * N, ...]; the older frames of compact stacks
+    # [items, N, ...] -> [items * N, ...].
+    def merge_columns(x):
+      return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
+
     def merge(x):
       x = tf.experimental.numpy.swapaxes(x, 0, 1)
       shape = tf.shape(x)
@@ -322,7 +373,10 @@ def make_dataset(server_address: str, table: str, items_per_batch: int,
       merged = None if static[1] is None or static[2] is None else static[1] * static[2]
       x = tf.reshape(x, tf.concat([shape[:1], [-1], shape[3:]], axis=0))
       return tf.ensure_shape(x, [static[0], merged] + static[3:])
-    return tf.nest.map_structure(merge, sample.data)
+    padding = frame_stacks.padding_of(sample.data)
+    return {key: (merge_columns(value) if padding and key == frame_stacks.frames_before_key(padding)
+                  else tf.nest.map_structure(merge, value))
+            for key, value in sample.data.items()}
 
   if items_per_batch == 1:
     return dataset.map(lambda sample: sample.data)  # already [T + 1, N, ...]: no copy needed
