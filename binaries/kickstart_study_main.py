@@ -1,16 +1,21 @@
 r"""Kickstarting against learning from scratch: a teacher, then kickstarted and from-scratch students.
 
   python binaries/kickstart_study_main.py --root_dir=runs/kickstart_study         # MinAtar Breakout
+  python binaries/kickstart_study_main.py --root_dir=runs/kickstart_study \
+      --teacher_policy=runs/minatar_breakout/policy --teacher_eval_episodes=256 --seeds=2
   python binaries/kickstart_study_main.py --root_dir=/tmp/k --teacher_gin_file=quickstart.gin \
       --student_gin_file=kickstart_cartpole.gin --seeds=2
 
 1. The teacher: `--teacher_gin_file` trained by `binaries/train_main.py` into `<root_dir>/teacher` (or
    `--teacher_policy`, a policy exported by an earlier run). Its score is its final evaluation's mean
-   return.
+   return, or, with `--teacher_eval_episodes=N`, the mean of N fresh episodes played by
+   `binaries/eval_main.py` (a training run's final evaluation is short: 16 MinAtar episodes leave a
+   standard error of about 2 on the target every student is measured against).
 2. The students: `--student_gin_file` (a configuration that kickstarts: `PPOLearner.kickstarter_fn =
    @Kickstarter`, the student's network, the λ schedule), run per seed twice with the same budget —
    kickstarted (`TeacherSet.paths = [<teacher policy>]`) and from scratch (`PPOLearner.kickstarter_fn =
-   None`, nothing else changed).
+   None`, nothing else changed; `--scratch_gin_bindings` may give the scratch students a longer budget
+   when they do not reach the teacher within the kickstarted one).
 3. The table: per method, the env steps at which each seed's evaluation first reaches the teacher's score
    (times `--reach_fraction`), their median, the ratio scratch / kickstarted, and the final scores;
    the learning curves (evaluation return against env steps) as `curves.png`.
@@ -21,6 +26,7 @@ Every run is its own process; finished runs in `root_dir` are read back, not rer
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -37,9 +43,17 @@ flags.DEFINE_multi_string('teacher_gin_file', ['ppo_minatar_breakout.gin'], 'Gin
 flags.DEFINE_multi_string('teacher_gin_bindings', [], 'Extra gin bindings for the teacher.')
 flags.DEFINE_string('teacher_policy', None, 'A policy directory to use as the teacher instead of training one; '
                     'its score is read from the summary.json beside it.')
+flags.DEFINE_integer('teacher_eval_episodes', 0, 'If > 0, the teacher\'s score is the mean return of this many '
+                     'fresh episodes (binaries/eval_main.py, written to <root_dir>/teacher_eval.json) instead of '
+                     'its run\'s final evaluation.')
+flags.DEFINE_bool('teacher_eval_greedy', False, 'With --teacher_eval_episodes: act with the argmax (True) or '
+                  'sample (False, as the shipped MinAtar configurations evaluate their students).')
 flags.DEFINE_multi_string('student_gin_file', ['kickstart_minatar_breakout.gin'],
                           'Gin file(s) of the students (kickstarting configured; scratch runs switch it off).')
 flags.DEFINE_multi_string('student_gin_bindings', [], 'Extra gin bindings for both students.')
+flags.DEFINE_multi_string('scratch_gin_bindings', [], 'Extra gin bindings for the from-scratch students only, '
+                          'e.g. a longer train.total_env_steps, to measure when they reach the teacher beyond '
+                          'the kickstarted students\' budget (the table then names both budgets).')
 flags.DEFINE_integer('seeds', 3, 'Seeds per student (0 .. seeds-1).')
 flags.DEFINE_float('reach_fraction', 1.0, 'A student reaches the teacher at an evaluation return of at '
                    'least this fraction of the teacher\'s score.')
@@ -47,6 +61,7 @@ flags.mark_flag_as_required('root_dir')
 FLAGS = flags.FLAGS
 
 METHODS = ('kickstarted', 'scratch')
+EVAL_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'eval_main.py')
 
 
 def train_teacher(root_dir: str):
@@ -63,11 +78,31 @@ def train_teacher(root_dir: str):
   return os.path.join(run_dir, 'policy'), summary['eval_return_mean']
 
 
+def evaluate_teacher(root_dir: str, teacher_policy: str) -> dict:
+  """`--teacher_eval_episodes` fresh episodes of the teacher (read back if `teacher_eval.json` exists)."""
+  path = os.path.join(root_dir, 'teacher_eval.json')
+  if not os.path.exists(path):
+    run_dir = os.path.dirname(os.path.abspath(teacher_policy))
+    operative_config = os.path.join(run_dir, 'operative_config.gin')
+    if not os.path.exists(operative_config):
+      raise FileNotFoundError(f'--teacher_eval_episodes needs the teacher run\'s environment: no '
+                              f'{operative_config}; pass the policy/ directory of a train_main run.')
+    command = [sys.executable, EVAL_MAIN, f'--gin_file={operative_config}', f'--policy_dir={teacher_policy}',
+               f'--num_episodes={FLAGS.teacher_eval_episodes}', f'--greedy={FLAGS.teacher_eval_greedy}',
+               f'--output_json={path}']
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+      raise RuntimeError(f'evaluating the teacher failed (exit {result.returncode}): '
+                         f'{(result.stderr or result.stdout).strip().splitlines()[-1:]}')
+  with open(path) as f:
+    return json.load(f)
+
+
 def run_student(method: str, seed: int, root_dir: str, teacher_policy: str) -> dict:
   if method == 'kickstarted':
     extra = [f"TeacherSet.paths = ['{teacher_policy}']"]
   else:
-    extra = ['PPOLearner.kickstarter_fn = None']
+    extra = ['PPOLearner.kickstarter_fn = None'] + list(FLAGS.scratch_gin_bindings)
   bindings = list(FLAGS.student_gin_bindings) + extra + [f'train.seed = {seed}']
   return common.run_train_main(os.path.join(root_dir, f'{method}_seed{seed}'), FLAGS.student_gin_file,
                                bindings, f'{method} student seed {seed}')
@@ -96,17 +131,18 @@ def summarize(method: str, summaries: list, target: float) -> dict:
   }
 
 
-def table(rows: list, teacher_score: float, target: float) -> str:
-  lines = [f'Teacher score (final evaluation): {teacher_score:.1f}; a student reaches it at an evaluation '
-           f'mean return >= {target:.1f}.', '',
-           '| student | seeds reaching the teacher | median env steps to reach it | per seed | '
-           'median final return | final returns |', '|---|---|---|---|---|---|']
+def table(rows: list, teacher_score: float, target: float, score_source: str = 'final evaluation') -> str:
+  lines = [f'Teacher score ({score_source}): {teacher_score:.2f}; a student reaches it at an evaluation '
+           f'mean return >= {target:.2f}.', '',
+           '| student | budget (env steps) | seeds reaching the teacher | median env steps to reach it | '
+           'per seed | median final return | final returns |', '|---|---|---|---|---|---|---|']
   for row in rows:
     median = row['median_steps_to_reach']
     median_text = '—' if median is None or not np.isfinite(median) else f'{median:,.0f}'
     per_seed = ', '.join('never' if r is None else f'{r:,}' for r in row['steps_to_reach'])
     finals = ', '.join(f'{r:.1f}' for r in row['final_returns'])
-    lines.append(f'| {row["method"]} | {row["reached"]}/{row["seeds"]} | {median_text} | {per_seed} | '
+    lines.append(f'| {row["method"]} | {row["budget_env_steps"]:,} | {row["reached"]}/{row["seeds"]} | '
+                 f'{median_text} | {per_seed} | '
                  f'{row["median_final_return"]:.1f} | {finals} |')
   by_method = {row['method']: row for row in rows}
   kick, scratch = by_method['kickstarted']['median_steps_to_reach'], by_method['scratch']['median_steps_to_reach']
@@ -150,6 +186,12 @@ def main(argv):
   start = time.time()
   print('Teacher...', flush=True)
   teacher_policy, teacher_score = train_teacher(root_dir)
+  teacher_eval = None
+  if FLAGS.teacher_eval_episodes > 0:
+    teacher_eval = evaluate_teacher(root_dir, teacher_policy)
+    print(f'Teacher: final training evaluation {teacher_score:.1f}; {teacher_eval["episodes"]} fresh episodes '
+          f'{teacher_eval["return_mean"]:.2f} ± {teacher_eval["return_std"]:.2f} (the score used)', flush=True)
+    teacher_score = teacher_eval['return_mean']
   target = FLAGS.reach_fraction * teacher_score
   print(f'Teacher: {teacher_policy}, score {teacher_score:.1f} ({time.time() - start:.0f} s)', flush=True)
   runs = {method: [] for method in METHODS}
@@ -167,16 +209,19 @@ def main(argv):
             + f', final {summary["eval_return_mean"]:.1f}; ETA {elapsed / done * (total - done) / 60:.1f} min',
             flush=True)
   rows = [summarize(method, runs[method], target) for method in METHODS]
-  text = table(rows, teacher_score, target)
+  score_source = ('final evaluation' if teacher_eval is None else
+                  f'{teacher_eval["episodes"]} fresh episodes, ± {teacher_eval["return_std"]:.1f} std')
+  text = table(rows, teacher_score, target, score_source)
   print(text)
   plot(os.path.join(root_dir, 'curves.png'), runs, teacher_score)
   with open(os.path.join(root_dir, 'study.md'), 'w') as f:
     f.write(f'Teacher: {FLAGS.teacher_policy or FLAGS.teacher_gin_file} {FLAGS.teacher_gin_bindings}; '
-            f'students: {FLAGS.student_gin_file} {FLAGS.student_gin_bindings}; {FLAGS.seeds} seeds.\n\n'
+            f'students: {FLAGS.student_gin_file} {FLAGS.student_gin_bindings}; scratch students also '
+            f'{FLAGS.scratch_gin_bindings}; {FLAGS.seeds} seeds.\n\n'
             f'{text}\n\n![learning curves](curves.png)\n')
   with open(os.path.join(root_dir, 'study.json'), 'w') as f:
-    json.dump({'teacher_policy': teacher_policy, 'teacher_score': teacher_score, 'target': target,
-               'students': rows}, f, indent=2)
+    json.dump({'teacher_policy': teacher_policy, 'teacher_score': teacher_score, 'teacher_eval': teacher_eval,
+               'target': target, 'students': rows}, f, indent=2)
   print(f'Wrote {os.path.join(root_dir, "study.md")} and curves.png ({(time.time() - start) / 60:.1f} min)')
 
 

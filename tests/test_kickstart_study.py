@@ -23,11 +23,15 @@ def test_the_kickstarted_student_is_far_ahead_of_its_twin(tmp_path):
   result = subprocess.run(
       [sys.executable, STUDY_MAIN, f'--root_dir={root}', '--seeds=1', '--teacher_gin_file=quickstart.gin',
        '--student_gin_file=kickstart_cartpole.gin', '--student_gin_bindings=train.total_env_steps = 6144',
-       '--reach_fraction=0.9'],
+       '--reach_fraction=0.9', '--teacher_eval_episodes=8', '--teacher_eval_greedy'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   study = json.loads((root / 'study.json').read_text())
-  assert study['teacher_score'] >= 475
+  assert json.loads((root / 'teacher' / 'summary.json').read_text())['eval_return_mean'] >= 475
+  # The target is the teacher's score on 8 fresh episodes (eval_main), not its run's last evaluation.
+  assert study['teacher_eval']['episodes'] == 8, study['teacher_eval']
+  assert study['teacher_score'] == study['teacher_eval']['return_mean'] > 400, study['teacher_eval']
+  assert study['target'] == 0.9 * study['teacher_score']
   curves = {}
   for method in ('kickstarted', 'scratch'):
     summary = json.loads((root / f'{method}_seed0' / 'summary.json').read_text())
