@@ -154,7 +154,7 @@ class IMPALALearner:
     self.kickstarter = None
     if kickstarter_fn is not None:
       self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
-                                        strategy=self._strategy)
+                                        strategy=self._strategy, student_network=network)
     self._dataset_fn = dataset_fn
     self._iterator = None
     # Without AutoGraph: the step's loop is an explicit `tf.while_loop`, and converting TF-Agents' network

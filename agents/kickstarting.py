@@ -23,7 +23,7 @@ The environment reward belongs to the learner's RL loss: the "+R" of a variant i
 so the variants' own reward terms are not added again here.
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import gin
 import tensorflow as tf
@@ -59,15 +59,18 @@ class Kickstarter(tf.Module):
     weights: a `TeacherWeights` over the teachers' names; None builds one from gin (default: constant 1).
     config: a `DistillationConfig`; None builds one from gin (default: expected entropy regularised).
     strategy: the learner's `tf.distribute.Strategy` (the λ variables are created in its scope).
+    student_network: the student's network, which the learners pass: `TeacherSet.peers` copies it for its
+      peer teachers (codistillation).
   """
 
   def __init__(self, observation_spec, action_spec, teachers: Optional[teachers_lib.TeacherSet] = None,
                weights: Optional[schedules.TeacherWeights] = None,
                config: Optional[distillation_losses.DistillationConfig] = None,
-               strategy: Optional[tf.distribute.Strategy] = None, name: str = 'Kickstarter'):
+               strategy: Optional[tf.distribute.Strategy] = None, student_network=None,
+               name: str = 'Kickstarter'):
     super().__init__(name=name)
-    self._teachers = teachers if teachers is not None else teachers_lib.TeacherSet(observation_spec,
-                                                                                    action_spec)
+    self._teachers = teachers if teachers is not None else teachers_lib.TeacherSet(
+        observation_spec, action_spec, student_network=student_network)
     if len(self._teachers) == 0:  # pylint: disable=g-explicit-length-test
       raise ValueError('Kickstarter has no teacher: set TeacherSet.paths to the teachers\' policy '
                        'directories (PolicySaver exports, e.g. <root_dir>/policy of a train_main run).')
@@ -99,6 +102,11 @@ class Kickstarter(tf.Module):
   @property
   def teacher_names(self) -> Tuple[str, ...]:
     return self._teachers.names
+
+  @property
+  def peer_teachers(self) -> List[teachers_lib.PeerTeacher]:
+    """The codistillation teachers (`TeacherSet.peers`) whose weights a population member loads."""
+    return self._teachers.peer_teachers
 
   def checkpoint_items(self) -> Dict[str, Any]:
     """The λ_k (and α) variables; the teachers are reloaded from their paths, not checkpointed."""

@@ -150,7 +150,7 @@ class PPOLearner:
     self.kickstarter = None
     if kickstarter_fn is not None:
       self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
-                                        strategy=self._strategy)
+                                        strategy=self._strategy, student_network=network)
     self._iterator = None
     self._dataset_fn = dataset_fn
     # Without AutoGraph: the step's loops are explicit `tf.while_loop`s, and converting TF-Agents'

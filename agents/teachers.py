@@ -23,6 +23,11 @@ reloads its teachers from their paths; restoring a student never overwrites a te
 SavedModel is loaded once, eagerly, outside any `tf.function` or strategy scope; the `Teacher` can then
 be called inside the compiled training step, also in a `tf.distribute` replica context.
 
+Codistillation (online distillation, Anil et al. 2018) makes population peers teachers: `TeacherSet.peers`
+adds `PeerTeacher`s, copies of the student's own network whose weights a population member loads from its
+best peers as they train (`pbt.codistillation`). A peer teacher teaches nothing until its first weights
+arrive: its mask is 0 while `active` is.
+
 Multi-task kickstarting routes observations: each task's expert teaches on its own task's rows only
 (Kickstarting, section 3). `evaluate_on_task` and `route_by_task` gather the rows of a teacher's task,
 run the teacher on those rows only, and scatter its logits back into a `[B, A]` (or `[T, B, A]`) tensor
@@ -56,6 +61,8 @@ from tf_agents.utils import nest_utils
 TeacherOutput = collections.namedtuple('TeacherOutput', ['logits', 'value', 'mask', 'state'])
 
 _EXTRINSIC = 'extrinsic'
+# The names of `TeacherSet.peers`' teachers: 'peer_0', 'peer_1', ...
+PEER_PREFIX = 'peer_'
 
 
 class _Untracked:
@@ -310,6 +317,69 @@ class KerasTeacher(Teacher):
       observation = tf.cast(observation, self._input_dtype)
     logits, value = _keras_logits_and_value(self._model.value(observation, training=False), self._source)
     return logits, value, ()
+
+
+class PeerTeacher(Teacher):
+  """A population peer's current policy as a teacher (codistillation; `TeacherSet.peers`).
+
+  Holds a copy of the student's network (`Network.copy()`: the same architecture, its own variables, a
+  recurrent core included), which `assign_weights` overwrites with a peer's weights while the student
+  trains. Until the first assignment `active` is 0 and `TeacherSet.outputs` masks the teacher out. Neither
+  the copy's weights nor `active` are tracked: they are not the student's to train or checkpoint (a
+  restored member loads its peers again at its next ready).
+  """
+
+  def __init__(self, network, name: str):
+    """Wraps `network`, a copy of the student's network (variables are created here)."""
+    network.create_variables()
+    action_spec = network.action_spec
+    super().__init__(network.input_tensor_spec, action_spec,
+                     num_actions=int(action_spec.maximum) - int(action_spec.minimum) + 1,
+                     state_spec=network.state_spec, has_value=False, name=name,
+                     source=f'peer teacher {name!r}')
+    self._network = _Untracked(network)
+    self._active = _Untracked(tf.Variable(0.0, trainable=False, name=f'{_module_name(name)}_active'))
+    self.peer = None  # what `assign_weights` was last told the weights are (e.g. the peer's name)
+
+  @property
+  def active(self) -> tf.Variable:
+    """float32 scalar variable: 1 once a peer's weights were assigned, 0 before (the teacher is masked)."""
+    return self._active.value
+
+  @property
+  def network(self):
+    """The network copy whose variables hold the peer's weights."""
+    return self._network.value
+
+  def weights(self) -> List[np.ndarray]:
+    """The current weights, in `network.variables` order."""
+    return [variable.numpy() for variable in self.network.variables]
+
+  def assign_weights(self, weights: Sequence[np.ndarray], peer: Any = None) -> None:
+    """Loads a peer's weights (its network's `variables`, in order) and activates the teacher.
+
+    Raises:
+      ValueError: if the count or a shape differs from this copy of the student's network (the peer has
+        another architecture: every member of a population must build the same network).
+    """
+    variables = self.network.variables
+    if len(weights) != len(variables):
+      raise ValueError(f'{self.source}: peer {peer!r} sent {len(weights)} weight arrays, the student\'s '
+                       f'network has {len(variables)}; every member must build the same network.')
+    for variable, value in zip(variables, weights):
+      if tuple(variable.shape) != tuple(np.shape(value)):
+        raise ValueError(f'{self.source}: peer {peer!r} sent {variable.name} of shape {tuple(np.shape(value))}, '
+                         f'the student\'s is {tuple(variable.shape)}; every member must build the same '
+                         'network.')
+    for variable, value in zip(variables, weights):
+      variable.assign(np.asarray(value, variable.dtype.as_numpy_dtype))
+    self.active.assign(1.0)
+    self.peer = peer
+
+  def _step(self, observation, step_type, policy_state):
+    (logits, _), next_state = self.network(observation, step_type=step_type, network_state=policy_state,
+                                           training=False)
+    return logits, None, next_state
 
 
 def _keras_logits_and_value(outputs, source):
@@ -694,7 +764,8 @@ class TeacherSet(tf.Module):
 
   def __init__(self, student_observation_spec, student_action_spec, paths: Sequence[Any] = (),
                names: Optional[Sequence[str]] = None, tasks: Optional[Sequence[Optional[int]]] = None,
-               value_head: Optional[str] = None, gather_rows: bool = True, name: str = 'TeacherSet'):
+               value_head: Optional[str] = None, gather_rows: bool = True, peers: int = 0,
+               student_network=None, name: str = 'TeacherSet'):
     """Loads every teacher (eagerly, once) and checks it against the student's specs.
 
     Args:
@@ -707,6 +778,12 @@ class TeacherSet(tf.Module):
         teacher teaches every row.
       value_head: Passed to `load_teacher` for each teacher. Default None.
       gather_rows: See `evaluate_on_task`; False for XLA/TPU. Default True.
+      peers: Codistillation: this many `PeerTeacher`s named 'peer_0', 'peer_1', ... after the teachers of
+        `paths`, each a copy of `student_network` that teaches every task once a population member loads
+        a peer's weights into it (`binaries/pbt_main.py`, `pbt.codistillation`). Their λ are the weights
+        of those names. Default 0.
+      student_network: The student's network (TF-Agents `Network`), copied for the peer teachers; the
+        learners pass it. Needed when `peers` > 0.
       name: Module name.
 
     Raises:
@@ -728,10 +805,21 @@ class TeacherSet(tf.Module):
     for task in tasks:
       if task is not None and (isinstance(task, bool) or not isinstance(task, (int, np.integer))):
         raise ValueError(f'TeacherSet.tasks holds {task!r}; task ids are ints (None: every task).')
+    if isinstance(peers, bool) or not isinstance(peers, (int, np.integer)) or peers < 0:
+      raise ValueError(f'TeacherSet.peers={peers!r} must be a count >= 0 of peer teachers (codistillation).')
+    if peers and student_network is None:
+      raise ValueError('TeacherSet.peers > 0 needs the student\'s network to copy: build the TeacherSet through '
+                       'a learner\'s Kickstarter (PPOLearner.kickstarter_fn = @Kickstarter).')
+    peer_names = [f'{PEER_PREFIX}{k}' for k in range(peers)]
+    clashes = sorted(set(peer_names) & set(names))
+    if clashes:
+      raise ValueError(f'TeacherSet.names {clashes} are the peer teachers\' names; rename those teachers.')
     self._teachers = [load_teacher(path, student_observation_spec, student_action_spec, name=teacher_name,
                                    value_head=value_head) for path, teacher_name in zip(paths, names)]
-    self._names = tuple(names)
-    self._tasks = tuple(None if task is None else int(task) for task in tasks)
+    self._teachers += [PeerTeacher(student_network.copy(name=f'{peer_name}_network'), peer_name)
+                       for peer_name in peer_names]
+    self._names = tuple(names) + tuple(peer_names)
+    self._tasks = tuple(None if task is None else int(task) for task in tasks) + (None,) * peers
     self._gather_rows = gather_rows
 
   def __len__(self) -> int:
@@ -746,6 +834,11 @@ class TeacherSet(tf.Module):
   def names(self) -> Tuple[str, ...]:
     """The K names, in order (the keys of `schedules.TeacherWeights`)."""
     return self._names
+
+  @property
+  def peer_teachers(self) -> List['PeerTeacher']:
+    """The codistillation teachers (`peers`), in order."""
+    return [teacher for teacher in self._teachers if isinstance(teacher, PeerTeacher)]
 
   @property
   def tasks(self) -> Tuple[Optional[int], ...]:
@@ -770,9 +863,14 @@ class TeacherSet(tf.Module):
     """
     if policy_states is None:
       policy_states = [None] * len(self._teachers)
-    return [evaluate_on_task(teacher, task, observation, task_ids=task_ids, step_type=step_type,
-                             policy_state=state, gather_rows=self._gather_rows)
-            for teacher, task, state in zip(self._teachers, self._tasks, policy_states)]
+    outputs = []
+    for teacher, task, state in zip(self._teachers, self._tasks, policy_states):
+      output = evaluate_on_task(teacher, task, observation, task_ids=task_ids, step_type=step_type,
+                                policy_state=state, gather_rows=self._gather_rows)
+      if isinstance(teacher, PeerTeacher):
+        output = output._replace(mask=output.mask * tf.cast(teacher.active, output.mask.dtype))
+      outputs.append(output)
+    return outputs
 
   def logits(self, observation, task_ids=None, step_type=None) -> List[tf.Tensor]:
     """The K teachers' logits `[B, A]` (or `[T, B, A]`), from their initial states; see `outputs`."""

@@ -19,6 +19,9 @@ Ray Tune drives a member through the `Trainable` API; each call maps onto the Tr
   step (PAPERS.md §5), so nothing retraces (`learner._compiled_run.experimental_get_tracing_count()` stays
   the same).
 
+With `TeacherSet.peers` > 0 (codistillation, `pbt.codistillation`), every `step()` also publishes the
+member's policy and loads its best peers' into its peer teachers.
+
 A trial's config is `{'member': <settings>, <hyperparameter name>: value, ...}`; the settings (gin files and
 bindings, root_dir, index, ready_env_steps, threads) never change, the hyperparameters are what PBT moves
 (names in `pbt.scheduler`). Member `index` trains with `train.seed + index`.
@@ -43,6 +46,7 @@ import gin
 import numpy as np
 from ray import tune
 
+from pbt import codistillation
 from pbt import lineage as lineage_lib
 from pbt import scheduler as scheduler_lib
 
@@ -209,8 +213,9 @@ def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any
 def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   """The kickstarting teachers' names and whether λ is factorised, as the parsed gin configures them.
 
-  Read from `PPOLearner.kickstarter_fn`, `TeacherSet.paths`/`.names` and `TeacherWeights.scale_schedule`
-  (the same defaults as `TeacherSet`: 'teacher_0', 'teacher_1', ...); ((), False) without kickstarting.
+  Read from `PPOLearner.kickstarter_fn`, `TeacherSet.paths`/`.names`/`.peers` and
+  `TeacherWeights.scale_schedule` (the same defaults as `TeacherSet`: 'teacher_0', 'teacher_1', ..., then
+  the peer teachers 'peer_0', ...); ((), False) without kickstarting.
   """
   def bound(selector, default):
     try:
@@ -226,6 +231,8 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   if names is None:
     names = [f'teacher_{k}' for k in range(len(paths))]
   names = [names] if isinstance(names, str) else list(names)
+  from agents import teachers  # pylint: disable=g-import-not-at-top
+  names += [f'{teachers.PEER_PREFIX}{k}' for k in range(int(bound('TeacherSet.peers', 0) or 0))]
   return tuple(names), bound('TeacherWeights.scale_schedule', None) is not None
 
 
@@ -320,6 +327,7 @@ class Member(tune.Trainable):
     while not trainer.finished and trainer.env_steps < target:
       trainer.run_iteration()
     returns = [float(r) for r in trainer.recent_returns]
+    self._codistill(returns)
     result = {
         'env_steps': trainer.env_steps,
         'episode_return_mean': float(np.mean(returns)) if returns else float('nan'),
@@ -337,6 +345,17 @@ class Member(tune.Trainable):
       result.update(eval_return_mean=self._summary['eval_return_mean'],
                     eval_return_std=self._summary['eval_return_std'], done=True)
     return result
+
+  def _codistill(self, returns) -> None:
+    """Codistillation (`TeacherSet.peers`): publishes this member's policy, loads its best peers'."""
+    kickstarter = _attribute(self._trainer.learner, 'kickstarter')
+    peer_teachers = kickstarter.peer_teachers if kickstarter is not None else []
+    if not peer_teachers:
+      return
+    loaded = codistillation.exchange(self._settings['root_dir'], self.name, self._trainer.network, peer_teachers,
+                                     returns, self._trainer.env_steps)
+    if loaded:
+      self._events.record('codistill', env_steps=self._trainer.env_steps, teachers=loaded)
 
   def save_checkpoint(self, checkpoint_dir: str) -> str:
     write_checkpoint(self._trainer.checkpoint, checkpoint_dir,

@@ -22,7 +22,8 @@ def _keras_teacher(preferred_action: int, strength: float = 3.0) -> tf.keras.Mod
 
 
 def _kickstarter_fn(models, variant='on_policy_distill_with_reward', tasks=None, mode='schedule', **weights):
-  def make(observation_spec, action_spec, strategy=None):
+  def make(observation_spec, action_spec, strategy=None, student_network=None):
+    del student_network  # no peer teachers here
     names = [f'teacher_{k}' for k in range(len(models))]
     teacher_set = teachers.TeacherSet(observation_spec, action_spec, paths=models, names=names, tasks=tasks)
     with (strategy or tf.distribute.get_strategy()).scope():

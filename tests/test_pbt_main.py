@@ -1,6 +1,7 @@
 """End to end: `binaries/pbt_main.py` runs a population of 2 kickstarted CartPole members on a local Ray
-cluster (2 CPUs); one member's process is killed (SIGKILL) mid-run. One run, several checks: it finishes,
-members exploit and explore, an exploit reuses the member's process without retracing, and the killed member
+cluster (2 CPUs), each also codistilling from its peer (`TeacherSet.peers = 1`); one member's process is
+killed (SIGKILL) mid-run. One run, several checks: it finishes, members exploit and explore, an exploit
+reuses the member's process without retracing, members load each other as teachers, and the killed member
 resumes from its last checkpoint."""
 
 import json
@@ -22,6 +23,7 @@ PBT_MAIN = os.path.join(REPO, 'binaries', 'pbt_main.py')
 TOTAL_ENV_STEPS = 8192
 READY_ENV_STEPS = 512
 KILL_AT_ENV_STEPS = 2048
+HYPERPARAMETERS = ('learning_rate', 'entropy_coef', 'lambda_teacher_0', 'lambda_peer_0')
 
 TINY_GIN = """
 import pbt.scheduler
@@ -32,6 +34,7 @@ train.total_env_steps = {total}
 train.eval_episodes = 2
 PPOLearner.num_epochs = 2
 TeacherSet.paths = ['{teacher}']
+TeacherSet.peers = 1              # codistillation: the other member teaches too, its λ moved by PBT
 PBTScheduler.ready_env_steps = {ready}
 PBTScheduler.burn_in_env_steps = 0
 PBTScheduler.significance = 1.0   # copy any peer with a higher mean: exploits happen in a short run
@@ -73,7 +76,7 @@ def test_the_population_finishes_and_reports(population):
   for member in summary['members']:
     assert member['env_steps'] == TOTAL_ENV_STEPS and member['error'] is None
     assert member['eval_return_mean'] is not None
-    assert set(member['hyperparameters']) == {'learning_rate', 'entropy_coef', 'lambda_teacher_0'}
+    assert set(member['hyperparameters']) == set(HYPERPARAMETERS)
     assert os.path.isfile(os.path.join(population['root'], 'members', member['member'], 'summary.json'))
   assert summary['failed'] == []
   assert os.path.getsize(os.path.join(population['root'], 'lineage.png')) > 10_000
@@ -87,7 +90,7 @@ def test_members_exploit_and_explore_within_the_search_space(population):
   assert exploits and len(explores) == len(exploits)
   assert population['summary']['exploits'] == len(exploits)
   for explore in explores:
-    assert set(explore['operations']) == {'learning_rate', 'entropy_coef', 'lambda_teacher_0'}
+    assert set(explore['operations']) == set(HYPERPARAMETERS)
     assert 0.0 <= explore['new']['lambda_teacher_0'] <= 4.0
     assert 3e-4 <= explore['new']['learning_rate'] <= 3e-3
   # Every report carries the member's live hyperparameters; λ moves between members only by exploits.
@@ -111,6 +114,18 @@ def test_an_exploit_restores_the_donor_in_the_members_own_process_without_retrac
               if e['event'] == 'explore'}
   for name, _, hyperparameters in reused:
     assert (name, round(hyperparameters['lambda_teacher_0'], 5)) in explored
+
+
+def test_members_load_each_other_as_peer_teachers(population):
+  for name, events in population['members'].items():
+    other = 'member_1' if name == 'member_0' else 'member_0'
+    loads = [e for e in events if e['event'] == 'codistill']
+    assert loads, events
+    for load in loads:
+      assert load['teachers']['peer_0']['peer'] == other
+      assert load['teachers']['peer_0']['env_steps'] > 0
+  published = os.listdir(os.path.join(population['root'], 'codistillation'))
+  assert sorted(published) == ['member_0.npz', 'member_1.npz']
 
 
 def test_a_killed_member_resumes_from_its_last_checkpoint(population):
