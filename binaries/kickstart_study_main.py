@@ -156,7 +156,7 @@ def table(rows: list, teacher_score: float, target: float, score_source: str = '
   return '\n'.join(lines)
 
 
-def plot(path: str, runs: dict, teacher_score: float) -> None:
+def plot(path: str, runs: dict, teacher_score: float, score_source: str = 'final evaluation') -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -167,7 +167,7 @@ def plot(path: str, runs: dict, teacher_score: float) -> None:
       returns = [e['return_mean'] for e in summary['evaluations']]
       axes.plot(steps, returns, color=color, alpha=0.8, linewidth=1.2,
                 label=f'{method} student' if seed == 0 else None)
-  axes.axhline(teacher_score, color='black', linestyle='--', linewidth=1, label='teacher (final)')
+  axes.axhline(teacher_score, color='black', linestyle='--', linewidth=1, label=f'teacher ({score_source})')
   axes.set_xlabel('env steps (agent steps)')
   axes.set_ylabel('evaluation return (mean)')
   axes.set_title('Kickstarted vs from-scratch students (one line per seed)')
@@ -213,7 +213,7 @@ def main(argv):
                   f'{teacher_eval["episodes"]} fresh episodes, ± {teacher_eval["return_std"]:.1f} std')
   text = table(rows, teacher_score, target, score_source)
   print(text)
-  plot(os.path.join(root_dir, 'curves.png'), runs, teacher_score)
+  plot(os.path.join(root_dir, 'curves.png'), runs, teacher_score, score_source)
   with open(os.path.join(root_dir, 'study.md'), 'w') as f:
     f.write(f'Teacher: {FLAGS.teacher_policy or FLAGS.teacher_gin_file} {FLAGS.teacher_gin_bindings}; '
             f'students: {FLAGS.student_gin_file} {FLAGS.student_gin_bindings}; scratch students also '
