@@ -351,10 +351,6 @@ class PeerTeacher(Teacher):
     """The network copy whose variables hold the peer's weights."""
     return self._network.value
 
-  def weights(self) -> List[np.ndarray]:
-    """The current weights, in `network.variables` order."""
-    return [variable.numpy() for variable in self.network.variables]
-
   def assign_weights(self, weights: Sequence[np.ndarray], peer: Any = None) -> None:
     """Loads a peer's weights (its network's `variables`, in order) and activates the teacher.
 

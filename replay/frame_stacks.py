@@ -163,9 +163,3 @@ def with_full_observations(batch) -> Dict:
   full['observation'] = full_observations(batch)
   return full
 
-
-def newest_frames(batch) -> tf.Tensor:
-  """The newest frame of every step, `[T + 1, B, H, W, 1]`, of a compact or full-stack batch."""
-  if is_compact(batch):
-    return batch['observation'][..., None]
-  return batch['observation'][..., -1:]
