@@ -93,7 +93,8 @@ def linear_decay(initial: float = 1.0, final: float = 0.0, decay_steps: int = gi
       weak pull towards the teacher for the rest of training (gin/kickstart_minatar_breakout.gin: 0.1; a
       MinAtar student that reached its teacher collapsed when the pull vanished, BENCHMARKS.md).
     decay_steps: Steps from `initial` to `final`, in the unit of the step passed (the learner's
-      `train_step`: gradient updates); > 0. Required.
+      `train_step`: learner iterations, one per batch of trajectories, whatever its epochs and
+      minibatches); > 0. Required.
 
   Returns:
     A `Schedule`.

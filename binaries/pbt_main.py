@@ -84,6 +84,13 @@ def check_configuration(space, teacher_names) -> None:
     raise ValueError('PPOLearner.kickstarter_fn is set but TeacherSet.paths is empty: pass the teachers\' '
                      'policy directories, e.g. --gin_bindings="TeacherSet.paths = '
                      '[\'/tmp/pbt_teacher/policy\']".')
+  if bound('PPOLearner.kickstarter_fn', None) is not None:
+    paths = bound('TeacherSet.paths', ())
+    for path in [paths] if isinstance(paths, str) else list(paths or ()):
+      if not os.path.exists(path):
+        raise ValueError(f'teacher {path!r} (TeacherSet.paths) does not exist, seen from {os.getcwd()} '
+                         '(members resolve relative paths from the directory pbt_main runs in): train or '
+                         'export the teacher first, or pass its absolute path.')
   moves_lambda = any(name.startswith('lambda_') for name in space)
   if moves_lambda and bound('TeacherWeights.mode', 'schedule') != 'pbt':
     raise ValueError("The search space moves the teachers' λ but TeacherWeights.mode is not 'pbt' (its "

@@ -241,10 +241,14 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
 
 def member_settings(index: int, root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
                     ready_env_steps: int, threads: int = 1) -> Dict[str, Any]:
-  """The fixed part of member `index`'s config (`config['member']`)."""
+  """The fixed part of member `index`'s config (`config['member']`).
+
+  `working_dir` is the launching process's working directory: members run in it, so relative paths in the
+  gin files (e.g. `TeacherSet.paths = ['runs/minatar_breakout/policy']`) mean what they mean to the user.
+  """
   return {'index': int(index), 'root_dir': os.path.abspath(root_dir), 'gin_files': list(gin_files),
           'gin_bindings': list(gin_bindings), 'ready_env_steps': int(ready_env_steps),
-          'threads': int(threads)}
+          'threads': int(threads), 'working_dir': os.getcwd()}
 
 
 def _limit_threads(threads: int) -> None:
@@ -272,6 +276,12 @@ class Member(tune.Trainable):
     from binaries import common  # pylint: disable=g-import-not-at-top
 
     _limit_threads(settings.get('threads', 1))
+    # Ray starts a member in its own session directory; relative paths in gin are the user's, relative to
+    # where pbt_main ran. On a cluster node without that directory they stay relative to Ray's (and a
+    # missing teacher's error names the path).
+    working_dir = settings.get('working_dir')
+    if working_dir and os.path.isdir(working_dir):
+      os.chdir(working_dir)
     self._settings = dict(settings)
     self.name = f'member_{settings["index"]}'
     self.member_dir = os.path.join(settings['root_dir'], 'members', self.name)

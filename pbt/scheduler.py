@@ -33,6 +33,7 @@ from NumPy's global generator (initial values, resamples); `PBTScheduler(seed=..
 import collections
 import copy
 import math
+import os
 import random
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -206,12 +207,16 @@ def compare_returns(own_returns: Sequence[float], peer_returns: Sequence[float],
 
 def member_name(trial) -> str:
   """The member a trial runs ('member_<index>' from its config), for logs."""
-  settings = trial.config.get(MEMBER_KEY) or {}
-  return f'member_{settings["index"]}' if 'index' in settings else str(trial.trial_id)
+  settings = (getattr(trial, 'config', None) or {}).get(MEMBER_KEY) or {}  # None: a Result of a failed trial
+  if 'index' in settings:
+    return f'member_{settings["index"]}'
+  trial_id = getattr(trial, 'trial_id', None)
+  # A Result without its config still has its directory, which pbt_main names after the member.
+  return str(trial_id) if trial_id else os.path.basename(str(getattr(trial, 'path', '') or '').rstrip('/'))
 
 
 def hyperparameters_of(config: Mapping[str, Any], space: Mapping[str, Any]) -> Dict[str, Any]:
-  return {name: config[name] for name in space if name in config}
+  return {name: config[name] for name in space if name in (config or {})}
 
 
 @gin.configurable(denylist=['space', 'lineage'])

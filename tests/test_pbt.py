@@ -514,3 +514,32 @@ def test_hyperparameter_setters_name_what_is_wrong():
   with pytest.raises(ValueError,
                      match="the teacher weights are \\['lambda_scale', 'lambda_a', 'lambda_b'\\]"):
     member_lib.hyperparameter_setters(factorised, ['lambda_c'])
+
+
+def test_pbt_main_refuses_a_missing_teacher_before_ray_starts(tmp_path, monkeypatch):
+  from binaries import pbt_main  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  from binaries import common  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'teacher.keras').write_text('a file that exists')
+  gin.clear_config()
+  try:
+    common.parse_gin([pbt_main.resolve_gin_files(['pbt_kickstart_cartpole.gin'])[0]],
+                     ["TeacherSet.paths = ['teacher.keras', 'runs/nowhere/policy']"])
+    space = scheduler_lib.search_space(teacher_names=('teacher_0', 'teacher_1'))
+    with pytest.raises(ValueError, match=r"teacher 'runs/nowhere/policy' \(TeacherSet.paths\) does not exist, "
+                                         f'seen from {tmp_path}'):
+      pbt_main.check_configuration(space, ('teacher_0', 'teacher_1'))
+  finally:
+    gin.clear_config()
+
+
+def test_member_settings_carry_the_working_directory_and_names_survive_a_failed_result(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  settings = member_lib.member_settings(3, 'run', [], [], 512)
+  assert settings['working_dir'] == str(tmp_path)
+  assert settings['root_dir'] == str(tmp_path / 'run')
+  # Ray Tune's Result of a trial that errored before its first report has no config, only its directory.
+  failed = types.SimpleNamespace(config=None, path=str(tmp_path / 'population' / 'member_3'))
+  assert scheduler_lib.member_name(failed) == 'member_3'
+  assert scheduler_lib.hyperparameters_of(None, {'learning_rate': None}) == {}

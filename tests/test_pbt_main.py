@@ -54,12 +54,13 @@ def population(tmp_path_factory):
   teacher = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])
   teacher.save(str(directory / 'teacher.keras'))
   gin_file = directory / 'tiny.gin'
-  gin_file.write_text(TINY_GIN.format(total=TOTAL_ENV_STEPS, ready=READY_ENV_STEPS, teacher=directory / 'teacher.keras'))
+  # The teacher's path is relative, as users write them: members resolve it from pbt_main's directory.
+  gin_file.write_text(TINY_GIN.format(total=TOTAL_ENV_STEPS, ready=READY_ENV_STEPS, teacher='teacher.keras'))
   root = str(directory / 'run')
   command = [sys.executable, PBT_MAIN, f'--gin_file={gin_file}', f'--root_dir={root}', '--population=2',
              '--num_cpus=2', '--cpus_per_member=0.5', '--max_failures=2', '--traceback']
   environment = dict(os.environ, **{member_lib.KILL_ENV_VAR: f'member_1:{KILL_AT_ENV_STEPS}'})
-  result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
+  result = subprocess.run(command, cwd=directory, env=environment, capture_output=True, text=True, timeout=600)
   output = result.stdout + result.stderr
   assert result.returncode == 0, output[-4000:]
   with open(os.path.join(root, 'population.json')) as f:
