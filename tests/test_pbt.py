@@ -7,6 +7,8 @@ import math
 import os
 import random
 import shutil
+import subprocess
+import sys
 import threading
 import types
 
@@ -516,22 +518,20 @@ def test_hyperparameter_setters_name_what_is_wrong():
     member_lib.hyperparameter_setters(factorised, ['lambda_c'])
 
 
-def test_pbt_main_refuses_a_missing_teacher_before_ray_starts(tmp_path, monkeypatch):
-  from binaries import pbt_main  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  from binaries import common  # pylint: disable=g-import-not-at-top
-  monkeypatch.chdir(tmp_path)
+def test_pbt_main_refuses_a_missing_teacher_before_ray_starts(tmp_path):
+  # Run as a user would, from their own directory with a relative path; it fails before Ray starts.
   (tmp_path / 'teacher.keras').write_text('a file that exists')
-  gin.clear_config()
-  try:
-    common.parse_gin([pbt_main.resolve_gin_files(['pbt_kickstart_cartpole.gin'])[0]],
-                     ["TeacherSet.paths = ['teacher.keras', 'runs/nowhere/policy']"])
-    space = scheduler_lib.search_space(teacher_names=('teacher_0', 'teacher_1'))
-    with pytest.raises(ValueError, match=r"teacher 'runs/nowhere/policy' \(TeacherSet.paths\) does not exist, "
-                                         f'seen from {tmp_path}'):
-      pbt_main.check_configuration(space, ('teacher_0', 'teacher_1'))
-  finally:
-    gin.clear_config()
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, os.path.join(repo, 'binaries', 'pbt_main.py'), '--gin_file=pbt_kickstart_cartpole.gin',
+       f'--root_dir={tmp_path / "run"}', '--gin_bindings=TeacherSet.paths = '
+       "['teacher.keras', 'runs/nowhere/policy']"],
+      cwd=tmp_path, capture_output=True, text=True, timeout=300)
+  output = result.stdout + result.stderr
+  assert result.returncode != 0
+  assert f"teacher 'runs/nowhere/policy' (TeacherSet.paths) does not exist, seen from {tmp_path}" in output
+  assert 'Started a local Ray instance' not in output
+  assert not os.path.exists(tmp_path / 'run' / 'population')
 
 
 def test_member_settings_carry_the_working_directory_and_names_survive_a_failed_result(tmp_path, monkeypatch):
