@@ -94,6 +94,10 @@ def write_checkpoint(checkpoint, directory: str, metadata: Optional[Mapping[str,
   final = os.path.join(directory, CHECKPOINT_SUBDIR)
   staging = tempfile.mkdtemp(prefix=f'.{CHECKPOINT_SUBDIR}.partial-', dir=directory)
   try:
+    # `save_counter` exists only once `checkpoint.save()` ran (the Trainer's periodic checkpoints); write it
+    # always, so a member that has saved can restore a donor that has not (read_checkpoint asserts that
+    # every object of the reader is in the file).
+    _ = checkpoint.save_counter
     checkpoint.write(os.path.join(staging, _STATE_PREFIX))
     files = {}
     for name in sorted(os.listdir(staging)):

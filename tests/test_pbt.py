@@ -341,6 +341,23 @@ def test_checkpoint_round_trip_with_metadata(tmp_path):
   assert path == os.path.join(str(tmp_path), member_lib.CHECKPOINT_SUBDIR)
 
 
+def test_a_member_that_saved_restores_a_donor_that_never_did(tmp_path):
+  # The Trainer's periodic checkpoint (`Checkpoint.save`, every train.checkpoint_interval_seconds) creates
+  # the reader's save_counter; a donor that has not reached that interval yet has none of its own.
+  reader = _state(0.0, size=8)
+  reader.save(str(tmp_path / 'own' / 'ckpt'))
+  member_lib.write_checkpoint(_state(3.0, size=8), str(tmp_path / 'donor'), metadata={'env_steps': 5})
+  assert member_lib.read_checkpoint(reader, str(tmp_path / 'donor')) == {'env_steps': 5}
+  assert reader.weights.numpy().tolist() == [3.0] * 8
+  # And the other way round: a donor that saved, a reader that never did.
+  saved = _state(4.0, size=8)
+  saved.save(str(tmp_path / 'saved' / 'ckpt'))
+  member_lib.write_checkpoint(saved, str(tmp_path / 'donor2'))
+  fresh = _state(0.0, size=8)
+  member_lib.read_checkpoint(fresh, str(tmp_path / 'donor2'))
+  assert fresh.weights.numpy().tolist() == [4.0] * 8
+
+
 def _copy_what_exists(source, destination):
   """Copies a directory tree that is being written: files that vanish or change meanwhile are skipped."""
   for root, _, files in os.walk(source):
