@@ -110,6 +110,15 @@ def test_the_study_runs_the_ablation_on_digits(tmp_path):
   assert (root / 'exemplars.png').stat().st_size > 10_000
   assert (root / 'exemplars_by_generation.png').stat().st_size > 5_000
   assert 'LeNet-5-half on real data (upper bound)' in (root / 'study.md').read_text()
+  # --variants: one variant alone; the finished models in root_dir are read back, not retrained.
+  result = _run([STUDY_MAIN, f'--root_dir={root}', '--dataset=digits', '--variants=dafl',
+                 '--diversity_samples=300', '--exemplars_per_class=4']
+                + [f'--gin_bindings={binding}' for binding in bindings])
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  again = json.loads((root / 'study.json').read_text())
+  assert [row['variant'] for row in again['variants']] == ['dafl']
+  assert again['variants'][0]['accuracy'] == variants['dafl']['accuracy']
+  assert set(again['diversity']) == {'real test digits', 'dafl'}
 
 
 def test_bad_teachers_are_one_line_errors(tmp_path):
