@@ -78,48 +78,50 @@ def windowed_curve(steps, returns, grid, window: int):
   return curve
 
 
-def run_record(run_dir: str, grid, window: int) -> dict:
+def _read_json(path: str, what: str):
+  if not os.path.exists(path):
+    raise ValueError(f'{path} does not exist: is {what} finished? Compare finished runs only.')
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_run(run_dir: str) -> dict:
+  """A train_main run: its training episodes `(env_steps, returns)`, each point one episode."""
+  summary = _read_json(os.path.join(run_dir, 'summary.json'), f'the train_main run {run_dir}')
   steps, returns = episode_returns(run_dir)
   if not len(steps):
     raise ValueError(f'{run_dir} has no env/episode_return in summaries/: is it a finished train_main run?')
-  with open(os.path.join(run_dir, 'summary.json')) as f:
-    summary = json.load(f)
-  curve = windowed_curve(steps, returns, grid, window)
   return {'run': run_dir, 'env_steps': summary.get('env_steps'), 'final_eval': summary.get('eval_return_mean'),
-          'curve': _until(curve, grid, summary.get('env_steps'))}
+          'points': (steps, returns)}
 
 
-def _until(curve, grid, env_steps):
-  """The curve with NaN past the run's end (a shorter run does not carry its last value forward)."""
-  return [value if env_steps is None or point <= env_steps else float('nan')
-          for point, value in zip(grid, curve)]
-
-
-def population_records(root: str, grid) -> list:
-  """One record per member: its ready reports on the grid (the report at or just before each point)."""
+def load_population(root: str) -> list:
+  """A pbt_main run: per member, its ready reports `(env_steps, score)`, each point one report."""
   from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
-  path = os.path.join(root, 'population.json')
-  if not os.path.exists(path):
-    raise ValueError(f'{root} has no population.json: is it a finished pbt_main run?')
-  with open(path) as f:
-    population = json.load(f)
-  events = lineage_lib.read_events(os.path.join(root, 'lineage.jsonl'))
+  population = _read_json(os.path.join(root, 'population.json'), f'the pbt_main run {root}')
   reports = {}
-  for event in events:
+  for event in lineage_lib.read_events(os.path.join(root, 'lineage.jsonl')):
     if event.get('event') == 'report' and event.get('env_steps') is not None and event.get('score') is not None:
       reports.setdefault(event['member'], []).append((int(event['env_steps']), float(event['score'])))
   records = []
   for member in population['members']:
     points = sorted(reports.get(member['member'], []))
-    curve = []
-    for point in grid:
-      before = [score for steps, score in points if steps <= point]
-      curve.append(before[-1] if before else float('nan'))
     records.append({'run': f'{root}:{member["member"]}', 'env_steps': member.get('env_steps'),
                     'final_eval': member.get('eval_return_mean'),
-                    'curve': _until(curve, grid, member.get('env_steps')),
-                    'hyperparameters': member.get('hyperparameters')})
+                    'hyperparameters': member.get('hyperparameters'),
+                    'points': (np.asarray([p[0] for p in points], np.int64),
+                               np.asarray([p[1] for p in points], np.float64))})
   return records
+
+
+def add_curve(record: dict, grid, window: int) -> dict:
+  """Replaces the record's points by its curve on `grid`, NaN past the run's end (a shorter run does not
+  carry its last value forward). A member's report already is a mean of 20 episodes: its window is 1."""
+  steps, values = record.pop('points')
+  curve = windowed_curve(steps, values, grid, window)
+  end = record['env_steps']
+  record['curve'] = [value if end is None or point <= end else float('nan') for point, value in zip(grid, curve)]
+  return record
 
 
 def first_reaching(curve, grid, target):
@@ -194,24 +196,15 @@ def main(argv):
     for spec in FLAGS.population:
       label, root = _split(spec, 'population')
       specs.append((label, 'population', root))
-    budgets = []
-    for _, kind, where in specs:
-      paths = ([os.path.join(d, 'summary.json') for d in where] if kind == 'runs'
-               else [os.path.join(where, 'population.json')])
-      for path in paths:
-        if not os.path.exists(path):
-          raise ValueError(f'{path} does not exist: compare finished runs only.')
-      if kind == 'runs':
-        budgets += [json.load(open(p)).get('env_steps') or 0 for p in paths]
-      else:
-        budgets += [m.get('env_steps') or 0 for m in json.load(open(paths[0]))['members']]
-    grid = list(range(FLAGS.grid_env_steps, max(budgets) + 1, FLAGS.grid_env_steps))
+    loaded = [(label, [load_run(d) for d in where] if kind == 'runs' else load_population(where),
+               FLAGS.window if kind == 'runs' else 1) for label, kind, where in specs]
+    budget = max(record['env_steps'] or 0 for _, records, _ in loaded for record in records)
+    grid = list(range(FLAGS.grid_env_steps, budget + 1, FLAGS.grid_env_steps))
     methods = {}
-    for label, kind, where in specs:
-      records = ([run_record(d, grid, FLAGS.window) for d in where] if kind == 'runs'
-                 else population_records(where, grid))
-      if FLAGS.target is not None:
-        for record in records:
+    for label, records, window in loaded:
+      for record in records:
+        add_curve(record, grid, window)
+        if FLAGS.target is not None:
           record['reached'] = first_reaching(record['curve'], grid, FLAGS.target)
       methods[label] = records
     os.makedirs(FLAGS.output_dir, exist_ok=True)

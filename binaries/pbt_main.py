@@ -72,19 +72,13 @@ def resolve_gin_files(paths):
 
 def check_configuration(space, teacher_names) -> None:
   """What would make every member fail in its own process, found here first (one line each)."""
-  import gin  # pylint: disable=g-import-not-at-top
+  from pbt.member import bound  # pylint: disable=g-import-not-at-top
 
-  def bound(selector, default):
-    try:
-      return gin.query_parameter(selector)
-    except ValueError:
-      return default
-
-  if bound('PPOLearner.kickstarter_fn', None) is not None and not teacher_names:
-    raise ValueError('PPOLearner.kickstarter_fn is set but TeacherSet.paths is empty: pass the teachers\' '
-                     'policy directories, e.g. --gin_bindings="TeacherSet.paths = '
-                     '[\'/tmp/pbt_teacher/policy\']".')
   if bound('PPOLearner.kickstarter_fn', None) is not None:
+    if not teacher_names:
+      raise ValueError('PPOLearner.kickstarter_fn is set but TeacherSet.paths is empty: pass the teachers\' '
+                       'policy directories, e.g. --gin_bindings="TeacherSet.paths = '
+                       '[\'/tmp/pbt_teacher/policy\']".')
     paths = bound('TeacherSet.paths', ())
     for path in [paths] if isinstance(paths, str) else list(paths or ()):
       if not os.path.exists(path):

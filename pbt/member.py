@@ -214,6 +214,14 @@ def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any
   return setters
 
 
+def bound(selector: str, default: Any) -> Any:
+  """The value the parsed gin binds to `selector` ('Configurable.parameter'), or `default` if none."""
+  try:
+    return gin.query_parameter(selector)
+  except ValueError:
+    return default
+
+
 def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   """The kickstarting teachers' names and whether λ is factorised, as the parsed gin configures them.
 
@@ -221,12 +229,6 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   `TeacherWeights.scale_schedule` (the same defaults as `TeacherSet`: 'teacher_0', 'teacher_1', ..., then
   the peer teachers 'peer_0', ...); ((), False) without kickstarting.
   """
-  def bound(selector, default):
-    try:
-      return gin.query_parameter(selector)
-    except ValueError:
-      return default
-
   if bound('PPOLearner.kickstarter_fn', None) is None:
     return (), False
   paths = bound('TeacherSet.paths', ())
