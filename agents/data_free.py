@@ -37,15 +37,19 @@ and were otherwise chosen and measured on MNIST (BENCHMARKS.md, "Data-free disti
 Teachers come from `agents.teachers.load_teacher` (a Keras classifier or a PolicySaver export). The
 generator needs gradients THROUGH the teacher, which `Teacher.logits_and_value` stops, so this module
 calls the teacher's un-stopped step; the teacher's weights are still never trained.
+A policy export of uint8 frames (Atari) has no input gradient; `frame_teacher` builds its network again
+on frames scaled to [0, 1] (the view its torso computes), loads the export's weights and checks that the
+two agree, and the student learns in that view and is exported for uint8 frames.
 
 Layouts: batch-major, one observation per row, `[B, *obs_shape]`; logits `[B, A]`.
 """
 
+import datetime
 import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -557,6 +561,117 @@ def teacher_as_network(teacher: teachers.Teacher):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Teachers of uint8 frames (Atari): the float view their torsos compute.
+# ------------------------------------------------------------------------------------------------------------
+
+def frame_view_spec(frame_spec) -> tensor_spec.BoundedTensorSpec:
+  """The float32 `[0, 1]` view of a uint8 frame spec: what `networks.torsos` compute from uint8 frames
+  (x / 255), and what a float input in `[0, 1]` passes through unchanged."""
+  return tensor_spec.BoundedTensorSpec(frame_spec.shape, tf.float32, 0.0, 1.0, name=frame_spec.name)
+
+
+def _probe_frames(frame_spec, count: int = 8, seed: int = 0) -> np.ndarray:
+  """Random uint8 frames `[count, *shape]` to compare two networks on."""
+  return np.random.default_rng(seed).integers(0, 256, size=(count,) + tuple(frame_spec.shape), dtype=np.uint8)
+
+
+def _max_logit_gap(reference_logits, logits) -> float:
+  return float(np.max(np.abs(np.asarray(reference_logits) - np.asarray(logits))))
+
+
+def _weight_key(variable) -> str:
+  """A variable's name without the network's own name and the ':0' suffix ('NatureCNNTorso/conv_0/kernel')."""
+  name = variable.name.split(':')[0]
+  return name.split('/', 1)[1] if '/' in name else name
+
+
+def copy_network_weights(source_variables, target, what: str) -> None:
+  """Assigns `source_variables` to `target.variables`, matched by name below the network's name.
+
+  Matched by name, not position: an exported policy's `model_variables` list the same variables in
+  another order than a freshly built network.
+
+  Raises:
+    ValueError: naming `what` when the names or shapes of the two sets differ.
+  """
+  target.create_variables()
+  source = {_weight_key(v): v for v in source_variables}
+  variables = {_weight_key(v): v for v in target.variables}
+  shapes = {key: tuple(v.shape) for key, v in source.items()}
+  expected = {key: tuple(v.shape) for key, v in variables.items()}
+  if shapes != expected:
+    def listed(keys, table):
+      keys = sorted(keys)
+      return ', '.join(f'{k} {table[k]}' for k in keys[:3]) + (f' and {len(keys) - 3} more' if len(keys) > 3 else '')
+    missing = [k for k in expected if shapes.get(k) != expected[k]]
+    extra = [k for k in shapes if expected.get(k) != shapes[k]]
+    raise ValueError(f'{what}: its weights differ from the network built for them ({len(shapes)} against '
+                     f'{len(expected)} variables); the weights have {listed(extra, shapes) or "nothing else"}, '
+                     f'the network has {listed(missing, expected) or "nothing else"}.')
+  for key, variable in variables.items():
+    variable.assign(source[key])
+
+
+def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_spec,
+                  tolerance: float = 1e-3) -> teachers.NetworkTeacher:
+  """A policy export of uint8 frames as a teacher whose input is differentiable.
+
+  The export's saved functions take uint8 frames, which have no gradient, so the teacher's network is
+  built again on the `[0, 1]` float view (`frame_view_spec`) by `network_fn(observation_spec,
+  action_spec)` and given the export's weights (its `model_variables`, in order). The rebuilt network
+  must reproduce the export: its logits on random frames / 255 must match the export's on the frames
+  within `tolerance`, otherwise `network_fn` describes another network and this raises.
+
+  Args:
+    path: A PolicySaver export (e.g. train_main's `policy/`) of uint8 observations.
+    network_fn: Builds the teacher's network; gin: `distill_data_free.teacher_network_fn =
+      @teacher/ActorCriticNetwork` with the training run's network under the `teacher/` scope.
+    action_spec: The export's action spec.
+    tolerance: Largest absolute logit difference allowed. Default 1e-3.
+
+  Raises:
+    ValueError: On a missing `network_fn`, or a network that does not reproduce the export.
+  """
+  time_step_spec, _ = policy_specs(path)
+  frame_spec = time_step_spec.observation
+  if network_fn is None:
+    raise ValueError(f'teacher {path!r} reads {tf.as_dtype(frame_spec.dtype).name} frames {frame_spec!r}, '
+                     'which have no gradient for the generator; set distill_data_free.teacher_network_fn = '
+                     '@teacher/ActorCriticNetwork and bind teacher/ActorCriticNetwork to the training run\'s '
+                     'network (its operative_config.gin) so the teacher can run on frames scaled to [0, 1].')
+  exported = teachers.load_teacher(path, frame_spec, action_spec)
+  network = network_fn(frame_view_spec(frame_spec), action_spec)
+  what = f'teacher {path!r} rebuilt by distill_data_free.teacher_network_fn'
+  copy_network_weights(tf.saved_model.load(path).model_variables, network, what)
+  teacher = teachers.NetworkTeacher(network, name=exported.name, source=f'{path} (on frames / 255)')
+  probe = _probe_frames(frame_spec)
+  gap = _max_logit_gap(exported.logits_and_value(tf.constant(probe))[0],
+                       teacher.logits_and_value(tf.constant(probe, tf.float32) / 255.0)[0])
+  if not gap <= tolerance:
+    raise ValueError(f'{what} does not reproduce the export: its logits differ by up to {gap:.3g} (tolerance '
+                     f'{tolerance}); bind teacher/ActorCriticNetwork to the training run\'s network.')
+  return teacher
+
+
+def frame_student_for_export(student, student_fn: Callable[..., Any], frame_spec, action_spec,
+                             tolerance: float = 1e-4):
+  """The student trained on the `[0, 1]` view, as a network of uint8 frames (for export and play).
+
+  Builds `student_fn(frame_spec, action_spec)` (its torso scales uint8 by 1/255), copies the trained
+  weights and checks that both give the same logits on random frames.
+  """
+  network = student_fn(frame_spec, action_spec)
+  copy_network_weights(student.variables, network, 'the student rebuilt for uint8 frames')
+  probe = _probe_frames(frame_spec, seed=1)
+  gap = _max_logit_gap(student_logits(student, tf.constant(probe, tf.float32) / 255.0, training=False),
+                       student_logits(network, tf.constant(probe), training=False))
+  if not gap <= tolerance:
+    raise ValueError(f'the student rebuilt for uint8 frames differs from the trained one by up to {gap:.3g} '
+                     'in its logits; its torso must scale uint8 frames by 1/255 (networks.torsos do).')
+  return network
+
+
+# ------------------------------------------------------------------------------------------------------------
 # The training loop.
 # ------------------------------------------------------------------------------------------------------------
 
@@ -627,7 +742,8 @@ class DataFreeDistiller(tf.Module):
         2048.
       pool_batch_fraction: Pool exemplars added to each student batch, as a fraction of B, once the pool is
         non-empty. Default 0.5.
-      seed: Seed of the latent noise and the pool's sampling (weights: set `tf.random.set_seed`). Default 0.
+      seed: Seed of the latent noise, the pool's sampling and the re-initialised generators' weights (the
+        first networks' weights: set `tf.keras.utils.set_random_seed`). Default 0.
       name: Module name.
 
     Raises:
@@ -641,7 +757,8 @@ class DataFreeDistiller(tf.Module):
       raise ValueError(f'the observations are {tf.as_dtype(self.observation_spec.dtype).name} '
                        f'({self.observation_spec!r}); the generator learns through gradients of the teacher '
                        'with respect to its input, which integer inputs (e.g. uint8 Atari frames) do not have. '
-                       'Distil a teacher whose inputs are float (for frames: scaled to [0, 1]).')
+                       'Distil a teacher whose inputs are float (for frames: scaled to [0, 1]; for a policy '
+                       'export of uint8 frames, distill_data_free rebuilds one with teacher_network_fn).')
     self.teacher = teachers.load_teacher(teacher, self.observation_spec, self.action_spec)
     if self.teacher.is_recurrent:
       raise ValueError(f'teacher {self.teacher.source!r} is recurrent; data-free distillation generates '
@@ -698,6 +815,7 @@ class DataFreeDistiller(tf.Module):
                              dtype=self.observation_spec.dtype)
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
     self.generation = tf.Variable(0, dtype=tf.int64, trainable=False, name='generation')
+    self._seed = seed
     self._rng = tf.random.Generator.from_seed(seed)
     self._step_fn = tf.function(self._train_step, autograph=False)
     self._sample_fn = tf.function(self._sample_batch, autograph=False)
@@ -782,6 +900,16 @@ class DataFreeDistiller(tf.Module):
 
   # -- eager control ------------------------------------------------------------------------------------
 
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """What a checkpoint must hold to resume training where it stopped: both networks, both optimisers
+    (built here, so a restore fills their moments), the pool, the step and generation counters and the
+    random generator of the latent noise."""
+    self.generator_optimizer.build(self.generator.trainable_variables)
+    self.student_optimizer.build(self._student_variables())
+    return {'generator': self.generator, 'student': self.student,
+            'generator_optimizer': self.generator_optimizer, 'student_optimizer': self.student_optimizer,
+            'pool': self.pool, 'step': self.step, 'generation': self.generation, 'rng': self._rng}
+
   def train_step(self) -> Dict[str, float]:
     """One step (generator and student updates); returns its metrics as floats."""
     metrics = self._step_fn()
@@ -799,7 +927,15 @@ class DataFreeDistiller(tf.Module):
 
   def reinitialize_generator(self) -> None:
     """Resets the generator's weights (and BatchNorm statistics) to a fresh initialisation, and its
-    optimiser's state (moments and step count), so the next generator starts anew."""
+    optimiser's state (moments and step count), so the next generator starts anew.
+
+    The fresh weights are drawn under the global seeds `seed · 1000 + next generation`
+    (`tf.keras.utils.set_random_seed`: Keras draws unseeded initialisers from Python's `random`, TF's
+    seed alone does not fix them), so they depend on the generation only: a run resumed from a
+    checkpoint re-initialises exactly as an uninterrupted one (the distiller's other randomness is its own
+    `tf.random.Generator`, which the checkpoint holds).
+    """
+    tf.keras.utils.set_random_seed(self._seed * 1000 + int(self.generation.numpy()) + 1)
     fresh = type(self.generator)(**self.generator.config)
     fresh.build_variables()
     for variable, value in zip(self.generator.variables, fresh.variables):
@@ -812,14 +948,19 @@ class DataFreeDistiller(tf.Module):
     self.generation.assign_add(1)
 
   def train(self, num_steps: Optional[int] = None, log_every: int = 0,
-            log_fn: Optional[Callable[[int, Dict[str, float]], None]] = None) -> Dict[str, Any]:
+            log_fn: Optional[Callable[[int, Dict[str, float]], None]] = None,
+            save_fn: Optional[Callable[[], None]] = None, save_interval_seconds: float = 600.0
+            ) -> Dict[str, Any]:
     """Runs `num_steps` steps (default: the configured `num_steps`), re-initialising the generator every
     `reinit_interval` steps after archiving its samples into the pool.
 
     Args:
       num_steps: Steps to run. Default None: `self.num_steps`.
-      log_every: Call `log_fn(step, metrics)` every this many steps and at the last step. 0: never.
+      log_every: Call `log_fn(step, metrics)` every this many steps (counted from 0, so a resumed run logs
+        at the same steps) and at the last step. 0: never.
       log_fn: The logging callback.
+      save_fn: Called every `save_interval_seconds` of training (e.g. to write a checkpoint). Default None.
+      save_interval_seconds: Seconds between calls of `save_fn`. Default 600.
 
     Returns:
       `{'steps', 'generations', 'pool_size', 'seconds', 'history': [(step, metrics), ...], 'final': metrics}`.
@@ -827,7 +968,8 @@ class DataFreeDistiller(tf.Module):
     num_steps = self.num_steps if num_steps is None else num_steps
     history = []
     metrics = {}
-    start = time.time()
+    start = last_save = time.time()
+    last = int(self.step.numpy()) + num_steps
     for _ in range(num_steps):
       step = int(self.step.numpy())
       if self.reinit_interval and step > 0 and step % self.reinit_interval == 0:
@@ -835,10 +977,13 @@ class DataFreeDistiller(tf.Module):
         self.reinitialize_generator()
       metrics = self.train_step()
       done = step + 1
-      if log_every and (done % log_every == 0 or done == num_steps):
+      if log_every and (done % log_every == 0 or done == last):
         history.append((done, metrics))
         if log_fn is not None:
           log_fn(done, metrics)
+      if save_fn is not None and time.time() - last_save >= save_interval_seconds:
+        save_fn()
+        last_save = time.time()
     return {'steps': int(self.step.numpy()), 'generations': int(self.generation.numpy()) + 1,
             'pool_size': int(self.pool.size.numpy()), 'seconds': time.time() - start, 'history': history,
             'final': metrics}
@@ -965,24 +1110,40 @@ def policy_specs(path: str):
   return tensor_spec.from_spec(specs['time_step_spec']), tensor_spec.from_spec(specs['action_spec'])
 
 
-def _print_progress(total: int, start: float):
+def _progress_logger(total: int, first_step: int, history_path: str):
+  """Prints a progress line (with speed and ETA) and appends the metrics to `history_path` (JSON lines)."""
+  start = time.time()
+
   def log(step: int, metrics: Dict[str, float]):
-    elapsed = time.time() - start
+    rate = (step - first_step) / max(time.time() - start, 1e-9)
+    eta = datetime.timedelta(seconds=int((total - step) / rate)) if rate > 0 else '?'
     print(f'[{100.0 * step / total:5.1f}%] step {step:,}/{total:,} | '
           f'student loss {metrics["student/loss"]:.4f} | '
           f'agreement {metrics["student/agreement_generated"]:.3f} | '
           f'one-hot {metrics["generator/one_hot"]:.3f} | '
           f'class entropy {metrics["generator/class_entropy"]:.3f} | adversarial '
-          f'{metrics["generator/adversarial"]:.3f} | {step / max(elapsed, 1e-9):.1f} steps/s', flush=True)
+          f'{metrics["generator/adversarial"]:.3f} | {rate:.1f} steps/s | ETA {eta}', flush=True)
+    with open(history_path, 'a') as f:
+      f.write(json.dumps(dict(step=step, **metrics)) + '\n')
   return log
+
+
+def _read_history(history_path: str, up_to_step: Optional[int] = None) -> List[Dict[str, float]]:
+  """The JSON lines of `history_path` (none if absent), those after `up_to_step` dropped."""
+  if not os.path.exists(history_path):
+    return []
+  with open(history_path) as f:
+    entries = [json.loads(line) for line in f if line.strip()]
+  return [e for e in entries if up_to_step is None or e['step'] <= up_to_step]
 
 
 @gin.configurable(denylist=['root_dir', 'teacher_path'])
 def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[..., Any] = gin.REQUIRED,
-                      teacher_features_layer: Optional[str] = None, observation_low=None,
+                      teacher_features_layer: Optional[str] = None,
+                      teacher_network_fn: Optional[Callable[..., Any]] = None, observation_low=None,
                       observation_high=None,
                       exemplars_to_save: int = 2048, eval_episodes: int = 0, eval_seed: int = 12345,
-                      eval_greedy: bool = True,
+                      eval_greedy: bool = True, checkpoint_interval_seconds: float = 600.0,
                       log_every: int = 100, seed: int = 0) -> Dict[str, Any]:
   """Distils `teacher_path` into a new student without data and writes the student into `root_dir`.
 
@@ -991,6 +1152,9 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
 
     root_dir/
       operative_config.gin  the gin parameters used
+      checkpoints/          the training state, every `checkpoint_interval_seconds` and at the end: a run
+                            started again with the same root_dir resumes where it stopped
+      history.jsonl         the metrics every `log_every` steps
       student.keras         a Keras student (classifier teachers), or
       policy/               the student policy, a PolicySaver export as train_main writes (policy teachers)
       exemplars.npz         'observations' [N, ...] (the pool and the last generator's samples),
@@ -1004,6 +1168,11 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
       `@ActorCriticNetwork` (a policy student, exported like train_main's policies).
     teacher_features_layer: A Keras teacher's layer whose output feeds the activation loss (e.g. 'features'
       for `networks.lenet`). Default None: no activation term.
+    teacher_network_fn: For a policy teacher of uint8 frames (Atari) only: builds its network again,
+      `teacher_network_fn(observation_spec, action_spec)`, to run it on frames scaled to [0, 1] with
+      gradients (`frame_teacher`; gin: `@teacher/ActorCriticNetwork`, configured under `teacher/` as the
+      training run was). The generator and the student then work in that [0, 1] view, and the student is
+      exported for uint8 frames. Default None.
     observation_low: For a Keras teacher: the lower bound of its inputs, recorded in the observation spec
       (scalar). Default None: unbounded (then the generator must be given its box).
     observation_high: Upper bound, likewise.
@@ -1013,8 +1182,10 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     eval_seed: Seed of the evaluation environments. Default 12345 (agents.evaluation's).
     eval_greedy: Evaluate with the argmax action (True, default) or sampled actions, both the student and
       the teacher.
+    checkpoint_interval_seconds: Seconds of training between checkpoints. Default 600.
     log_every: Steps between progress lines. Default 100.
-    seed: `tf.random.set_seed` before the networks are built, and the distiller's seed. Default 0.
+    seed: `tf.keras.utils.set_random_seed` (Python, NumPy and TF) before the networks are built, and the
+      distiller's seed: the same seed trains the same student. Default 0.
 
   Returns:
     The summary written to summary.json.
@@ -1022,14 +1193,23 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
   from agents import evaluation  # pylint: disable=g-import-not-at-top
   from agents import policies  # pylint: disable=g-import-not-at-top
   tf.io.gfile.makedirs(root_dir)
-  tf.random.set_seed(seed)
+  tf.keras.utils.set_random_seed(seed)
   is_policy = _is_policy_directory(teacher_path)
   features_fn = None
   time_step_spec = None
+  frame_spec = None
   if is_policy:
     time_step_spec, action_spec = policy_specs(teacher_path)
     observation_spec = time_step_spec.observation
     teacher = teacher_path
+    if tf.as_dtype(observation_spec.dtype) == tf.uint8:
+      frame_spec = observation_spec
+      observation_spec = frame_view_spec(frame_spec)
+      teacher = frame_teacher(teacher_path, teacher_network_fn, action_spec)
+  if frame_spec is None and teacher_network_fn is not None:
+    raise ValueError(f'distill_data_free.teacher_network_fn is for policy teachers of uint8 frames; teacher '
+                     f'{teacher_path!r} is not one: set it to None.')
+  if is_policy:
     if teacher_features_layer is not None:
       raise ValueError(f'teacher {teacher_path!r} is a policy export: its features are not reachable; set '
                        'distill_data_free.teacher_features_layer = None and the activation weight to 0.')
@@ -1060,19 +1240,46 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
   distiller = DataFreeDistiller(teacher, student, observation_spec, action_spec,
                                 teacher_features_fn=features_fn, seed=seed)
   _write_operative_config(root_dir)
+  from agents import training  # pylint: disable=g-import-not-at-top
+  train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name='train_seconds')
+  checkpoint = tf.train.Checkpoint(train_seconds=train_seconds, **distiller.checkpoint_items())
+  checkpoint_dir = os.path.join(root_dir, 'checkpoints')
+  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=2)
+  restored = training.restore_latest_usable(checkpoint, manager, checkpoint_dir)
+  first_step = int(distiller.step.numpy())
+  history_path = os.path.join(root_dir, 'history.jsonl')
+  history = _read_history(history_path, up_to_step=first_step) if restored else []
+  with open(history_path, 'w') as f:  # what was logged after the restored checkpoint is done again
+    f.writelines(json.dumps(entry) + '\n' for entry in history)
+  if restored:
+    print(f'Resumed from {restored} at step {first_step:,}/{distiller.num_steps:,}.', flush=True)
   start = time.time()
-  result = distiller.train(log_every=log_every, log_fn=_print_progress(distiller.num_steps, start))
+  prior_seconds = float(train_seconds.numpy())
+
+  def save():
+    train_seconds.assign(prior_seconds + time.time() - start)
+    manager.save(checkpoint_number=int(distiller.step.numpy()))
+
+  result = distiller.train(num_steps=max(0, distiller.num_steps - first_step), log_every=log_every,
+                           log_fn=_progress_logger(distiller.num_steps, first_step, history_path),
+                           save_fn=save, save_interval_seconds=checkpoint_interval_seconds)
+  save()
+  history = _read_history(history_path)
   observations, generations = distiller.exemplars(exemplars_to_save)
   teacher_labels = np.argmax(teacher_logits(distiller.teacher, observations), axis=-1)
   np.savez_compressed(os.path.join(root_dir, 'exemplars.npz'), observations=observations,
                       generation=generations, teacher_labels=teacher_labels)
   summary = {'teacher': teacher_path, 'steps': result['steps'], 'generations': result['generations'],
-             'pool_size': result['pool_size'], 'train_seconds': result['seconds'], 'final': result['final'],
-             'history': [dict(step=step, **metrics) for step, metrics in result['history']],
+             'pool_size': result['pool_size'], 'train_seconds': float(train_seconds.numpy()),
+             'resumed_at_step': first_step if restored else None,
+             'final': result['final'] or {k: v for k, v in (history[-1] if history else {}).items() if k != 'step'},
+             'history': history,
              'exemplars': int(len(observations)),
              'student_parameters': int(sum(np.prod(v.shape) for v in distiller._student_variables())),  # pylint: disable=protected-access
              'teacher_labels_histogram': np.bincount(teacher_labels,
                                                      minlength=distiller.teacher.num_actions).tolist()}
+  if frame_spec is not None:
+    student = frame_student_for_export(student, student_fn, frame_spec, action_spec)
   if is_policy:
     summary['policy'] = policies.export_policy(student, time_step_spec, action_spec,
                                                os.path.join(root_dir, 'policy'))
@@ -1091,7 +1298,9 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     summary['env_id'] = env_id
     summary['student_eval'] = evaluation.evaluate(student, env_id, num_episodes=eval_episodes, seed=eval_seed,
                                                   greedy=eval_greedy)
-    summary['teacher_eval'] = evaluation.evaluate(teacher_as_network(distiller.teacher), env_id,
+    played_teacher = distiller.teacher if frame_spec is None else teachers.load_teacher(
+        teacher_path, frame_spec, action_spec)
+    summary['teacher_eval'] = evaluation.evaluate(teacher_as_network(played_teacher), env_id,
                                                   num_episodes=eval_episodes, seed=eval_seed,
                                                   greedy=eval_greedy)
   _write_operative_config(root_dir)

@@ -319,7 +319,35 @@ class KerasTeacher(Teacher):
     return logits, value, ()
 
 
-class PeerTeacher(Teacher):
+class NetworkTeacher(Teacher):
+  """A feed-forward or recurrent `ActorCriticNetwork` held as a teacher: its logits, no value.
+
+  The network's weights are not tracked (they are not the student's to train or checkpoint). Used for
+  population peers (`PeerTeacher`) and for a policy export rebuilt as a network
+  (`agents.data_free.frame_teacher`, whose input is differentiable).
+  """
+
+  def __init__(self, network, name: str, source: Optional[str] = None):
+    """Wraps `network` (its variables are created here)."""
+    network.create_variables()
+    action_spec = network.action_spec
+    super().__init__(network.input_tensor_spec, action_spec,
+                     num_actions=int(action_spec.maximum) - int(action_spec.minimum) + 1,
+                     state_spec=network.state_spec, has_value=False, name=name, source=source)
+    self._network = _Untracked(network)
+
+  @property
+  def network(self):
+    """The network whose variables hold the teacher's weights."""
+    return self._network.value
+
+  def _step(self, observation, step_type, policy_state):
+    (logits, _), next_state = self.network(observation, step_type=step_type, network_state=policy_state,
+                                           training=False)
+    return logits, None, next_state
+
+
+class PeerTeacher(NetworkTeacher):
   """A population peer's current policy as a teacher (codistillation; `TeacherSet.peers`).
 
   Holds a copy of the student's network (`Network.copy()`: the same architecture, its own variables, a
@@ -331,13 +359,7 @@ class PeerTeacher(Teacher):
 
   def __init__(self, network, name: str):
     """Wraps `network`, a copy of the student's network (variables are created here)."""
-    network.create_variables()
-    action_spec = network.action_spec
-    super().__init__(network.input_tensor_spec, action_spec,
-                     num_actions=int(action_spec.maximum) - int(action_spec.minimum) + 1,
-                     state_spec=network.state_spec, has_value=False, name=name,
-                     source=f'peer teacher {name!r}')
-    self._network = _Untracked(network)
+    super().__init__(network, name=name, source=f'peer teacher {name!r}')
     self._active = _Untracked(tf.Variable(0.0, trainable=False, name=f'{_module_name(name)}_active'))
     self.peer = None  # what `assign_weights` was last told the weights are (e.g. the peer's name)
 
@@ -345,11 +367,6 @@ class PeerTeacher(Teacher):
   def active(self) -> tf.Variable:
     """float32 scalar variable: 1 once a peer's weights were assigned, 0 before (the teacher is masked)."""
     return self._active.value
-
-  @property
-  def network(self):
-    """The network copy whose variables hold the peer's weights."""
-    return self._network.value
 
   def assign_weights(self, weights: Sequence[np.ndarray], peer: Any = None) -> None:
     """Loads a peer's weights (its network's `variables`, in order) and activates the teacher.
@@ -371,11 +388,6 @@ class PeerTeacher(Teacher):
       variable.assign(np.asarray(value, variable.dtype.as_numpy_dtype))
     self.active.assign(1.0)
     self.peer = peer
-
-  def _step(self, observation, step_type, policy_state):
-    (logits, _), next_state = self.network(observation, step_type=step_type, network_state=policy_state,
-                                           training=False)
-    return logits, None, next_state
 
 
 def _keras_logits_and_value(outputs, source):

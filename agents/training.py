@@ -263,7 +263,7 @@ class Trainer:
         **learner.checkpoint_items())
     checkpoint_dir = os.path.join(root_dir, 'checkpoints')
     self._manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
-    restored = _restore_latest_usable(self.checkpoint, self._manager, checkpoint_dir)
+    restored = restore_latest_usable(self.checkpoint, self._manager, checkpoint_dir)
     if restored:
       print(f'Resumed from {restored} at {self.env_steps:,} env steps.', flush=True)
     elif hasattr(learner, 'initialize_from_environment'):
@@ -532,7 +532,7 @@ def _write_operative_config(root_dir: str) -> None:
 
 
 
-def _restore_latest_usable(checkpoint, manager, checkpoint_dir: str) -> Optional[str]:
+def restore_latest_usable(checkpoint, manager, checkpoint_dir: str) -> Optional[str]:
   """Restores the newest checkpoint that reads back whole (older ones are the fallback); returns its path.
 
   A checkpoint damaged on disk (a truncated file, say) is reported and skipped, and the one before it

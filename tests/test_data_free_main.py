@@ -136,3 +136,139 @@ def test_an_unbounded_observation_without_a_box_is_a_clear_error(tmp_path):
                     'DataFreeDistiller.activation_weight = 0.0'])
   with pytest.raises(ValueError, match=r"unbounded in the spec .* set the generator's unbounded_range"):
     data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+
+
+# A small ALE-like frame stack (84x84 would do the same, slower): uint8 frames, 4 actions.
+FRAME_SPEC = tensor_spec.BoundedTensorSpec([44, 44, 2], tf.uint8, 0, 255, name='observation')
+FRAME_ACTION_SPEC = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 3, name='action')
+FRAME_BINDINGS = [
+    'distill_data_free.student_fn = @ActorCriticNetwork',
+    'ActorCriticNetwork.torso_fn = @NatureCNNTorso',
+    'distill_data_free.teacher_network_fn = @teacher/ActorCriticNetwork',
+    'teacher/ActorCriticNetwork.torso_fn = @NatureCNNTorso',
+    'DataFreeDistiller.activation_weight = 0.0',
+    'DataFreeDistiller.num_steps = 3',
+    'DataFreeDistiller.batch_size = 8',
+    'DataFreeDistiller.pool_capacity = 64',
+    'ImageGenerator.channels = (8, 4)',
+    'distill_data_free.exemplars_to_save = 16',
+    'distill_data_free.log_every = 0',
+]
+
+
+def _nature_cnn_network(observation_spec, action_spec):
+  return actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=torsos.NatureCNNTorso)
+
+
+class _RawPixelTorso(torsos.NatureCNNTorso):
+  """NatureCNN on pixels x 255: the shapes of NatureCNNTorso, a different function of [0, 1] frames."""
+
+  def call(self, observation, training=False):
+    return super().call(observation * 255.0, training=training)
+
+
+class _UnscaledTorso(torsos.NatureCNNTorso):
+  """NatureCNN that casts uint8 frames to float without scaling them by 1/255."""
+
+  def call(self, observation, training=False):
+    return super().call(tf.cast(observation, tf.float32), training=training)
+
+
+def _frame_teacher(directory: str) -> str:
+  """A NatureCNN policy of uint8 frames (random weights), exported as train_main exports its policies."""
+  tf.random.set_seed(7)
+  network = actor_critic.ActorCriticNetwork(FRAME_SPEC, FRAME_ACTION_SPEC, torso_fn=torsos.NatureCNNTorso)
+  network.create_variables()
+  return policies.export_policy(network, ts.time_step_spec(FRAME_SPEC), FRAME_ACTION_SPEC, directory)
+
+
+def test_a_uint8_frame_teacher_is_distilled_on_frames_scaled_to_unit_range(tmp_path):
+  import gin  # pylint: disable=g-import-not-at-top
+  teacher_dir = _frame_teacher(str(tmp_path / 'teacher' / 'policy'))
+  gin.parse_config(FRAME_BINDINGS)
+  frames = np.random.default_rng(3).integers(0, 256, size=(16,) + tuple(FRAME_SPEC.shape), dtype=np.uint8)
+
+  # The rebuilt teacher computes on frames / 255 what the export computes on the frames, with a gradient.
+  teacher = data_free.frame_teacher(teacher_dir, _nature_cnn_network, FRAME_ACTION_SPEC)
+  exported = teachers.load_teacher(teacher_dir, FRAME_SPEC, FRAME_ACTION_SPEC)
+  scaled = tf.constant(frames, tf.float32) / 255.0
+  np.testing.assert_allclose(teacher.logits_and_value(scaled)[0].numpy(),
+                             exported.logits_and_value(tf.constant(frames))[0].numpy(), atol=1e-4)
+  with tf.GradientTape() as tape:
+    tape.watch(scaled)
+    first_logit = tf.reduce_sum(data_free.differentiable_teacher_logits(teacher, scaled)[:, 0])
+  gradient = tape.gradient(first_logit, scaled)
+  assert gradient is not None and float(tf.reduce_max(tf.abs(gradient))) > 0.0
+
+  summary = data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+  assert summary['steps'] == 3
+  # The student is exported for the environment's uint8 frames, and plays them as it was trained on /255.
+  time_step_spec, _ = data_free.policy_specs(summary['policy'])
+  assert time_step_spec.observation.dtype == tf.uint8
+  exemplars = np.load(str(tmp_path / 'out' / 'exemplars.npz'))['observations']
+  assert exemplars.dtype == np.float32 and exemplars.min() >= 0.0 and exemplars.max() <= 1.0
+  student = teachers.load_teacher(summary['policy'], FRAME_SPEC, FRAME_ACTION_SPEC)
+  assert np.all(np.isfinite(student.logits_and_value(tf.constant(frames))[0].numpy()))
+
+
+def test_the_student_learnt_on_scaled_frames_is_exported_for_uint8_frames():
+  student = _nature_cnn_network(data_free.frame_view_spec(FRAME_SPEC), FRAME_ACTION_SPEC)
+  student.create_variables()
+  frames = np.random.default_rng(4).integers(0, 256, size=(8,) + tuple(FRAME_SPEC.shape), dtype=np.uint8)
+  exported = data_free.frame_student_for_export(student, _nature_cnn_network, FRAME_SPEC, FRAME_ACTION_SPEC)
+  np.testing.assert_allclose(data_free.student_logits(exported, tf.constant(frames)).numpy(),
+                             data_free.student_logits(student, tf.constant(frames, tf.float32) / 255.0).numpy(),
+                             atol=1e-5)
+  # A torso that does not scale uint8 frames would play other actions than the student learnt: refused.
+  unscaled = lambda spec, actions: actor_critic.ActorCriticNetwork(spec, actions, torso_fn=_UnscaledTorso)  # noqa: E731
+  with pytest.raises(ValueError, match='the student rebuilt for uint8 frames differs from the trained one'):
+    data_free.frame_student_for_export(student, unscaled, FRAME_SPEC, FRAME_ACTION_SPEC)
+
+
+def test_a_frame_teacher_needs_a_network_that_reproduces_it(tmp_path):
+  import gin  # pylint: disable=g-import-not-at-top
+  teacher_dir = _frame_teacher(str(tmp_path / 'teacher' / 'policy'))
+  gin.parse_config([b for b in FRAME_BINDINGS if not b.startswith('distill_data_free.teacher_network_fn')])
+  with pytest.raises(ValueError, match=r'uint8 frames .* set distill_data_free.teacher_network_fn'):
+    data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+  gin.parse_config(['distill_data_free.teacher_network_fn = @teacher/ActorCriticNetwork',
+                    'teacher/ActorCriticNetwork.torso_fn = @ImpalaResNetTorso'])
+  with pytest.raises(ValueError, match=r'rebuilt by distill_data_free.teacher_network_fn: its weights differ from '
+                                       r'the network built for them \(12 against 36 variables\); the weights have '
+                                       r'NatureCNNTorso/conv_0/bias \(32,\)'):
+    data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+  # The same shapes computing something else (a torso that expects raw 0-255 pixels): the logits differ.
+  raw_pixels = lambda spec, actions: actor_critic.ActorCriticNetwork(spec, actions, torso_fn=_RawPixelTorso)  # noqa: E731
+  with pytest.raises(ValueError, match='does not reproduce the export: its logits differ by up to'):
+    data_free.frame_teacher(teacher_dir, raw_pixels, FRAME_ACTION_SPEC)
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_where_it_stopped(tmp_path, capsys):
+  import gin  # pylint: disable=g-import-not-at-top
+  from binaries import common  # pylint: disable=g-import-not-at-top
+  teacher_dir = _rule_teacher(str(tmp_path / 'teacher' / 'policy'))
+
+  def distill(root, num_steps):
+    gin.clear_config()
+    common.parse_gin(['data_free_cartpole.gin'], [
+        f'DataFreeDistiller.num_steps = {num_steps}', 'DataFreeDistiller.reinit_interval = 4',
+        "DataFreeDistiller.student_learning_rate_schedule = 'constant'", 'distill_data_free.log_every = 2',
+        'distill_data_free.eval_episodes = 0'])
+    return data_free.distill_data_free(str(root), teacher_dir)
+
+  whole = distill(tmp_path / 'whole', 8)
+  first = distill(tmp_path / 'stopped', 4)  # as if killed after step 4: its checkpoint is the last state
+  assert first['steps'] == 4 and first['resumed_at_step'] is None
+  capsys.readouterr()
+  resumed = distill(tmp_path / 'stopped', 8)
+  assert 'Resumed from' in capsys.readouterr().out
+  assert resumed['resumed_at_step'] == 4 and resumed['steps'] == 8
+  assert resumed['generations'] == whole['generations'] == 2 and resumed['pool_size'] == whole['pool_size']
+  assert [entry['step'] for entry in resumed['history']] == [2, 4, 6, 8]
+  assert resumed['train_seconds'] > first['train_seconds']
+  # The resumed student is the one an uninterrupted run trains: same generators, pool, optimiser moments.
+  probe = np.random.RandomState(1).uniform(-0.2, 0.2, (256, 4)).astype(np.float32)
+  np.testing.assert_allclose(
+      data_free.teacher_logits(teachers.load_teacher(resumed['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
+      data_free.teacher_logits(teachers.load_teacher(whole['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
+      atol=1e-4)
