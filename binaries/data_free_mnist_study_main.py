@@ -283,6 +283,9 @@ def main(argv):
         plot_by_generation(os.path.join(root_dir, 'exemplars_by_generation.png'), observations, labels,
                            exemplars['generation'], rng)
     plot_exemplars(os.path.join(root_dir, 'exemplars.png'), panels, rng)
+    by_generation = os.path.join(root_dir, 'exemplars_by_generation.png')
+    if 'adversarial_reinit' not in [row['variant'] for row in rows] and os.path.exists(by_generation):
+      os.remove(by_generation)  # an earlier study's figure: this one has no re-initialised generators
     study = {'dataset': FLAGS.dataset, 'root_dir': root_dir, 'teacher': teacher_result,
              'student_real': real_result, 'variants': rows, 'diversity': measures,
              'wall_seconds': time.time() - start, 'gin_files': FLAGS.gin_file,

@@ -119,6 +119,7 @@ def test_the_study_runs_the_ablation_on_digits(tmp_path):
   assert [row['variant'] for row in again['variants']] == ['dafl']
   assert again['variants'][0]['accuracy'] == variants['dafl']['accuracy']
   assert set(again['diversity']) == {'real test digits', 'dafl'}
+  assert not (root / 'exemplars_by_generation.png').exists()  # the first study's figure is not left behind
 
 
 def test_bad_teachers_are_one_line_errors(tmp_path):
