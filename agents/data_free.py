@@ -537,6 +537,44 @@ def teacher_logits(teacher: teachers.Teacher, observations: np.ndarray, batch_si
   return np.concatenate(chunks, axis=0) if chunks else np.zeros([0, teacher.num_actions], np.float32)
 
 
+class StateSample:
+  """A uniform sample (reservoir sampling) of at most `capacity` observation rows from a stream of batches:
+  the `observation_fn` of `agents.evaluation.evaluate`, to keep states a policy visits."""
+
+  def __init__(self, capacity: int = 4096, seed: int = 0):
+    self.capacity = capacity
+    self.seen = 0
+    self._rows = []
+    self._rng = np.random.default_rng(seed)
+
+  def __call__(self, observations) -> None:
+    for row in np.asarray(observations):
+      self.seen += 1
+      if len(self._rows) < self.capacity:
+        self._rows.append(row.copy())
+      else:
+        index = self._rng.integers(self.seen)
+        if index < self.capacity:
+          self._rows[index] = row.copy()
+
+  def array(self) -> np.ndarray:
+    """The sampled rows `[n, ...]` (n = min(capacity, seen))."""
+    return np.stack(self._rows) if self._rows else np.zeros([0])
+
+
+def agreement_on_states(teacher: teachers.Teacher, student, observations: np.ndarray,
+                        batch_size: int = 512) -> Dict[str, float]:
+  """How closely `student` (a network) follows `teacher` on `observations` (e.g. states the teacher
+  visits in play): the share of equal argmax actions and the mean KL(teacher‖student)."""
+  teacher_out = teacher_logits(teacher, observations, batch_size)
+  student_out = np.concatenate([student_logits(student, tf.convert_to_tensor(observations[i:i + batch_size]),
+                                               training=False).numpy()
+                                for i in range(0, len(observations), batch_size)], axis=0)
+  return {'states': int(len(observations)),
+          'argmax_agreement': float(np.mean(np.argmax(teacher_out, -1) == np.argmax(student_out, -1))),
+          'kl_teacher_student': float(np.mean(teacher_student_kl(teacher_out, student_out).numpy()))}
+
+
 class _TeacherPolicyNetwork:
   """A feed-forward `Teacher` behind the network interface `agents.evaluation.evaluate` calls."""
 
@@ -1300,9 +1338,12 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
                                                   greedy=eval_greedy)
     played_teacher = distiller.teacher if frame_spec is None else teachers.load_teacher(
         teacher_path, frame_spec, action_spec)
+    teacher_states = StateSample(seed=seed)
     summary['teacher_eval'] = evaluation.evaluate(teacher_as_network(played_teacher), env_id,
                                                   num_episodes=eval_episodes, seed=eval_seed,
-                                                  greedy=eval_greedy)
+                                                  greedy=eval_greedy, observation_fn=teacher_states)
+    # After training, for the report only: does the student act as the teacher on the teacher's own states?
+    summary['agreement_on_teacher_states'] = agreement_on_states(played_teacher, student, teacher_states.array())
   _write_operative_config(root_dir)
   with tf.io.gfile.GFile(os.path.join(root_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)

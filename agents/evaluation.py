@@ -1,7 +1,7 @@
 """Evaluation of a policy network on fresh environments."""
 
 import functools
-from typing import Dict
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -11,7 +11,8 @@ from envs import suite
 
 
 def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, greedy: bool = True,
-             max_steps: int = 1_000_000) -> Dict[str, float]:
+             max_steps: int = 1_000_000,
+             observation_fn: Optional[Callable[[Any], None]] = None) -> Dict[str, float]:
   """Mean undiscounted return of `num_episodes` episodes, one per parallel environment.
 
   Each environment runs until its first episode ends, so every episode starts from a fresh reset with
@@ -25,6 +26,8 @@ def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, gr
     seed: seed of the evaluation environments; keep it apart from the training seed.
     greedy: act with argmax of the logits (True) or sample.
     max_steps: safety bound on vector steps.
+    observation_fn: called with the observations `[n, ...]` of the n episodes still running, before each
+      action (e.g. to sample the states a policy visits). Default None.
   """
   env = suite.make_environment(env_id=env_id, num_envs=num_episodes, seed=seed)
   generator = tf.random.Generator.from_seed(seed)
@@ -44,6 +47,8 @@ def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, gr
     done = np.zeros(num_episodes, bool)
     action_dtype = env.action_spec().dtype
     for _ in range(max_steps):
+      if observation_fn is not None:
+        observation_fn(tf.nest.map_structure(lambda x: np.asarray(x)[~done], time_step.observation))
       action, state = act(time_step.observation, time_step.step_type, state)
       time_step = env.step(action.numpy().astype(action_dtype, copy=False))
       active = ~done

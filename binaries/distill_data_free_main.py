@@ -45,6 +45,9 @@ def main(argv):
       line += (f'; student return {summary["student_eval"]["return_mean"]:.1f}, teacher '
                f'{summary["teacher_eval"]["return_mean"]:.1f} over {summary["student_eval"]["episodes"]} '
                'episodes')
+      agreement = summary['agreement_on_teacher_states']
+      line += (f'; on {agreement["states"]:,} states the teacher visited, the student picks its action '
+               f'{100 * agreement["argmax_agreement"]:.0f}% of the time')
     print(f'{line}. Results in {FLAGS.root_dir}.', flush=True)
 
 

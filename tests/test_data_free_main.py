@@ -79,6 +79,10 @@ def test_policy_teacher_is_distilled_without_the_environment_and_evaluated_in_it
   # 120 steps copy the rule only roughly near its boundary, where CartPole is unforgiving; a uniformly random
   # policy returns ~22.
   assert summary['student_eval']['return_mean'] > 50, summary['student_eval']
+  # ... and compared with the teacher on a sample of the states the teacher visited.
+  agreement = summary['agreement_on_teacher_states']
+  assert 100 <= agreement['states'] <= 4096 and agreement['argmax_agreement'] > 0.6, agreement
+  assert 'the student picks its action' in result.stdout
 
 
 def test_the_study_runs_the_ablation_on_digits(tmp_path):
@@ -242,6 +246,15 @@ def test_a_frame_teacher_needs_a_network_that_reproduces_it(tmp_path):
   raw_pixels = lambda spec, actions: actor_critic.ActorCriticNetwork(spec, actions, torso_fn=_RawPixelTorso)  # noqa: E731
   with pytest.raises(ValueError, match='does not reproduce the export: its logits differ by up to'):
     data_free.frame_teacher(teacher_dir, raw_pixels, FRAME_ACTION_SPEC)
+
+
+def test_a_state_sample_is_uniform_over_the_stream_and_bounded():
+  sample = data_free.StateSample(capacity=100, seed=0)
+  for start in range(0, 10_000, 50):
+    sample(np.arange(start, start + 50)[:, None])
+  rows = sample.array()[:, 0]
+  assert rows.shape == (100,) and sample.seen == 10_000 and len(set(rows.tolist())) == 100
+  assert 3_500 < rows.mean() < 6_500  # a uniform sample of 0..9,999, not the first or last 100 rows
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint_where_it_stopped(tmp_path, capsys):
