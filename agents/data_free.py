@@ -656,7 +656,7 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
 
   The export's saved functions take uint8 frames, which have no gradient, so the teacher's network is
   built again on the `[0, 1]` float view (`frame_view_spec`) by `network_fn(observation_spec,
-  action_spec)` and given the export's weights (its `model_variables`, in order). The rebuilt network
+  action_spec)` and given the export's weights (its `model_variables`, matched by name). The rebuilt network
   must reproduce the export: its logits on random frames / 255 must match the export's on the frames
   within `tolerance`, otherwise `network_fn` describes another network and this raises.
 
