@@ -29,9 +29,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from binaries import common
+from binaries import run_comparison
 
 flags.DEFINE_multi_string('runs', [], 'LABEL:GLOB of train_main run directories (one method).')
 flags.DEFINE_multi_string('population', [], 'LABEL:DIR of a pbt_main run (one method, its members the runs).')
@@ -54,130 +54,6 @@ def _split(spec: str, flag: str):
   return label, path
 
 
-def episode_returns(run_dir: str):
-  """`(env_steps, returns)` of every training episode a train_main run logged, in order."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  steps, values = [], []
-  for path in sorted(glob.glob(os.path.join(run_dir, 'summaries', 'events.out.tfevents.*'))):
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == 'env/episode_return':
-          steps.append(event.step)
-          values.append(float(tf.make_ndarray(value.tensor)))
-  order = np.argsort(np.asarray(steps, np.int64), kind='stable')
-  return np.asarray(steps, np.int64)[order], np.asarray(values, np.float64)[order]
-
-
-def windowed_curve(steps, returns, grid, window: int):
-  """At each grid point: the mean of the last `window` returns logged at or before it (NaN: none yet)."""
-  curve = []
-  for point in grid:
-    seen = returns[steps <= point]
-    curve.append(float(np.mean(seen[-window:])) if len(seen) else float('nan'))
-  return curve
-
-
-def _read_json(path: str, what: str):
-  if not os.path.exists(path):
-    raise ValueError(f'{path} does not exist: is {what} finished? Compare finished runs only.')
-  with open(path) as f:
-    return json.load(f)
-
-
-def load_run(run_dir: str) -> dict:
-  """A train_main run: its training episodes `(env_steps, returns)`, each point one episode."""
-  summary = _read_json(os.path.join(run_dir, 'summary.json'), f'the train_main run {run_dir}')
-  steps, returns = episode_returns(run_dir)
-  if not len(steps):
-    raise ValueError(f'{run_dir} has no env/episode_return in summaries/: is it a finished train_main run?')
-  return {'run': run_dir, 'env_steps': summary.get('env_steps'), 'final_eval': summary.get('eval_return_mean'),
-          'points': (steps, returns)}
-
-
-def load_population(root: str) -> list:
-  """A pbt_main run: per member, its ready reports `(env_steps, score)`, each point one report."""
-  from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
-  population = _read_json(os.path.join(root, 'population.json'), f'the pbt_main run {root}')
-  reports = {}
-  for event in lineage_lib.read_events(os.path.join(root, 'lineage.jsonl')):
-    if event.get('event') == 'report' and event.get('env_steps') is not None and event.get('score') is not None:
-      reports.setdefault(event['member'], []).append((int(event['env_steps']), float(event['score'])))
-  records = []
-  for member in population['members']:
-    points = sorted(reports.get(member['member'], []))
-    records.append({'run': f'{root}:{member["member"]}', 'env_steps': member.get('env_steps'),
-                    'final_eval': member.get('eval_return_mean'),
-                    'hyperparameters': member.get('hyperparameters'),
-                    'points': (np.asarray([p[0] for p in points], np.int64),
-                               np.asarray([p[1] for p in points], np.float64))})
-  return records
-
-
-def add_curve(record: dict, grid, window: int) -> dict:
-  """Replaces the record's points by its curve on `grid`, NaN past the run's end (a shorter run does not
-  carry its last value forward). A member's report already is a mean of 20 episodes: its window is 1."""
-  steps, values = record.pop('points')
-  curve = windowed_curve(steps, values, grid, window)
-  end = record['env_steps']
-  record['curve'] = [value if end is None or point <= end else float('nan') for point, value in zip(grid, curve)]
-  return record
-
-
-def first_reaching(curve, grid, target):
-  for point, value in zip(grid, curve):
-    if value == value and value >= target:
-      return int(point)
-  return None
-
-
-def _fmt(value, digits=1):
-  return '—' if value is None or value != value else f'{value:,.{digits}f}'
-
-
-def report(methods: dict, grid, target) -> str:
-  lines = ['| method | final evaluation, per run | median | mean of the training curve, per run | median | '
-           + ('env steps to a training return ≥ target, per run | median |' if target is not None else ''),
-           '|---|---|---|---|---|' + ('---|---|' if target is not None else '')]
-  for label, records in methods.items():
-    finals = [r['final_eval'] for r in records]
-    means = [float(np.nanmean(r['curve'])) for r in records]
-    row = (f'| {label} | {", ".join(_fmt(v) for v in finals)} | {_fmt(float(np.median(finals)))} | '
-           f'{", ".join(_fmt(v) for v in means)} | {_fmt(float(np.median(means)))} |')
-    if target is not None:
-      reached = [r['reached'] for r in records]
-      never = [v for v in reached if v is None]
-      median = None if len(never) * 2 >= len(reached) else int(np.median(
-          [v if v is not None else np.inf for v in reached]))
-      row += f' {", ".join("never" if v is None else f"{v:,}" for v in reached)} | {_fmt(median, 0)} |'
-    lines.append(row)
-  return '\n'.join(lines)
-
-
-def plot(path: str, methods: dict, grid, target, title) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-  for (label, records), color in zip(methods.items(), colors):
-    curves = np.asarray([r['curve'] for r in records], np.float64)
-    for curve in curves:
-      ax.plot(grid, curve, color=color, alpha=0.3, linewidth=0.8)
-    ax.plot(grid, np.nanmedian(curves, axis=0), color=color, linewidth=2.2, label=f'{label} (median of {len(records)})')
-  if target is not None:
-    ax.axhline(target, color='black', linestyle='--', linewidth=1, label=f'target {target:g}')
-  ax.set_xlabel('agent steps (per run)')
-  ax.set_ylabel('training return (mean of the last 20 episodes)')
-  if title:
-    ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(loc='lower right', fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -196,24 +72,27 @@ def main(argv):
     for spec in FLAGS.population:
       label, root = _split(spec, 'population')
       specs.append((label, 'population', root))
-    loaded = [(label, [load_run(d) for d in where] if kind == 'runs' else load_population(where),
+    loaded = [(label,
+               [run_comparison.load_run(d) for d in where] if kind == 'runs'
+               else run_comparison.load_population(where),
                FLAGS.window if kind == 'runs' else 1) for label, kind, where in specs]
     budget = max(record['env_steps'] or 0 for _, records, _ in loaded for record in records)
     grid = list(range(FLAGS.grid_env_steps, budget + 1, FLAGS.grid_env_steps))
     methods = {}
     for label, records, window in loaded:
       for record in records:
-        add_curve(record, grid, window)
+        run_comparison.add_curve(record, grid, window)
         if FLAGS.target is not None:
-          record['reached'] = first_reaching(record['curve'], grid, FLAGS.target)
+          record['reached'] = run_comparison.first_reaching(record['curve'], grid, FLAGS.target)
       methods[label] = records
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    table = report(methods, grid, FLAGS.target)
+    table = run_comparison.report(methods, grid, FLAGS.target)
     with open(os.path.join(FLAGS.output_dir, 'comparison.md'), 'w') as f:
       f.write(table + '\n')
     with open(os.path.join(FLAGS.output_dir, 'comparison.json'), 'w') as f:
       json.dump({'grid_env_steps': grid, 'target': FLAGS.target, 'methods': methods}, f, indent=1)
-    plot(os.path.join(FLAGS.output_dir, 'curves.png'), methods, grid, FLAGS.target, FLAGS.title)
+    run_comparison.plot(os.path.join(FLAGS.output_dir, 'curves.png'), methods, grid, FLAGS.target,
+                        FLAGS.title)
     print(table)
     print(f'Written to {FLAGS.output_dir}: comparison.md, comparison.json, curves.png.', flush=True)
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from binaries import compare_runs_main
+from binaries import run_comparison
 from pbt import lineage as lineage_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,11 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_windowed_curve_and_first_reaching_by_hand():
   steps = np.array([10, 20, 30, 40, 50])
   returns = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-  curve = compare_runs_main.windowed_curve(steps, returns, [5, 20, 45, 100], window=2)
+  curve = run_comparison.windowed_curve(steps, returns, [5, 20, 45, 100], window=2)
   assert np.isnan(curve[0])                 # no episode finished yet
   assert curve[1:] == [1.5, 3.5, 4.5]       # (1+2)/2, (3+4)/2, (4+5)/2
-  assert compare_runs_main.first_reaching(curve, [5, 20, 45, 100], 3.5) == 45
-  assert compare_runs_main.first_reaching(curve, [5, 20, 45, 100], 9.0) is None
+  assert run_comparison.first_reaching(curve, [5, 20, 45, 100], 3.5) == 45
+  assert run_comparison.first_reaching(curve, [5, 20, 45, 100], 9.0) is None
 
 
 def _train_run(directory, episodes, env_steps, final_eval):
