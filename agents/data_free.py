@@ -564,12 +564,10 @@ class StateSample:
 
 def agreement_on_states(teacher: teachers.Teacher, student, observations: np.ndarray,
                         batch_size: int = 512) -> Dict[str, float]:
-  """How closely `student` (a network) follows `teacher` on `observations` (e.g. states the teacher
+  """How closely `student` (an `ActorCriticNetwork`) follows `teacher` on `observations` (e.g. states the teacher
   visits in play): the share of equal argmax actions and the mean KL(teacher‖student)."""
   teacher_out = teacher_logits(teacher, observations, batch_size)
-  student_out = np.concatenate([student_logits(student, tf.convert_to_tensor(observations[i:i + batch_size]),
-                                               training=False).numpy()
-                                for i in range(0, len(observations), batch_size)], axis=0)
+  student_out = teacher_logits(teachers.NetworkTeacher(student, name='student'), observations, batch_size)
   return {'states': int(len(observations)),
           'argmax_agreement': float(np.mean(np.argmax(teacher_out, -1) == np.argmax(student_out, -1))),
           'kl_teacher_student': float(np.mean(teacher_student_kl(teacher_out, student_out).numpy()))}
@@ -651,8 +649,8 @@ def copy_network_weights(source_variables, target, what: str) -> None:
 
 
 def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_spec,
-                  tolerance: float = 1e-3) -> teachers.NetworkTeacher:
-  """A policy export of uint8 frames as a teacher whose input is differentiable.
+                  tolerance: float = 1e-3) -> Tuple[teachers.NetworkTeacher, teachers.Teacher]:
+  """A policy export of uint8 frames as a teacher whose input is differentiable, and the export itself.
 
   The export's saved functions take uint8 frames, which have no gradient, so the teacher's network is
   built again on the `[0, 1]` float view (`frame_view_spec`) by `network_fn(observation_spec,
@@ -667,6 +665,10 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
     action_spec: The export's action spec.
     tolerance: Largest absolute logit difference allowed. Default 1e-3.
 
+  Returns:
+    `(teacher, exported)`: the rebuilt network on frames / 255, and the export loaded as a teacher of
+    uint8 frames (to play the game with; the SavedModel is loaded once for both).
+
   Raises:
     ValueError: On a missing `network_fn`, or a network that does not reproduce the export.
   """
@@ -680,7 +682,7 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
   exported = teachers.load_teacher(path, frame_spec, action_spec)
   network = network_fn(frame_view_spec(frame_spec), action_spec)
   what = f'teacher {path!r} rebuilt by distill_data_free.teacher_network_fn'
-  copy_network_weights(tf.saved_model.load(path).model_variables, network, what)
+  copy_network_weights(exported.saved_policy.model_variables, network, what)
   teacher = teachers.NetworkTeacher(network, name=exported.name, source=f'{path} (on frames / 255)')
   probe = _probe_frames(frame_spec)
   gap = _max_logit_gap(exported.logits_and_value(tf.constant(probe))[0],
@@ -688,7 +690,7 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
   if not gap <= tolerance:
     raise ValueError(f'{what} does not reproduce the export: its logits differ by up to {gap:.3g} (tolerance '
                      f'{tolerance}); bind teacher/ActorCriticNetwork to the training run\'s network.')
-  return teacher
+  return teacher, exported
 
 
 def frame_student_for_export(student, student_fn: Callable[..., Any], frame_spec, action_spec,
@@ -1236,6 +1238,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
   features_fn = None
   time_step_spec = None
   frame_spec = None
+  played_teacher = None  # the teacher evaluated in the game; None: the distiller's
   if is_policy:
     time_step_spec, action_spec = policy_specs(teacher_path)
     observation_spec = time_step_spec.observation
@@ -1243,7 +1246,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     if tf.as_dtype(observation_spec.dtype) == tf.uint8:
       frame_spec = observation_spec
       observation_spec = frame_view_spec(frame_spec)
-      teacher = frame_teacher(teacher_path, teacher_network_fn, action_spec)
+      teacher, played_teacher = frame_teacher(teacher_path, teacher_network_fn, action_spec)
   if frame_spec is None and teacher_network_fn is not None:
     raise ValueError(f'distill_data_free.teacher_network_fn is for policy teachers of uint8 frames; teacher '
                      f'{teacher_path!r} is not one: set it to None.')
@@ -1336,8 +1339,8 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     summary['env_id'] = env_id
     summary['student_eval'] = evaluation.evaluate(student, env_id, num_episodes=eval_episodes, seed=eval_seed,
                                                   greedy=eval_greedy)
-    played_teacher = distiller.teacher if frame_spec is None else teachers.load_teacher(
-        teacher_path, frame_spec, action_spec)
+    if played_teacher is None:
+      played_teacher = distiller.teacher
     teacher_states = StateSample(seed=seed)
     summary['teacher_eval'] = evaluation.evaluate(teacher_as_network(played_teacher), env_id,
                                                   num_episodes=eval_episodes, seed=eval_seed,

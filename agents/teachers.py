@@ -281,6 +281,11 @@ class SavedPolicyTeacher(Teacher):
     self._logits_from = logits_from
     self._value_head = value_head
 
+  @property
+  def saved_policy(self):
+    """What `tf.saved_model.load` returned for the export (its `model_variables` hold the weights)."""
+    return self._policy.value
+
   def _initial_state(self, batch_size):
     return self._policy.value.get_initial_state(batch_size)
 

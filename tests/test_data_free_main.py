@@ -194,8 +194,8 @@ def test_a_uint8_frame_teacher_is_distilled_on_frames_scaled_to_unit_range(tmp_p
   frames = np.random.default_rng(3).integers(0, 256, size=(16,) + tuple(FRAME_SPEC.shape), dtype=np.uint8)
 
   # The rebuilt teacher computes on frames / 255 what the export computes on the frames, with a gradient.
-  teacher = data_free.frame_teacher(teacher_dir, _nature_cnn_network, FRAME_ACTION_SPEC)
-  exported = teachers.load_teacher(teacher_dir, FRAME_SPEC, FRAME_ACTION_SPEC)
+  teacher, exported = data_free.frame_teacher(teacher_dir, _nature_cnn_network, FRAME_ACTION_SPEC)
+  assert exported.observation_spec.dtype == tf.uint8 and teacher.observation_spec.dtype == tf.float32
   scaled = tf.constant(frames, tf.float32) / 255.0
   np.testing.assert_allclose(teacher.logits_and_value(scaled)[0].numpy(),
                              exported.logits_and_value(tf.constant(frames))[0].numpy(), atol=1e-4)
