@@ -1,0 +1,1 @@
+"""What every run shares below the agents: its settings (gin), its directory, its errors."""
