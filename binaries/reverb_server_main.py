@@ -37,8 +37,13 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  # First, before anything can fail or print: what this process exposes.
+  print(f'reverb_server_main: listening on all network interfaces on port {FLAGS.port}, without '
+        'authentication or encryption: anyone who reaches this port can read and write the run\'s data. '
+        'Serve on a private network only (README, "Security").', flush=True)
   with common.job('reverb_server_main', argv):
     from agents import distributed  # pylint: disable=g-import-not-at-top
+    distributed.check_server_settings(FLAGS.checkpoint_interval_seconds, FLAGS.keep_checkpoints)
     stop = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
       signal.signal(signal_number, lambda *_: stop.set())

@@ -24,10 +24,13 @@ rebuilds all of them, for learners that need the whole sequence.
 """
 
 import sys
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
+
+from runtime import errors
 
 PADDINGS = ('zeros', 'reset')
 _ZERO = -1  # source index of a zero (padding) frame
@@ -56,13 +59,27 @@ def compact_signature(signature: Dict, padding: str) -> Dict:
   observation = signature['observation']
   shape = observation.shape.as_list()
   if len(shape) != 5 or shape[-1] < 2:
-    raise ValueError(f'Frames can be stored once only for stacks [T + 1, N, H, W, S >= 2] of grey frames, '
-                     f'got observations {shape}; set frame_storage.store_frames_once = False.')
+    raise errors.ConfigError(f'Frames can be stored once only for stacks [T + 1, N, H, W, S >= 2] of grey '
+                             f'frames, got observations {shape}; set frame_storage.store_frames_once = False.')
   compact = dict(signature)
   compact['observation'] = tf.TensorSpec(shape[:-1], observation.dtype, observation.name)
   key = frames_before_key(padding)
   compact[key] = tf.TensorSpec(shape[1:-1] + [shape[-1] - 1], observation.dtype, key)
   return compact
+
+
+def compact_step(step: Dict[str, Any], padding: str, starts_item: bool) -> Dict[str, Any]:
+  """One batched step `{'observation': [N, H, W, S], ...}` as a writer of the compact layout appends it.
+
+  The newest frames `[N, H, W]` become 'observation'; the older frames `[N, H, W, S - 1]` go under
+  `frames_before_key(padding)` when the step is the first row of an item (`starts_item`), and None
+  otherwise: no other row reads them.
+  """
+  step = dict(step)
+  stack = step['observation']
+  step['observation'] = np.ascontiguousarray(stack[..., -1])
+  step[frames_before_key(padding)] = np.ascontiguousarray(stack[..., :-1]) if starts_item else None
+  return step
 
 
 def steps_since_first(step_type: tf.Tensor) -> tf.Tensor:
