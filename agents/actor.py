@@ -3,7 +3,8 @@
 Written by hand rather than with TF-Agents' `Actor`/`PyDriver`: those step through a `PyEnvironment`
 with per-step nest conversion and a `py_tf_eager_policy`, which measured ~550 agent steps/s in TF-Agents'
 own PPO example on this machine. Here one compiled policy call serves all `N` environments of a native
-vector environment, and one Reverb append writes all of them.
+vector environment, and one append to the trajectory writer (`replay.local_queue` in one process,
+`replay.reverb_replay` between processes) writes all of them.
 
 Each appended step holds what the actor saw and did at time t (the layout of SEED RL / Acme, not
 TF-Agents' `Trajectory`): the time step (`step_type`, `reward` and `discount` received on arriving at
@@ -92,8 +93,9 @@ class Actor:
     """Args:
       environment: a batched environment (`batch_size` N) stepped with `send`/`receive` (`envs.suite`).
       network: the actor's own copy of the network, its variables created.
-      writer: the trajectory writer (`replay.reverb_replay.SequenceWriter`); `append(step)` returns
-        whether an item was completed.
+      writer: the trajectory writer (`replay.local_queue.SequenceWriter` in a single-process run,
+        `replay.reverb_replay.SequenceWriter` with a Reverb server); `append(step)` returns whether an item
+        was completed.
       seed: seeds the action sampling.
       greedy: act with the argmax instead of sampling.
       numpy_inference_for_mlps: run the policy in NumPy when the network is a small feed-forward MLP
@@ -215,7 +217,7 @@ class Actor:
       time_step = self._time_step
       action, logits, values, next_state = self._act(time_step.observation, time_step.step_type, self._state)
       action = action.astype(action_dtype, copy=False)
-      # The environments step on their own threads (ale-py) while this step is written to Reverb.
+      # The environments step on their own threads (ale-py) while this step is written.
       self._env.send(action)
       step = {
           'observation': time_step.observation,
@@ -244,7 +246,7 @@ class ActorThread(threading.Thread):
 
   The learner's thread publishes weights with `publish(variables, version)` (a numpy snapshot, so the
   actor never reads half-updated variables); the actor picks up the newest snapshot before each item.
-  The Reverb queue's rate limiter bounds how far the actor runs ahead. Finished episodes are handed
+  The trajectory queue's capacity bounds how far the actor runs ahead. Finished episodes are handed
   over through a thread-safe queue (`pop_finished_episodes`).
   """
 
@@ -295,8 +297,8 @@ class ActorThread(threading.Thread):
         if not self._writer.flush_unless(self._stop_requested.is_set):
           break
     except BaseException as error:  # pylint: disable=broad-except
-      # Reported by the training loop, which re-raises it in the main thread; `on_error` (e.g. stopping
-      # the in-process server) unblocks a learner waiting for items that will never come.
+      # Reported by the training loop, which re-raises it in the main thread; `on_error` (e.g. closing
+      # the in-process queue) unblocks a learner waiting for items that will never come.
       self.error = error
       if self._on_error is not None:
         self._on_error()

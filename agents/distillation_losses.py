@@ -76,6 +76,7 @@ import gin
 import tensorflow as tf
 
 from agents import losses
+from runtime import errors
 
 # The argument checks of agents/losses.py, shared so both modules report errors the same way.
 # pylint: disable=protected-access
@@ -218,7 +219,7 @@ class _Checked(NamedTuple):
 def check_variant(variant: str) -> str:
   """Returns `variant` if it is one of `VARIANTS`, else raises a one-line ValueError listing them."""
   if variant not in VARIANTS:
-    raise ValueError(f'Unknown distillation variant {variant!r}; use one of {", ".join(VARIANTS)}.')
+    raise errors.ConfigError(f'Unknown distillation variant {variant!r}; use one of {", ".join(VARIANTS)}.')
   return variant
 
 
@@ -824,7 +825,7 @@ class DistillationConfig:
     for name in ('distillation_coef', 'reward_coef'):
       value = getattr(self, name)
       if value < 0:
-        raise ValueError(f'DistillationConfig.{name} must be >= 0; got {value}.')
+        raise errors.ConfigError(f'DistillationConfig.{name} must be >= 0; got {value}.')
 
   @property
   def sampled_by(self) -> str:

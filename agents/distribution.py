@@ -9,6 +9,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from runtime import errors
+
 
 def get_strategy(tpu: Optional[str] = None, use_gpu: bool = False,
                  logical_cpus: int = 0) -> tf.distribute.Strategy:
@@ -25,8 +27,8 @@ def get_strategy(tpu: Optional[str] = None, use_gpu: bool = False,
     The default (one-device) strategy when no option is set.
   """
   if sum(bool(x) for x in (tpu, use_gpu, logical_cpus > 1)) > 1:
-    raise ValueError(f'Choose one of --tpu ({tpu!r}), --use_gpu ({use_gpu}) and '
-                     f'--logical_cpus ({logical_cpus}).')
+    raise errors.ConfigError(f'Choose one of --tpu ({tpu!r}), --use_gpu ({use_gpu}) and '
+                             f'--logical_cpus ({logical_cpus}).')
   if logical_cpus > 1:
     cpus = tf.config.list_physical_devices('CPU')
     try:
@@ -40,8 +42,8 @@ def get_strategy(tpu: Optional[str] = None, use_gpu: bool = False,
     devices = [f'/cpu:{i}' for i in range(logical_cpus)]
     return tf.distribute.MirroredStrategy(devices=devices)
   if use_gpu and not tf.config.list_physical_devices('GPU'):
-    raise ValueError('--use_gpu was given but TensorFlow sees no GPU; install tensorflow[and-cuda]==2.15.1 '
-                     'or drop --use_gpu.')
+    raise errors.ConfigError('--use_gpu was given but TensorFlow sees no GPU; install '
+                             'tensorflow[and-cuda]==2.15.1 or drop --use_gpu.')
   if tpu:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)

@@ -38,6 +38,8 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import losses
 from agents import vtrace
+from runtime import config as run_config
+from runtime import errors
 from replay import frame_stacks
 
 _EXTRINSIC = 'extrinsic'
@@ -112,18 +114,23 @@ class IMPALALearner:
                max_grad_norm: Optional[float] = 40.0,
                reward_clip: Optional[float] = None,
                kickstarter_fn: Optional[Callable[..., Any]] = None):
+    run_config.check_number('IMPALALearner.learning_rate', learning_rate, 0,
+                            meaning=f'the {optimizer} step size')
     if learning_rate_schedule not in _SCHEDULES:
-      raise ValueError(f"learning_rate_schedule={learning_rate_schedule!r} is unknown; use 'constant' or "
-                       "'linear'.")
+      raise errors.ConfigError(f'IMPALALearner.learning_rate_schedule={learning_rate_schedule!r} is unknown; '
+                               "use 'constant' or 'linear'.")
     if optimizer not in _OPTIMIZERS:
-      raise ValueError(f"optimizer={optimizer!r} is unknown; use 'rmsprop' (the paper's) or 'adam'.")
+      raise errors.ConfigError(f"IMPALALearner.optimizer={optimizer!r} is unknown; use 'rmsprop' (the "
+                               "paper's) or 'adam'.")
     if num_sgd_steps < 1:
-      raise ValueError(f'num_sgd_steps={num_sgd_steps} must be >= 1.')
+      raise errors.ConfigError(f'IMPALALearner.num_sgd_steps={num_sgd_steps} must be >= 1.')
     if reward_clip is not None and reward_clip <= 0:
-      raise ValueError(f'reward_clip={reward_clip} must be > 0, or None for no clipping.')
+      raise errors.ConfigError(f'IMPALALearner.reward_clip={reward_clip} must be > 0, or None for no '
+                               'clipping.')
     if _EXTRINSIC not in network.value_head_names:
-      raise ValueError(f'IMPALALearner trains the value head {_EXTRINSIC!r}, which the network lacks (it has '
-                       f"{list(network.value_head_names)}); add it with ActorCriticNetwork.value_heads.")
+      raise errors.ConfigError(f'IMPALALearner trains the value head {_EXTRINSIC!r}, which the network lacks '
+                               f'(it has {list(network.value_head_names)}); add it with '
+                               'ActorCriticNetwork.value_heads.')
     self._strategy = strategy or tf.distribute.get_strategy()
     self._network = network
     self._learning_rate_schedule = learning_rate_schedule

@@ -33,6 +33,7 @@ from agents import distillation_losses
 from agents import schedules
 from agents import teachers as teachers_lib
 from replay import frame_stacks
+from runtime import errors
 
 # Variants whose update has no per-step loss towards the teacher's action distribution, or which
 # need trajectories sampled by the teacher.
@@ -72,28 +73,31 @@ class Kickstarter(tf.Module):
     self._teachers = teachers if teachers is not None else teachers_lib.TeacherSet(
         observation_spec, action_spec, student_network=student_network)
     if len(self._teachers) == 0:  # pylint: disable=g-explicit-length-test
-      raise ValueError('Kickstarter has no teacher: set TeacherSet.paths to the teachers\' policy '
-                       'directories (PolicySaver exports, e.g. <root_dir>/policy of a train_main run).')
+      raise errors.ConfigError("Kickstarter has no teacher: set TeacherSet.paths to the teachers' policy "
+                               'directories (PolicySaver exports, e.g. <root_dir>/policy of a train_main '
+                               'run).')
     self._config = config if config is not None else distillation_losses.DistillationConfig()
     variant = self._config.variant
     if distillation_losses.SAMPLED_BY[variant] != 'student':
       students = [v for v in distillation_losses.VARIANTS if distillation_losses.SAMPLED_BY[v] == 'student']
-      raise ValueError(f'DistillationConfig.variant={variant!r} learns from the teacher\'s trajectories; '
-                       f'a kickstarted learner samples with the student: use one of {students}.')
+      raise errors.ConfigError(f"DistillationConfig.variant={variant!r} learns from the teacher's "
+                               'trajectories; a kickstarted learner samples with the student: use one of '
+                               f'{students}.')
     if variant in _NEEDS_TEACHER_VALUES:
       valueless = [t.name for t in self._teachers.teachers if not t.has_value]
       if valueless:
-        raise ValueError(f'DistillationConfig.variant={variant!r} needs each teacher\'s critic, but '
-                         f'{valueless} export no value: use teachers exported with value heads or another '
-                         'variant.')
+        raise errors.ConfigError(f"DistillationConfig.variant={variant!r} needs each teacher's critic, but "
+                                 f'{valueless} export no value: use teachers exported with value heads or '
+                                 'another variant.')
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
       self.weights = weights if weights is not None else schedules.TeacherWeights(self._teachers.names)
       self.distillation_coef = tf.Variable(float(self._config.distillation_coef), dtype=tf.float32,
                                            trainable=False, name='distillation_coef')
     if tuple(self.weights.teacher_names) != tuple(self._teachers.names):
-      raise ValueError(f'TeacherWeights names {list(self.weights.teacher_names)} differ from the teachers\' '
-                       f'{list(self._teachers.names)}: build the weights over TeacherSet.names.')
+      raise errors.ConfigError(f'TeacherWeights names {list(self.weights.teacher_names)} differ from the '
+                               f"teachers' {list(self._teachers.names)}: build the weights over "
+                               'TeacherSet.names.')
 
   @property
   def variant(self) -> str:

@@ -29,6 +29,8 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import losses
 from replay import frame_stacks
+from runtime import config as run_config
+from runtime import errors
 
 _EXTRINSIC = 'extrinsic'
 
@@ -110,14 +112,17 @@ class PPOLearner:
                reward_clip: Optional[float] = None,
                microbatch_size: Optional[int] = None,
                kickstarter_fn: Optional[Callable[..., Any]] = None):
+    run_config.check_number('PPOLearner.learning_rate', learning_rate, 0, meaning="Adam's step size")
     for name, schedule in (('learning_rate_schedule', learning_rate_schedule),
                            ('clip_schedule', clip_schedule)):
       if schedule not in ('constant', 'linear'):
-        raise ValueError(f"{name}={schedule!r} is unknown; use 'constant' or 'linear'.")
+        raise errors.ConfigError(f"PPOLearner.{name}={schedule!r} is unknown; use 'constant' or 'linear'.")
     if num_epochs < 1 or num_minibatches < 1:
-      raise ValueError(f'num_epochs ({num_epochs}) and num_minibatches ({num_minibatches}) must be >= 1.')
+      raise errors.ConfigError(f'PPOLearner.num_epochs ({num_epochs}) and PPOLearner.num_minibatches '
+                               f'({num_minibatches}) must be >= 1.')
     if microbatch_size is not None and microbatch_size < 1:
-      raise ValueError(f'microbatch_size={microbatch_size} must be >= 1, or None for whole minibatches.')
+      raise errors.ConfigError(f'PPOLearner.microbatch_size={microbatch_size} must be >= 1, or None for whole '
+                               'minibatches.')
     self._strategy = strategy or tf.distribute.get_strategy()
     self._microbatch_size = microbatch_size
     self._network = network
@@ -194,8 +199,9 @@ class PPOLearner:
     by the constructor; adding it again replaces it. Call before the first `run()`.
     """
     if name not in self._network.value_head_names:
-      raise ValueError(f'The network has no value head {name!r} (it has {list(self._network.value_head_names)}); '
-                       f"add it with ActorCriticNetwork.value_heads = {tuple(self._network.value_head_names) + (name,)}.")
+      heads = tuple(self._network.value_head_names)
+      raise errors.ConfigError(f'The network has no value head {name!r} (it has {list(heads)}); add it with '
+                               f'ActorCriticNetwork.value_heads = {heads + (name,)}.')
     with self._strategy.scope():
       if not isinstance(discount, tf.Variable):
         discount = self._hyper(discount, name=f'discount_{name}')

@@ -44,6 +44,7 @@ from agents import ppo_learner
 from agents import rnd_losses
 from networks import rnd as rnd_networks
 from replay import frame_stacks
+from runtime import errors
 
 _INTRINSIC = 'intrinsic'
 _EXTRINSIC = 'extrinsic'
@@ -88,13 +89,14 @@ class RNDLearner:
                target_fn: Callable[..., Any] = rnd_networks.RNDTargetNetwork,
                predictor_fn: Callable[..., Any] = rnd_networks.RNDPredictorNetwork):
     if _INTRINSIC not in network.value_head_names:
-      raise ValueError(
+      raise errors.ConfigError(
           f'RND needs a value head {_INTRINSIC!r}; the network has {list(network.value_head_names)}. '
           "Set ActorCriticNetwork.value_heads = ('extrinsic', 'intrinsic').")
     if not 0.0 < update_proportion <= 1.0:
-      raise ValueError(f'update_proportion must be in (0, 1], got {update_proportion}.')
+      raise errors.ConfigError(f'RNDLearner.update_proportion must be in (0, 1], got {update_proportion}.')
     if observation_normalization_steps < 0:
-      raise ValueError(f'observation_normalization_steps must be >= 0, got {observation_normalization_steps}.')
+      raise errors.ConfigError('RNDLearner.observation_normalization_steps must be >= 0, got '
+                               f'{observation_normalization_steps}.')
     self._strategy = strategy or tf.distribute.get_strategy()
     # A Python float: it sets the predictor's minibatch size, a static shape (TPUs need them).
     self._update_proportion = float(update_proportion)

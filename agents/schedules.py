@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import gin
 import tensorflow as tf
 
+from runtime import errors
+
 # The key of the global scale λ in `TeacherWeights.variables_by_name()` when the weights are factorised.
 SCALE = 'scale'
 
@@ -55,14 +57,14 @@ class Schedule:
 
 def _finite_float(value, name: str, function: str) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-    raise ValueError(f'{function}.{name} must be a finite number, got {value!r}.')
+    raise errors.ConfigError(f'{function}.{name} must be a finite number, got {value!r}.')
   return float(value)
 
 
 def _positive(value, name: str, function: str) -> float:
   value = _finite_float(value, name, function)
   if value <= 0:
-    raise ValueError(f'{function}.{name} must be > 0, got {value!r}.')
+    raise errors.ConfigError(f'{function}.{name} must be > 0, got {value!r}.')
   return value
 
 
@@ -212,14 +214,14 @@ class TeacherWeights(tf.Module):
     super().__init__(name=name)
     names = [teacher_names] if isinstance(teacher_names, str) else list(teacher_names)
     if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-      raise ValueError(f'TeacherWeights.teacher_names must be one or more unique non-empty names, got '
-                       f'{teacher_names!r}.')
+      raise errors.ConfigError('TeacherWeights.teacher_names must be one or more unique non-empty names, got '
+                               f'{teacher_names!r}.')
     if mode not in _MODES:
-      raise ValueError(f"TeacherWeights.mode must be 'schedule' or 'pbt', got {mode!r}.")
+      raise errors.ConfigError(f"TeacherWeights.mode must be 'schedule' or 'pbt', got {mode!r}.")
     factorised = scale_schedule is not None
     if factorised and SCALE in names:
-      raise ValueError(f"A teacher may not be named {SCALE!r} when the weights are factorised (the global "
-                       f"scale λ has that key); rename it.")
+      raise errors.ConfigError(f'A teacher may not be named {SCALE!r} when the weights are factorised (the '
+                               'global scale λ has that key); rename it.')
     self._names = tuple(names)
     self._mode = mode
     self._schedules = self._schedule_per_teacher(schedules)
@@ -228,8 +230,8 @@ class TeacherWeights(tf.Module):
     def variable(schedule, key):
       initial = float(schedule(0))
       if initial < 0 or initial != initial:
-        raise ValueError(f'TeacherWeights: the λ of {key!r} starts at {initial} ({schedule!r} at step 0); '
-                         f'kickstarting weights must be >= 0.')
+        raise errors.ConfigError(f'TeacherWeights: the λ of {key!r} starts at {initial} ({schedule!r} at '
+                                 'step 0); kickstarting weights must be >= 0.')
       return tf.Variable(initial, trainable=False, dtype=tf.float32, name=_variable_name(key),
                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
@@ -241,13 +243,14 @@ class TeacherWeights(tf.Module):
     if isinstance(schedules, Mapping):
       unknown = sorted(set(schedules) - set(self._names))
       if unknown:
-        raise ValueError(f'TeacherWeights.schedules names unknown teachers {unknown}; the teachers are '
-                         f'{list(self._names)}.')
+        raise errors.ConfigError(f'TeacherWeights.schedules names unknown teachers {unknown}; the teachers '
+                                 f'are {list(self._names)}.')
       return [_as_schedule(schedules.get(n, 1.0)) for n in self._names]
     if isinstance(schedules, Sequence) and not isinstance(schedules, str):
       if len(schedules) != len(self._names):
-        raise ValueError(f'TeacherWeights got {len(schedules)} schedules for {len(self._names)} teachers '
-                         f'{list(self._names)}; give one per teacher, a single one, or a mapping by name.')
+        raise errors.ConfigError(f'TeacherWeights got {len(schedules)} schedules for {len(self._names)} '
+                                 f'teachers {list(self._names)}; give one per teacher, a single one, or a '
+                                 'mapping by name.')
       return [_as_schedule(s) for s in schedules]
     return [_as_schedule(schedules)] * len(self._names)
 

@@ -53,6 +53,8 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
 
+from runtime import errors
+
 # What a teacher gives for the rows of one batch (see `evaluate_on_task`):
 #   logits: float32 [B, A] or [T, B, A], gradients stopped (zeros on rows outside the teacher's task);
 #   value:  float32 [B] or [T, B] (gradients stopped), or None when the teacher has no critic;
@@ -399,16 +401,16 @@ def _keras_logits_and_value(outputs, source):
   """Splits a Keras teacher's outputs into `(logits, value or None)`; raises on other structures."""
   if isinstance(outputs, Mapping):
     if 'logits' not in outputs:
-      raise ValueError(f"Keras teacher {source!r} returns a dict without 'logits' (keys {sorted(outputs)}); "
-                       f"return {{'logits': [B, A], 'value': [B]}}.")
+      raise errors.PolicyLoadError(f"Keras teacher {source!r} returns a dict without 'logits' (keys "
+                                   f"{sorted(outputs)}); return {{'logits': [B, A], 'value': [B]}}.")
     return outputs['logits'], outputs.get('value')
   if isinstance(outputs, (list, tuple)):
     if len(outputs) == 1:
       return outputs[0], None
     if len(outputs) == 2 and all(tf.is_tensor(o) for o in outputs):
       return outputs[0], outputs[1]
-    raise ValueError(f'Keras teacher {source!r} returns {len(outputs)} outputs; return logits [B, A] or a '
-                     f'pair (logits [B, A], value [B]).')
+    raise errors.PolicyLoadError(f'Keras teacher {source!r} returns {len(outputs)} outputs; return logits '
+                                 '[B, A] or a pair (logits [B, A], value [B]).')
   return outputs, None
 
 
@@ -416,8 +418,8 @@ def _discrete_action_count(spec, who: str, source: str) -> int:
   """A for a scalar integer `BoundedTensorSpec`, or a one-line error."""
   if (tf.nest.is_nested(spec) or not isinstance(spec, tensor_spec.BoundedTensorSpec)
       or not spec.dtype.is_integer or spec.shape.rank != 0):
-    raise ValueError(f'Kickstarting distils discrete policies: the {who} of teacher {source!r} has action '
-                     f'spec {spec!r}, not a scalar integer BoundedTensorSpec.')
+    raise errors.PolicyLoadError(f'Kickstarting distils discrete policies: the {who} of teacher {source!r} '
+                                 f'has action spec {spec!r}, not a scalar integer BoundedTensorSpec.')
   return int(spec.maximum) - int(spec.minimum) + 1
 
 
@@ -425,12 +427,13 @@ def _check_action_specs(teacher_spec, student_spec, source: str) -> None:
   teacher_actions = _discrete_action_count(teacher_spec, 'teacher', source)
   student_actions = _discrete_action_count(student_spec, 'student', source)
   if teacher_actions != student_actions:
-    raise ValueError(f'teacher {source!r} acts over {teacher_actions} actions ({teacher_spec!r}) but the '
-                     f'student over {student_actions} ({student_spec!r}): distil only between matching '
-                     f'action spaces.')
+    raise errors.PolicyLoadError(f'teacher {source!r} acts over {teacher_actions} actions ({teacher_spec!r}) '
+                                 f'but the student over {student_actions} ({student_spec!r}): distil only '
+                                 'between matching action spaces.')
   if teacher_spec.dtype != student_spec.dtype or int(teacher_spec.minimum) != int(student_spec.minimum):
-    raise ValueError(f'teacher {source!r} acts with {teacher_spec!r} but the student with {student_spec!r}: '
-                     f'distil only between matching action specs (same dtype and the same actions).')
+    raise errors.PolicyLoadError(f'teacher {source!r} acts with {teacher_spec!r} but the student with '
+                                 f'{student_spec!r}: distil only between matching action specs (same dtype '
+                                 'and the same actions).')
 
 
 def _check_observation_specs(teacher_spec, student_spec, source: str) -> None:
@@ -442,9 +445,9 @@ def _check_observation_specs(teacher_spec, student_spec, source: str) -> None:
   except (ValueError, TypeError):
     matches = False
   if not matches:
-    raise ValueError(f'teacher {source!r} observes {teacher_spec!r} but the student observes '
-                     f'{student_spec!r}: distil only between matching observation specs (same shape and '
-                     f'dtype).')
+    raise errors.PolicyLoadError(f'teacher {source!r} observes {teacher_spec!r} but the student observes '
+                                 f'{student_spec!r}: distil only between matching observation specs (same '
+                                 'shape and dtype).')
 
 
 def _select_value_head(info, value_head: Optional[str], source: str) -> Optional[str]:
@@ -456,18 +459,18 @@ def _select_value_head(info, value_head: Optional[str], source: str) -> Optional
     heads = ['']
   if not heads:
     if value_head is not None:
-      raise ValueError(f'teacher {source!r} has no critic in its PolicyStep.info ({info!r}) but value_head='
-                       f'{value_head!r} was asked for; leave value_head=None.')
+      raise errors.ConfigError(f'teacher {source!r} has no critic in its PolicyStep.info ({info!r}) but '
+                               f'value_head={value_head!r} was asked for; leave value_head=None.')
     return None
   if value_head is None:
     if _EXTRINSIC in heads:
       return _EXTRINSIC
     if len(heads) == 1:
       return heads[0]
-    raise ValueError(f'teacher {source!r} has value heads {heads} and none is {_EXTRINSIC!r}; choose one '
-                     f'with value_head.')
+    raise errors.ConfigError(f'teacher {source!r} has value heads {heads} and none is {_EXTRINSIC!r}; choose '
+                             'one with value_head.')
   if value_head not in heads:
-    raise ValueError(f'teacher {source!r} has no value head {value_head!r}; its heads are {heads}.')
+    raise errors.ConfigError(f'teacher {source!r} has no value head {value_head!r}; its heads are {heads}.')
   return value_head
 
 
@@ -516,15 +519,16 @@ def _load_saved_policy(path: str, student_observation_spec, student_action_spec,
   if choice is None:
     step = saved_policy.action(probe, state)
     if not (isinstance(step.info, Mapping) and 'logits' in step.info):
-      raise ValueError(f"teacher {path!r} gives no logits: its PolicyStep.info has no 'logits' and its saved "
-                       f'distribution is not Categorical; export a policy whose info carries its logits '
-                       f'(agents.policies.export_policy does).')
+      raise errors.PolicyLoadError(f"teacher {path!r} gives no logits: its PolicyStep.info has no 'logits' "
+                                   'and its saved distribution is not Categorical; export a policy whose '
+                                   'info carries its logits (agents.policies.export_policy does).')
     choice = ('action', 'info', step)
   function_name, logits_from, step = choice
   logits = step.info['logits'] if logits_from == 'info' else step.action.logits_parameter()
   if logits.shape[-1] != num_actions:
-    raise ValueError(f'teacher {path!r} emits logits of width {logits.shape[-1]} for its {num_actions} '
-                     f'actions ({specs["action_spec"]!r}); its export is inconsistent.')
+    raise errors.PolicyLoadError(f'teacher {path!r} emits logits of width {logits.shape[-1]} for its '
+                                 f'{num_actions} actions ({specs["action_spec"]!r}); its export is '
+                                 'inconsistent.')
   head = _select_value_head(step.info, value_head, path)
   return SavedPolicyTeacher(saved_policy, specs, function_name, logits_from, head, name=name, source=path)
 
@@ -532,33 +536,35 @@ def _load_saved_policy(path: str, student_observation_spec, student_action_spec,
 def _load_keras(model, student_observation_spec, student_action_spec, name: str, source: str) -> KerasTeacher:
   num_actions = _discrete_action_count(student_action_spec, 'student', source)
   if tf.nest.is_nested(student_observation_spec):
-    raise ValueError(f'Keras teacher {source!r} takes one tensor but the student observes the nest '
-                     f'{student_observation_spec!r}; wrap the teacher in a Teacher subclass.')
+    raise errors.PolicyLoadError(f'Keras teacher {source!r} takes one tensor but the student observes the '
+                                 f'nest {student_observation_spec!r}; wrap the teacher in a Teacher '
+                                 'subclass.')
   inputs = getattr(model, 'inputs', None)
   if inputs:
     if len(inputs) != 1:
-      raise ValueError(f'Keras teacher {source!r} has {len(inputs)} inputs; a teacher takes one observation.')
+      raise errors.PolicyLoadError(f'Keras teacher {source!r} has {len(inputs)} inputs; a teacher takes one '
+                                   'observation.')
     input_shape = tf.TensorShape(inputs[0].shape[1:])
     if not input_shape.is_compatible_with(student_observation_spec.shape):
-      raise ValueError(f'teacher {source!r} takes observations of shape {tuple(input_shape)} '
-                       f'({inputs[0]!r}) but the student observes {student_observation_spec!r}: distil only '
-                       f'between matching observation specs.')
+      raise errors.PolicyLoadError(f'teacher {source!r} takes observations of shape {tuple(input_shape)} '
+                                   f'({inputs[0]!r}) but the student observes {student_observation_spec!r}: '
+                                   'distil only between matching observation specs.')
   # The model takes the student's observations, cast to its input dtype when it declares one.
   input_dtype = inputs[0].dtype if inputs else student_observation_spec.dtype
   model.trainable = False
   try:
     outputs = model(tf.cast(_probe_batch(student_observation_spec), input_dtype), training=False)
   except (ValueError, TypeError, tf.errors.OpError) as error:
-    raise ValueError(f'teacher {source!r} cannot take observations of the student\'s spec '
-                     f'{student_observation_spec!r}: {str(error).splitlines()[0]}') from error
+    raise errors.PolicyLoadError(f'teacher {source!r} cannot take observations of the student\'s spec '
+                                 f'{student_observation_spec!r}: {str(error).splitlines()[0]}') from error
   logits, value = _keras_logits_and_value(outputs, source)
   if logits.shape.rank != 2 or logits.shape[-1] != num_actions:
-    raise ValueError(f'teacher {source!r} outputs logits of shape {tuple(logits.shape[1:])} (a batch of 1) '
-                     f'but the student acts over {num_actions} actions ({student_action_spec!r}): distil '
-                     f'only between matching action spaces.')
+    raise errors.PolicyLoadError(f'teacher {source!r} outputs logits of shape {tuple(logits.shape[1:])} (a '
+                                 f'batch of 1) but the student acts over {num_actions} actions '
+                                 f'({student_action_spec!r}): distil only between matching action spaces.')
   if value is not None and tuple(value.shape) not in ((1,), (1, 1)):
-    raise ValueError(f'teacher {source!r} outputs a value of shape {tuple(value.shape)}; it must be [B] or '
-                     f'[B, 1].')
+    raise errors.PolicyLoadError(f'teacher {source!r} outputs a value of shape {tuple(value.shape)}; it must '
+                                 'be [B] or [B, 1].')
   return KerasTeacher(model, student_observation_spec, student_action_spec, num_actions,
                       has_value=value is not None, name=name, source=source)
 
@@ -585,8 +591,9 @@ def load_teacher(path_or_model: Union[str, os.PathLike, tf.keras.Model, Teacher]
     A `Teacher`.
 
   Raises:
-    ValueError: If the source does not exist or is of no known kind, or its observation or action spec
-      does not match the student's (a one-line message naming both specs and the path).
+    PolicyLoadError: If the source does not exist or holds no policy (`teacher_kind`), or its observation or
+      action spec does not match the student's (a one-line message naming both specs and the path).
+    ConfigError: If `value_head` names no head of the teacher.
   """
   student_observation_spec = tensor_spec.from_spec(student_observation_spec)
   student_action_spec = tensor_spec.from_spec(student_action_spec)
@@ -603,17 +610,42 @@ def load_teacher(path_or_model: Union[str, os.PathLike, tf.keras.Model, Teacher]
   path = os.fspath(path_or_model)
   default_name = os.path.basename(path.rstrip('/')) or 'teacher'
   name = name or os.path.splitext(default_name)[0]
-  if tf.io.gfile.isdir(path) and tf.io.gfile.exists(os.path.join(path, policy_saver.POLICY_SPECS_PBTXT)):
+  if teacher_kind(path) == 'policy':
     return _load_saved_policy(path, student_observation_spec, student_action_spec, name, value_head)
-  is_keras_file = not tf.io.gfile.isdir(path) and path.endswith(('.keras', '.h5'))
-  is_keras_saved_model = (tf.io.gfile.isdir(path)
-                          and tf.io.gfile.exists(os.path.join(path, 'keras_metadata.pb')))
-  if tf.io.gfile.exists(path) and (is_keras_file or is_keras_saved_model):
-    model = tf.keras.models.load_model(path, compile=False)
-    return _load_keras(model, student_observation_spec, student_action_spec, name=name, source=path)
-  raise ValueError(f'teacher {path!r} is neither a PolicySaver export (a directory with '
-                   f'{policy_saver.POLICY_SPECS_PBTXT}) nor a Keras model (.keras, .h5 or a Keras SavedModel '
-                   f'directory){"" if tf.io.gfile.exists(path) else "; it does not exist"}.')
+  model = tf.keras.models.load_model(path, compile=False)
+  return _load_keras(model, student_observation_spec, student_action_spec, name=name, source=path)
+
+
+# What a teacher path may hold, for the messages that refuse one.
+EXPECTED_TEACHER = ('a PolicySaver export (a directory with saved_model.pb and '
+                    f'{policy_saver.POLICY_SPECS_PBTXT}, e.g. the policy/ of a train_main run) or a Keras '
+                    'model (a .keras or .h5 file, or a Keras SavedModel directory)')
+
+
+def teacher_kind(path: str) -> str:
+  """What the teacher at `path` is, from its files alone (nothing is loaded): 'policy' for a PolicySaver
+  export, 'keras' for a Keras model file or SavedModel directory.
+
+  Raises:
+    PolicyLoadError: `path` does not exist or holds neither (one line naming the path and what is
+      expected), e.g. a run directory instead of its policy/, or an export whose saved_model.pb is missing.
+  """
+  if not tf.io.gfile.exists(path):
+    raise errors.PolicyLoadError(f'teacher {path!r} does not exist; pass {EXPECTED_TEACHER}.')
+  if tf.io.gfile.isdir(path):
+    has_saved_model = tf.io.gfile.exists(os.path.join(path, 'saved_model.pb'))
+    if tf.io.gfile.exists(os.path.join(path, policy_saver.POLICY_SPECS_PBTXT)):
+      if not has_saved_model:
+        raise errors.PolicyLoadError(f'teacher {path!r} holds no policy: it has '
+                                     f'{policy_saver.POLICY_SPECS_PBTXT} but no saved_model.pb (an export '
+                                     'cut short?); pass the policy/ directory of a finished train_main '
+                                     'run.')
+      return 'policy'
+    if has_saved_model and tf.io.gfile.exists(os.path.join(path, 'keras_metadata.pb')):
+      return 'keras'
+  elif path.endswith(('.keras', '.h5')):
+    return 'keras'
+  raise errors.PolicyLoadError(f'teacher {path!r} holds no policy; pass {EXPECTED_TEACHER}.')
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -809,24 +841,27 @@ class TeacherSet(tf.Module):
       names = [f'teacher_{k}' for k in range(len(paths))]
     names = [names] if isinstance(names, str) else list(names)
     if len(names) != len(paths) or len(set(names)) != len(names):
-      raise ValueError(f'TeacherSet.names must give one unique name per teacher ({len(paths)} paths), got '
-                       f'{names!r}.')
+      raise errors.ConfigError(f'TeacherSet.names must give one unique name per teacher ({len(paths)} '
+                               f'paths), got {names!r}.')
     tasks = [None] * len(paths) if tasks is None else list(tasks)
     if len(tasks) != len(paths):
-      raise ValueError(f'TeacherSet.tasks must give one task id (or None) per teacher ({len(paths)} paths), '
-                       f'got {tasks!r}.')
+      raise errors.ConfigError(f'TeacherSet.tasks must give one task id (or None) per teacher ({len(paths)} '
+                               f'paths), got {tasks!r}.')
     for task in tasks:
       if task is not None and (isinstance(task, bool) or not isinstance(task, (int, np.integer))):
-        raise ValueError(f'TeacherSet.tasks holds {task!r}; task ids are ints (None: every task).')
+        raise errors.ConfigError(f'TeacherSet.tasks holds {task!r}; task ids are ints (None: every task).')
     if isinstance(peers, bool) or not isinstance(peers, (int, np.integer)) or peers < 0:
-      raise ValueError(f'TeacherSet.peers={peers!r} must be a count >= 0 of peer teachers (codistillation).')
+      raise errors.ConfigError(f'TeacherSet.peers={peers!r} must be a count >= 0 of peer teachers '
+                               '(codistillation).')
     if peers and student_network is None:
-      raise ValueError('TeacherSet.peers > 0 needs the student\'s network to copy: build the TeacherSet through '
-                       'a learner\'s Kickstarter (PPOLearner.kickstarter_fn = @Kickstarter).')
+      raise errors.ConfigError('TeacherSet.peers > 0 needs the student\'s network to copy: build the '
+                               'TeacherSet through a learner\'s Kickstarter (PPOLearner.kickstarter_fn = '
+                               '@Kickstarter).')
     peer_names = [f'{PEER_PREFIX}{k}' for k in range(peers)]
     clashes = sorted(set(peer_names) & set(names))
     if clashes:
-      raise ValueError(f'TeacherSet.names {clashes} are the peer teachers\' names; rename those teachers.')
+      raise errors.ConfigError(f'TeacherSet.names {clashes} are the peer teachers\' names; rename those '
+                               'teachers.')
     self._teachers = [load_teacher(path, student_observation_spec, student_action_spec, name=teacher_name,
                                    value_head=value_head) for path, teacher_name in zip(paths, names)]
     self._teachers += [PeerTeacher(student_network.copy(name=f'{peer_name}_network'), peer_name)

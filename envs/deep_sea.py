@@ -36,6 +36,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from runtime import errors
+
 ENV_ID = 'protege/DeepSea-v0'
 
 # np.random.RandomState (bsuite's mapping generator) takes 32-bit seeds.
@@ -45,7 +47,7 @@ _MAX_MAPPING_SEED = 2**32 - 1
 def _check_mapping_seed(seed: int, name: str) -> int:
   """Returns `seed` as an int if `np.random.RandomState` accepts it; a one-line ValueError otherwise."""
   if not 0 <= int(seed) <= _MAX_MAPPING_SEED:
-    raise ValueError(
+    raise errors.ConfigError(
         f'DeepSea {name} must be in [0, 2**32 - 1] (a numpy RandomState seed, as in bsuite), got {seed}; '
         'pass a smaller non-negative seed.')
   return int(seed)
@@ -128,10 +130,10 @@ class DeepSeaVectorEnv(gymnasium.vector.VectorEnv):
           f'DeepSeaVectorEnv supports only autoreset_mode=AutoresetMode.NEXT_STEP, got {autoreset_mode!r}; '
           'drop the autoreset_mode argument.')
     if size < 2:
-      raise ValueError(
+      raise errors.ConfigError(
           f'DeepSea size must be at least 2, got {size}; pass size=N with N >= 2 (bsuite sweeps 10 to 50).')
     if num_envs < 1:
-      raise ValueError(f'DeepSea num_envs must be at least 1, got {num_envs}.')
+      raise errors.ConfigError(f'DeepSea num_envs must be at least 1, got {num_envs}.')
     self.num_envs = int(num_envs)
     self._size = int(size)
     self._deterministic = bool(deterministic)

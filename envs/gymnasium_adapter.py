@@ -26,6 +26,8 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
+from runtime import errors
+
 _OPENCV_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX, the most channels cv2.merge takes
 
 _FIRST = int(ts.StepType.FIRST)
@@ -77,7 +79,7 @@ def space_to_spec(space: gymnasium.Space, name: str) -> array_spec.BoundedArrayS
 def _raise_non_finite_reward(env_id: str, rewards: np.ndarray) -> None:
   """Raises a one-line `ValueError` naming the first environment with a non-finite reward."""
   bad_index = int(np.flatnonzero(~np.isfinite(rewards))[0])
-  raise ValueError(
+  raise errors.ConfigError(
       f'Environment {env_id!r} (env index {bad_index}) returned a non-finite reward '
       f'{rewards[bad_index]!r}; fix the environment or a wrapper that computes the reward.')
 
@@ -277,8 +279,8 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     if frame_stack_padding is None and grey_stack and is_ale:
       frame_stack_padding = 'zeros'
     if frame_stack_padding is not None and (not grey_stack or frame_stack_padding not in ('zeros', 'reset')):
-      raise ValueError(f"frame_stack_padding={frame_stack_padding!r} of {env_id!r} needs grey frame stacks and "
-                       "'zeros' or 'reset'; pass None for other observations.")
+      raise errors.ConfigError(f'frame_stack_padding={frame_stack_padding!r} of {env_id!r} needs grey frame '
+                               "stacks and 'zeros' or 'reset'; pass None for other observations.")
     self._frame_stack_padding = frame_stack_padding
     self._observation_spec = space_to_spec(observation_space, 'observation')
     self._action_spec = space_to_spec(env.single_action_space, 'action')

@@ -33,6 +33,8 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from runtime import errors
+
 ID_PREFIX = 'MinAtar/'
 # Joins the ids of the games of a multi-game vector env: 'MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'.
 TASK_SEPARATOR = '+'
@@ -63,8 +65,9 @@ def split_env_id(env_id: str) -> List[str]:
   parts = env_id.split(TASK_SEPARATOR)
   bad = [part for part in parts if not part.startswith(ID_PREFIX)]
   if bad:
-    raise ValueError(f'Environment id {env_id!r} joins {bad!r}, which are not MinAtar ids; several games in '
-                     "one vector env are written 'MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'.")
+    raise errors.ConfigError(f'Environment id {env_id!r} joins {bad!r}, which are not MinAtar ids; several '
+                             'games in one vector env are written '
+                             "'MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'.")
   return parts
 
 
@@ -112,8 +115,9 @@ class MinAtarObservation(gymnasium.ObservationWrapper):
     height, width, channels = env.observation_space.shape
     num_channels = channels if num_channels is None else int(num_channels)
     if num_channels < channels:
-      raise ValueError(f'minatar_options.pad_channels_to={num_channels} is below the {channels} channels of '
-                       f'{env.spec.id if env.spec else env!r}; use at least {channels} (10 fits every game).')
+      raise errors.ConfigError(f'minatar_options.pad_channels_to={num_channels} is below the {channels} '
+                               f'channels of {env.spec.id if env.spec else env!r}; use at least {channels} '
+                               '(10 fits every game).')
     self._shape = (height, width, num_channels)
     self._channels = channels
     self.observation_space = gymnasium.spaces.Box(0.0, 1.0, shape=self._shape, dtype=np.float32)
@@ -147,8 +151,9 @@ def task_layout(num_envs: int, num_tasks: int) -> np.ndarray:
     ValueError: if there are fewer environments than tasks.
   """
   if num_envs < num_tasks:
-    raise ValueError(f'{num_tasks} games need at least {num_tasks} environments, got num_envs={num_envs}; '
-                     'set make_environment.num_envs (and train.eval_episodes) to a multiple of the games.')
+    raise errors.ConfigError(f'{num_tasks} games need at least {num_tasks} environments, got '
+                             f'num_envs={num_envs}; set make_environment.num_envs (and train.eval_episodes) '
+                             'to a multiple of the games.')
   return (np.arange(num_envs) * num_tasks // num_envs).astype(np.int32)
 
 
@@ -185,12 +190,13 @@ def make_vector_env(env_id: str, num_envs: int,
     shapes = {game_id: shape for game_id, (shape, _) in spaces.items()}
     if num_channels is None and len(set(shapes.values())) > 1:
       channels = {game_id: shape[-1] for game_id, shape in shapes.items()}
-      raise ValueError(f'Games of {env_id!r} have different channel counts {channels}; set '
-                       f'minatar_options.pad_channels_to = {max(channels.values())} (or 10, every game).')
+      raise errors.ConfigError(f'Games of {env_id!r} have different channel counts {channels}; set '
+                               f'minatar_options.pad_channels_to = {max(channels.values())} (or 10, every '
+                               'game).')
     actions = {game_id: num_actions for game_id, (_, num_actions) in spaces.items()}
     if len(set(actions.values())) > 1:
-      raise ValueError(f'Games of {env_id!r} have different numbers of actions {actions}; use the '
-                       "'-v0' ids, whose six actions are the same in every MinAtar game.")
+      raise errors.ConfigError(f'Games of {env_id!r} have different numbers of actions {actions}; use the '
+                               "'-v0' ids, whose six actions are the same in every MinAtar game.")
   env_fns = [_make_game(game_ids[task], options, num_channels) for task in task_ids]
   vector_env = gymnasium.vector.SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.NEXT_STEP)
   return vector_env, task_ids

@@ -41,6 +41,8 @@ from typing import NamedTuple, Tuple
 
 import tensorflow as tf
 
+from runtime import errors
+
 MOVES = ('up', 'down', 'left', 'right')
 NUM_MOVES = len(MOVES)
 # (row, column) offsets of the moves, in the order of MOVES.
@@ -251,13 +253,14 @@ def generate_grid_mdps(num_mdps: int,
       do not give M MDPs with a reachable reward.
   """
   if num_mdps < 1:
-    raise ValueError(f'num_mdps must be at least 1, got {num_mdps}.')
+    raise errors.ConfigError(f'num_mdps must be at least 1, got {num_mdps}.')
   if height < 2 or width < 2:
-    raise ValueError(f'The grid must be at least 2 x 2, got {height} x {width}; pass larger height/width.')
+    raise errors.ConfigError(f'The grid must be at least 2 x 2, got {height} x {width}; pass larger '
+                             'height/width.')
   for name, value in (('wall_probability', wall_probability), ('reward_probability', reward_probability),
                       ('noise', noise), ('absorb_probability', absorb_probability)):
     if not 0.0 <= value <= 1.0:
-      raise ValueError(f'{name} must be a probability in [0, 1], got {value}.')
+      raise errors.ConfigError(f'{name} must be a probability in [0, 1], got {value}.')
   kept, num_kept = [], 0
   for round_index in range(max_rounds if require_reachable_reward else 1):
     round_seed = tf.constant([seed, round_index], tf.int32)
@@ -269,7 +272,7 @@ def generate_grid_mdps(num_mdps: int,
     num_kept += mdps.num_mdps
     if num_kept >= num_mdps:
       return select_mdps(_concat_mdps(kept), tf.range(num_mdps))
-  raise ValueError(
+  raise errors.ConfigError(
       f'Only {num_kept} of {num_mdps} MDPs drawn in {max_rounds} rounds can reach a reward from the '
       f'initial state; raise reward_probability (now {reward_probability}) or lower wall_probability '
       f'(now {wall_probability}).')
@@ -282,7 +285,7 @@ def action_moves(num_actions: int) -> tf.Tensor:
   docstring.
   """
   if num_actions < NUM_MOVES:
-    raise ValueError(f'num_actions must be at least {NUM_MOVES} (one per move), got {num_actions}.')
+    raise errors.ConfigError(f'num_actions must be at least {NUM_MOVES} (one per move), got {num_actions}.')
   return tf.range(num_actions, dtype=tf.int32) % NUM_MOVES
 
 

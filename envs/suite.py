@@ -15,6 +15,7 @@ from gymnasium.vector import AutoresetMode
 from envs import deep_sea
 from envs import gymnasium_adapter
 from envs import minatar
+from runtime import errors
 
 # Importing ale_py registers the 'ALE/<Game>-v5' ids, importing envs.deep_sea 'protege/DeepSea-v0';
 # registering explicitly documents why the imports are needed and keeps linters from dropping them.
@@ -101,7 +102,7 @@ def _find_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
   suggestions = difflib.get_close_matches(env_id, list(gymnasium.registry.keys()), n=3, cutoff=0.6)
   hint = (f'did you mean {" or ".join(repr(s) for s in suggestions)}?' if suggestions else
           'no registered id is close.')
-  raise ValueError(
+  raise errors.ConfigError(
       f'Unknown environment id {env_id!r}; {hint} gymnasium.pprint_registry() lists the '
       "registered ids; Atari games are 'ALE/<Game>-v5' (e.g. 'ALE/MontezumaRevenge-v5').")
 
@@ -135,7 +136,7 @@ def _gymnasium_atari(env_id: str, num_envs: int, options: dict, ram_info: Dict[s
   Slower than the vector env: the emulators step one after another in the calling thread.
   """
   if options['use_fire_reset'] or options['reward_clipping'] or not options['grayscale']:
-    raise ValueError(
+    raise errors.ConfigError(
         "make_environment.atari_backend = 'gymnasium' supports grey frames without fire reset or reward "
         'clipping; set atari_options.use_fire_reset/reward_clipping = False and grayscale = True, or use '
         "atari_backend = 'ale_vector'.")
@@ -160,7 +161,7 @@ def _minatar(env_id: str, num_envs: int, seed: int, env_kwargs: Optional[Dict[st
              ) -> gymnasium_adapter.VectorGymnasiumEnvironment:
   """`make_environment` for 'MinAtar/...' ids, one game or several joined by '+' (see `envs/minatar.py`)."""
   if env_kwargs:
-    raise ValueError(
+    raise errors.ConfigError(
         f'make_environment.env_kwargs {env_kwargs!r} is not used for MinAtar id {env_id!r}; configure the '
         "games with minatar_options (e.g. gin 'minatar_options.sticky_action_prob = 0.1') instead.")
   minatar.register_envs()
@@ -218,7 +219,7 @@ def make_environment(env_id: str = 'CartPole-v1',
       `env_kwargs` is given for an 'ALE/...' or 'MinAtar/...' id.
   """
   if num_envs < 1:
-    raise ValueError(f'num_envs must be at least 1, got {num_envs}; set make_environment.num_envs.')
+    raise errors.ConfigError(f'num_envs must be at least 1, got {num_envs}; set make_environment.num_envs.')
   if minatar.is_minatar_id(env_id):
     return _minatar(env_id, num_envs, seed, env_kwargs)
   spec = _find_spec(env_id)
@@ -226,7 +227,7 @@ def make_environment(env_id: str = 'CartPole-v1',
   frames_per_step = None
   if env_id.startswith('ALE/'):
     if env_kwargs:
-      raise ValueError(
+      raise errors.ConfigError(
           f'make_environment.env_kwargs {env_kwargs!r} is not used for Atari id {env_id!r}; configure '
           "the emulator with atari_options (e.g. gin 'atari_options.frameskip = 4') instead.")
     options = atari_options()
@@ -237,11 +238,11 @@ def make_environment(env_id: str = 'CartPole-v1',
           vector_env, seed=seed, env_id=env_id, frames_per_step=frames_per_step, channels_first_stack=True,
           tracked_info_keys=tuple(ram_info or ()), frame_stack_padding='reset')
     if atari_backend != 'ale_vector':
-      raise ValueError(f"make_environment.atari_backend={atari_backend!r} is unknown; use 'ale_vector' or "
-                       "'gymnasium'.")
+      raise errors.ConfigError(f'make_environment.atari_backend={atari_backend!r} is unknown; use '
+                               "'ale_vector' or 'gymnasium'.")
     if ram_info:
-      raise ValueError(f'make_environment.ram_info {ram_info!r} needs atari_backend = \'gymnasium\' (ale-py\'s '
-                       'vector env exposes no RAM).')
+      raise errors.ConfigError(f'make_environment.ram_info {ram_info!r} needs atari_backend = \'gymnasium\' '
+                               '(ale-py\'s vector env exposes no RAM).')
     # make_vec merges these over the id's registered kwargs (which carry sticky actions 0.25,
     # frameskip 4 and a 108,000-frame cap) and passes them to AtariVectorEnv.
     vector_env = gymnasium.make_vec(

@@ -19,6 +19,7 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
 
 from networks import torsos
+from runtime import errors
 
 _CORES = (None, 'lstm', 'gru')
 
@@ -32,7 +33,7 @@ def _num_discrete_actions(action_spec):
     or spec.shape.rank != 0
     or np.any(spec.minimum != 0)
   ):
-    raise ValueError(
+    raise errors.ConfigError(
       'ActorCriticNetwork supports one discrete action: a scalar integer '
       f'BoundedTensorSpec with minimum 0, got {action_spec!r}; continuous, '
       'multi-dimensional or nested actions need another policy head.'
@@ -43,13 +44,13 @@ def _num_discrete_actions(action_spec):
 def _check_value_heads(value_heads):
   """Returns `value_heads` as a tuple of unique non-empty names, or raises."""
   if isinstance(value_heads, (str, bytes)):
-    raise ValueError(
+    raise errors.ConfigError(
       f'ActorCriticNetwork.value_heads must be a sequence of names, got the '
       f'string {value_heads!r}; write ({value_heads!r},).'
     )
   names = tuple(value_heads)
   if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-    raise ValueError(
+    raise errors.ConfigError(
       'ActorCriticNetwork.value_heads must be one or more unique non-empty '
       f"names such as ('extrinsic', 'intrinsic'), got {value_heads!r}."
     )
@@ -121,21 +122,21 @@ class ActorCriticNetwork(network.Network):
             `core_size` is not positive.
     """
     if observation_spec is None or tf.nest.is_nested(observation_spec):
-      raise ValueError(
+      raise errors.ConfigError(
         'ActorCriticNetwork needs a single TensorSpec observation, got '
         f'{observation_spec!r}; combine nested observations first.'
       )
     num_actions = _num_discrete_actions(action_spec)
     head_names = _check_value_heads(value_heads)
     if core not in _CORES:
-      raise ValueError(f"ActorCriticNetwork.core must be None, 'lstm' or 'gru', got {core!r}.")
+      raise errors.ConfigError(f"ActorCriticNetwork.core must be None, 'lstm' or 'gru', got {core!r}.")
     if separate_value_torso and core is not None:
-      raise ValueError(
+      raise errors.ConfigError(
         f'ActorCriticNetwork.separate_value_torso=True works without a core only (core={core!r}); '
         'unset one of them.'
       )
     if core is not None and (not isinstance(core_size, int) or core_size <= 0):
-      raise ValueError(f'ActorCriticNetwork.core_size must be a positive int, got {core_size!r}.')
+      raise errors.ConfigError(f'ActorCriticNetwork.core_size must be a positive int, got {core_size!r}.')
 
     if core is None:
       cell, state_spec = None, ()

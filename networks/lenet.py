@@ -25,6 +25,8 @@ from typing import Sequence
 import gin
 import tensorflow as tf
 
+from runtime import errors
+
 # LeNet-5's filters and units, input to output: conv1, conv2, conv3, dense.
 LENET5_WIDTHS = (6, 16, 120, 84)
 FEATURES_LAYER = 'features'
@@ -33,11 +35,11 @@ LOGITS_LAYER = 'logits'
 
 def _check_shape(input_shape: Sequence[int]):
   if len(input_shape) != 3 or any(not isinstance(d, int) or d <= 0 for d in input_shape):
-    raise ValueError(f'LeNet takes images [height, width, channels], got input_shape={input_shape!r}; '
-                     'MNIST is (28, 28, 1).')
+    raise errors.ConfigError('LeNet takes images [height, width, channels], got '
+                             f'input_shape={input_shape!r}; MNIST is (28, 28, 1).')
   if input_shape[0] < 20 or input_shape[1] < 20:
-    raise ValueError(f'LeNet needs images of at least 20x20 pixels (two 5x5 valid convolutions after two '
-                     f'poolings), got input_shape={input_shape!r}.')
+    raise errors.ConfigError('LeNet needs images of at least 20x20 pixels (two 5x5 valid convolutions after '
+                             f'two poolings), got input_shape={input_shape!r}.')
 
 
 @gin.configurable
@@ -62,9 +64,9 @@ def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, widt
   input_shape = tuple(input_shape)
   _check_shape(input_shape)
   if not width > 0:
-    raise ValueError(f'lenet5.width must be positive (1.0 LeNet-5, 0.5 LeNet-5-half), got {width!r}.')
+    raise errors.ConfigError(f'lenet5.width must be positive (1.0 LeNet-5, 0.5 LeNet-5-half), got {width!r}.')
   if not isinstance(num_classes, int) or num_classes < 2:
-    raise ValueError(f'lenet5.num_classes must be an int >= 2, got {num_classes!r}.')
+    raise errors.ConfigError(f'lenet5.num_classes must be an int >= 2, got {num_classes!r}.')
   conv1, conv2, conv3, dense = (max(1, int(round(units * width))) for units in LENET5_WIDTHS)
   inputs = tf.keras.Input(shape=input_shape, dtype=tf.float32, name='image')
   x = tf.keras.layers.Conv2D(conv1, 5, padding='same', activation='relu', name='conv1')(inputs)
@@ -95,6 +97,6 @@ def feature_model(model: tf.keras.Model, layer_name: str = FEATURES_LAYER) -> tf
     layer = model.get_layer(layer_name)
   except ValueError:
     names = [layer.name for layer in model.layers]
-    raise ValueError(f'model {model.name!r} has no layer {layer_name!r} (its layers: {names}); name the '
-                     'penultimate layer or pass its name.') from None
+    raise errors.ConfigError(f'model {model.name!r} has no layer {layer_name!r} (its layers: {names}); name '
+                             'the penultimate layer or pass its name.') from None
   return tf.keras.Model(model.inputs, layer.output, name=f'{model.name}_{layer_name}')

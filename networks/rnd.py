@@ -36,6 +36,8 @@ from typing import Sequence
 import gin
 import tensorflow as tf
 
+from runtime import errors
+
 # The slope of tf.nn.leaky_relu's default, which the paper's code uses.
 _LEAKY_RELU_ALPHA = 0.2
 # The smallest image side the three 'VALID' convolutions accept: 36 -> 8 -> 3 -> 1.
@@ -76,14 +78,14 @@ def _check_arguments(class_name, input_spec, output_size, mlp_hidden_sizes):
   """Raises a one-line ValueError for an input spec or size the networks cannot use."""
   shape = tf.TensorShape(input_spec.shape)
   if shape.rank not in (1, 3):
-    raise ValueError(
+    raise errors.ConfigError(
       f'{class_name} needs the spec of one RND input without the batch dimension, of rank 3 [H, W, C] '
       f'(conv) or rank 1 [D] (MLP), got shape {input_spec.shape}; flatten other observations to [D].'
     )
   if not shape.is_fully_defined():
-    raise ValueError(f'{class_name} needs a fully known input shape, got {input_spec.shape}.')
+    raise errors.ConfigError(f'{class_name} needs a fully known input shape, got {input_spec.shape}.')
   if shape.rank == 3 and min(shape[0], shape[1]) < MIN_IMAGE_SIDE:
-    raise ValueError(
+    raise errors.ConfigError(
       f'{class_name}: the paper\'s convolutions need images of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, '
       f'got {shape.as_list()}; resize the frames or pass a flattened [D] input to get the MLP version.'
     )
@@ -93,10 +95,10 @@ def _check_arguments(class_name, input_spec, output_size, mlp_hidden_sizes):
       'observation with RunningMeanStd.normalize first.'
     )
   if not isinstance(output_size, int) or output_size <= 0:
-    raise ValueError(f'{class_name}.output_size must be a positive int, got {output_size!r}.')
+    raise errors.ConfigError(f'{class_name}.output_size must be a positive int, got {output_size!r}.')
   if (isinstance(mlp_hidden_sizes, (str, bytes)) or not mlp_hidden_sizes
       or not all(isinstance(units, int) and units > 0 for units in mlp_hidden_sizes)):
-    raise ValueError(
+    raise errors.ConfigError(
       f'{class_name}.mlp_hidden_sizes must be a non-empty sequence of positive ints, '
       f'got {mlp_hidden_sizes!r}.'
     )

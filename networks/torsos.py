@@ -24,6 +24,8 @@ import math
 import gin
 import tensorflow as tf
 
+from runtime import errors
+
 
 def _hidden_initializer():
   """A new orthogonal initializer with gain sqrt(2).
@@ -47,7 +49,7 @@ def _to_float(observation):
 def _check_images(observation, torso_name):
   """Raises unless `observation` is a rank-4 NHWC image batch."""
   if observation.shape.rank != 4:
-    raise ValueError(
+    raise errors.ConfigError(
       f'{torso_name} expects NHWC images [batch, height, width, channels], got shape '
       f'{observation.shape}; use MLPTorso for vector observations, and transpose '
       'channels-first frames to channels-last.'
@@ -57,7 +59,7 @@ def _check_images(observation, torso_name):
 def _check_positive_ints(values, argument):
   """Raises unless `values` is a sequence of positive ints."""
   if isinstance(values, (str, bytes)) or not all(isinstance(v, int) and v > 0 for v in values):
-    raise ValueError(f'{argument} must be a sequence of positive ints, got {values!r}.')
+    raise errors.ConfigError(f'{argument} must be a sequence of positive ints, got {values!r}.')
 
 
 def _conv(filters, kernel_size, strides=1, padding='same', activation=None, name=None):
@@ -200,11 +202,12 @@ class ImpalaResNetTorso(tf.keras.layers.Layer):
     super().__init__(name=name)
     _check_positive_ints(channels, 'ImpalaResNetTorso.channels')
     if not channels:
-      raise ValueError(f'ImpalaResNetTorso.channels must hold at least one section, got {channels!r}.')
+      raise errors.ConfigError(f'ImpalaResNetTorso.channels must hold at least one section, got '
+                               f'{channels!r}.')
     if not isinstance(num_blocks, int) or num_blocks < 0:
-      raise ValueError(f'ImpalaResNetTorso.num_blocks must be an int >= 0, got {num_blocks!r}.')
+      raise errors.ConfigError(f'ImpalaResNetTorso.num_blocks must be an int >= 0, got {num_blocks!r}.')
     if not isinstance(output_size, int) or output_size <= 0:
-      raise ValueError(f'ImpalaResNetTorso.output_size must be a positive int, got {output_size!r}.')
+      raise errors.ConfigError(f'ImpalaResNetTorso.output_size must be a positive int, got {output_size!r}.')
     self._layers = []
     for s, section_channels in enumerate(channels):
       self._layers.append(_conv(section_channels, 3, name=f'section_{s}_conv'))

@@ -142,14 +142,16 @@ def test_stale_behaviour_logits_are_corrected_and_reported():
   the network's own logits as behaviour (no lag) the ratios are 1. The lag is read from policy_version."""
   net = _network()
   batch = _batch(net)
-  on_policy = _learner(net, dict(batch, behaviour_logits=_current_logits(net, batch)), learning_rate=0.0)
+  on_policy = _learner(net, dict(batch, behaviour_logits=_current_logits(net, batch)))
+  on_policy.learning_rate.assign(0.0)  # the weights stay as they are (a configured rate must be > 0)
   metrics = on_policy.run()
   np.testing.assert_allclose(metrics['rho_mean'].numpy(), 1.0, atol=1e-5)
   np.testing.assert_allclose(metrics['approx_kl'].numpy(), 0.0, atol=1e-5)
 
   # μ(a_t) = sigmoid(−4) ≈ 0.018 for the action taken, π(a_t) ≈ 0.5: ρ ≈ 27.
   stale_logits = np.where(np.eye(2, dtype=bool)[batch['action']], -2.0, 2.0)
-  stale = _learner(net, _batch(net, behaviour_logits=stale_logits), learning_rate=0.0)
+  stale = _learner(net, _batch(net, behaviour_logits=stale_logits))
+  stale.learning_rate.assign(0.0)
   lags = []
   for _ in range(3):
     metrics = stale.run()
