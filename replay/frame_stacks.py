@@ -39,7 +39,7 @@ _ZERO = -1  # source index of a zero (padding) frame
 def frames_before_key(padding: str) -> str:
   """The batch key of the older frames of the first row's stacks, naming the stack `padding`."""
   if padding not in PADDINGS:
-    raise ValueError(f'Frame-stack padding {padding!r} is unknown; use one of {PADDINGS}.')
+    raise errors.ConfigError(f'Frame-stack padding {padding!r} is unknown; use one of {PADDINGS}.')
   return f'frames_before_{padding}_padding'
 
 

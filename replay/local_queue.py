@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from replay import frame_stacks
+from runtime import errors
 
 
 class QueueClosedError(RuntimeError):
@@ -63,9 +64,9 @@ def on_policy_capacity(items_per_learner_step: int, max_size: Optional[int] = No
   if max_size is None:
     max_size = items_per_learner_step
   if max_size < items_per_learner_step:
-    raise ValueError(f'on_policy_table.max_size={max_size} cannot hold one learner step of '
-                     f'{items_per_learner_step} items; set it to at least {items_per_learner_step} or leave '
-                     f'it unset.')
+    raise errors.ConfigError(f'on_policy_table.max_size={max_size} cannot hold one learner step of '
+                             f'{items_per_learner_step} items; set it to at least {items_per_learner_step} or '
+                             'leave it unset.')
   return max_size
 
 

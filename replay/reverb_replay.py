@@ -1,6 +1,9 @@
-"""Reverb tables, server, trajectory writers and the learner's tf.data pipeline.
+"""Reverb tables, server, trajectory writers and the learner's tf.data pipeline: the transport between
+the processes of a distributed run (`agents.distributed`), and of `train_main --reverb_address`.
 
-This is the only module of Protégé that imports `reverb`.
+This is the only module of Protégé that imports `reverb`. A single-process run does not use it for its
+trajectories: Reverb's server listens on every network interface, unauthenticated, so that run keeps them
+in `replay.local_queue`, whose items, capacity rule (`on_policy_capacity`) and dataset are these.
 
 Items are fixed-length trajectory sequences of a *batch* of environments: the actor appends one step of
 all its `N` environments at a time, and every `sequence_length` steps it creates an item that spans the
@@ -23,12 +26,14 @@ import reverb
 import tensorflow as tf
 
 from replay import frame_stacks
+from replay import local_queue
+from runtime import errors
 
 # Reverb's `rate_limiter_timeout_ms` / `timeout_ms` use -1 for "wait forever".
 _WAIT_FOREVER = -1
 
 
-class ReverbUnreachableError(ConnectionError):
+class ReverbUnreachableError(errors.UnreachableError):  # a ConnectionError too
   """A Reverb server did not answer within the bounded retry."""
 
 
@@ -88,13 +93,16 @@ def on_policy_table(signature: Any, name: str = 'trajectories', max_size: Option
       holds one learner step, hence the least policy lag.
     items_per_learner_step: items the learner reads per step (set by the training run, not by gin).
   """
-  if max_size is None:
-    max_size = items_per_learner_step
-  if max_size < items_per_learner_step:
-    raise ValueError(f'on_policy_table.max_size={max_size} cannot hold one learner step of '
-                     f'{items_per_learner_step} items; set it to at least {items_per_learner_step} or leave '
-                     f'it unset.')
-  return reverb.Table.queue(name=name, max_size=max_size, signature=signature)
+  capacity = local_queue.on_policy_capacity(items_per_learner_step, max_size)
+  return reverb.Table.queue(name=name, max_size=capacity, signature=signature)
+
+
+def on_policy_capacity(items_per_learner_step: int) -> int:
+  """The capacity in items of `on_policy_table` as gin configures it (`on_policy_table.max_size`): also
+  the capacity of a single-process run's queue (`local_queue.TrajectoryQueue`), so one gin setting
+  bounds the policy lag whichever transport the run uses."""
+  return local_queue.on_policy_capacity(items_per_learner_step,
+                                        gin.get_bindings(on_policy_table).get('max_size'))
 
 
 @gin.configurable
@@ -227,8 +235,8 @@ def check_tables(client: reverb.Client, address: str, names: Sequence[str]) -> N
   tables = client.server_info(timeout=10)
   missing = [name for name in names if name not in tables]
   if missing:
-    raise ValueError(f"Reverb server at '{address}' has no table(s) {missing} (it has {sorted(tables)}); "
-                     f'start it with reverb_server_main and the same gin file as this job.')
+    raise errors.ConfigError(f"Reverb server at '{address}' has no table(s) {missing} (it has {sorted(tables)}); "
+                             'start it with reverb_server_main and the same gin file as this job.')
 
 
 def checkpoint_server(client: reverb.Client) -> str:
@@ -240,7 +248,9 @@ def checkpoint_server(client: reverb.Client) -> str:
 
 def start_server(tables: Sequence[reverb.Table], port: Optional[int] = None,
                  checkpoint_dir: Optional[str] = None) -> reverb.Server:
-  """Starts an in-process Reverb server (on a free port when `port` is None).
+  """Starts a Reverb server in this process (on a free port when `port` is None), listening on all
+  network interfaces without authentication (Reverb has no bind address): the server of a distributed
+  run (`binaries/reverb_server_main.py`), and of tests.
 
   With `checkpoint_dir`, the server restores the newest checkpoint there on start (tables and their
   items) and `checkpoint_server` writes new ones into it.
@@ -291,18 +301,15 @@ class SequenceWriter:
     self._priority = priority
     self._steps = 0
     signature = client.server_info(timeout=10)[table].signature
-    padding = frame_stacks.padding_of(signature) if isinstance(signature, dict) else None
-    self._frames_before_key = None if padding is None else frame_stacks.frames_before_key(padding)
+    self._padding = frame_stacks.padding_of(signature) if isinstance(signature, dict) else None
+    self._frames_before_key = None if self._padding is None else frame_stacks.frames_before_key(self._padding)
 
   def append(self, step: Any) -> bool:
     """Appends one batched step; returns True if it completed an item."""
-    if self._frames_before_key is not None:
-      step = dict(step)
-      stack = step['observation']
-      step['observation'] = np.ascontiguousarray(stack[..., -1])
-      # Only the first row of an item reads the older frames (items start every T steps).
+    if self._padding is not None:
+      # Items start every T steps; only their first rows keep the older frames.
       starts_item = self._steps % self._sequence_length == 0
-      step[self._frames_before_key] = np.ascontiguousarray(stack[..., :-1]) if starts_item else None
+      step = frame_stacks.compact_step(step, self._padding, starts_item)
     self._writer.append(step)
     self._steps += 1
     if self._steps > self._sequence_length and (self._steps - 1) % self._sequence_length == 0:
@@ -360,24 +367,7 @@ def make_dataset(server_address: str, table: str, items_per_batch: int,
       max_in_flight_samples_per_worker=in_flight,
       rate_limiter_timeout_ms=_WAIT_FOREVER)
 
-  def merge_items(sample):
-    # [items, T+1, N, ...] -> [T+1, items * N, ...]; the older frames of compact stacks
-    # [items, N, ...] -> [items * N, ...].
-    def merge_columns(x):
-      return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
-
-    def merge(x):
-      x = tf.experimental.numpy.swapaxes(x, 0, 1)
-      shape = tf.shape(x)
-      static = x.shape.as_list()
-      merged = None if static[1] is None or static[2] is None else static[1] * static[2]
-      x = tf.reshape(x, tf.concat([shape[:1], [-1], shape[3:]], axis=0))
-      return tf.ensure_shape(x, [static[0], merged] + static[3:])
-    padding = frame_stacks.padding_of(sample.data)
-    return {key: (merge_columns(value) if padding and key == frame_stacks.frames_before_key(padding)
-                  else tf.nest.map_structure(merge, value))
-            for key, value in sample.data.items()}
-
   if items_per_batch == 1:
     return dataset.map(lambda sample: sample.data)  # already [T + 1, N, ...]: no copy needed
-  return dataset.batch(items_per_batch, drop_remainder=True).map(merge_items)
+  return dataset.batch(items_per_batch, drop_remainder=True).map(
+      lambda sample: local_queue.merge_items(sample.data))

@@ -124,6 +124,21 @@ def test_reverb_server_main_refuses_a_bad_flag_in_one_line_before_serving(flag, 
   assert not checkpoints.exists()
 
 
+def test_an_actor_given_a_server_without_its_table_is_one_line(tmp_path):
+  """A real Reverb server (localhost, a free port) that serves another table than the gin file's."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  signature = {'x': tf.TensorSpec([1], tf.float32)}
+  server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, name='other', max_size=2)])
+  try:
+    result = _run('actor_main.py', ['--gin_file=gin/quickstart.gin', f'--reverb_address=localhost:{server.port}',
+                                    '--retry_seconds=5'])
+  finally:
+    server.stop()
+  line = _one_error_line(result, 'actor_main')
+  assert "has no table(s) ['trajectories', 'variables']" in line and "(it has ['other'])" in line, line
+
+
 # --- the gin files -----------------------------------------------------------------------------------------
 
 
