@@ -45,6 +45,7 @@ Layouts: batch-major, one observation per row, `[B, *obs_shape]`; logits `[B, A]
 """
 
 import datetime
+import inspect
 import json
 import math
 import os
@@ -61,6 +62,9 @@ from tf_agents.trajectories import time_step as ts
 from agents import distillation_losses
 from agents import teachers
 from networks import actor_critic
+from runtime import config as run_config
+from runtime import errors
+from runtime import run_directory
 
 # A bound at or beyond this magnitude in an observation spec means "unbounded" (gymnasium writes ±inf
 # as ±3.4e38 for float32 boxes, e.g. CartPole's velocities).
@@ -253,29 +257,29 @@ def output_bounds(observation_spec, low=None, high=None,
   """
   shape = tuple(observation_spec.shape)
   if (low is None) != (high is None):
-    raise ValueError(f'give both low and high for the generator\'s output box, got low={low!r}, '
-                     f'high={high!r}.')
+    raise errors.ConfigError(f'give both low and high for the generator\'s output box, got low={low!r}, '
+                             f'high={high!r}.')
   if low is not None:
     low = np.broadcast_to(np.asarray(low, np.float64), shape).copy()
     high = np.broadcast_to(np.asarray(high, np.float64), shape).copy()
   else:
     if not hasattr(observation_spec, 'minimum'):
-      raise ValueError(f'the observation spec {observation_spec!r} has no bounds; give the generator\'s low '
-                       'and high (e.g. 0.0 and 1.0 for images in [0, 1]).')
+      raise errors.ConfigError(f'the observation spec {observation_spec!r} has no bounds; give the '
+                               'generator\'s low and high (e.g. 0.0 and 1.0 for images in [0, 1]).')
     low = np.broadcast_to(np.asarray(observation_spec.minimum, np.float64), shape).copy()
     high = np.broadcast_to(np.asarray(observation_spec.maximum, np.float64), shape).copy()
     unbounded = (np.abs(low) >= UNBOUNDED) | (np.abs(high) >= UNBOUNDED)
     if unbounded.any():
       if unbounded_range is None or not unbounded_range > 0:
-        raise ValueError(f'observation coordinates {np.argwhere(unbounded).tolist()} are unbounded in the '
-                         f'spec {observation_spec!r}; set the generator\'s unbounded_range (a box half-width '
-                         'you choose) or its low and high.')
+        raise errors.ConfigError(f'observation coordinates {np.argwhere(unbounded).tolist()} are unbounded '
+                                 f'in the spec {observation_spec!r}; set the generator\'s unbounded_range (a '
+                                 'box half-width you choose) or its low and high.')
       low[unbounded & (np.abs(low) >= UNBOUNDED)] = -unbounded_range
       high[unbounded & (np.abs(high) >= UNBOUNDED)] = unbounded_range
   if not np.all(low <= high) or not np.any(low < high):
-    raise ValueError(f'the generator\'s output box needs low <= high everywhere (low == high fixes a '
-                     f'coordinate) and low < high somewhere, got low={low.tolist()} and '
-                     f'high={high.tolist()}.')
+    raise errors.ConfigError(f'the generator\'s output box needs low <= high everywhere (low == high fixes a '
+                             f'coordinate) and low < high somewhere, got low={low.tolist()} and '
+                             f'high={high.tolist()}.')
   return low.astype(np.float32), high.astype(np.float32)
 
 
@@ -311,7 +315,8 @@ class Generator(tf.keras.Model):
   def __init__(self, observation_spec, latent_dim: int, config: Dict[str, Any], name: str):
     super().__init__(name=name)
     if not isinstance(latent_dim, int) or latent_dim <= 0:
-      raise ValueError(f'{type(self).__name__}.latent_dim must be a positive int, got {latent_dim!r}.')
+      raise errors.ConfigError(f'{type(self).__name__}.latent_dim must be a positive int, got '
+                               f'{latent_dim!r}.')
     self.latent_dim = latent_dim
     self.observation_shape = tuple(observation_spec.shape)
     self.config = dict(config, observation_spec=observation_spec)
@@ -359,11 +364,11 @@ class ImageGenerator(Generator):
                      dict(latent_dim=latent_dim, channels=tuple(channels), low=low, high=high,
                           batch_norm_epsilon=batch_norm_epsilon, binarize=binarize, name=name), name=name)
     if len(self.observation_shape) != 3:
-      raise ValueError(f'ImageGenerator makes images [H, W, C], but the observation shape is '
-                       f'{self.observation_shape}; use VectorGenerator.')
+      raise errors.ConfigError(f'ImageGenerator makes images [H, W, C], but the observation shape is '
+                               f'{self.observation_shape}; use VectorGenerator.')
     if not channels or any(not isinstance(c, int) or c <= 0 for c in channels):
-      raise ValueError(f'ImageGenerator.channels must be positive ints, one per upsampling, got '
-                       f'{channels!r}.')
+      raise errors.ConfigError(f'ImageGenerator.channels must be positive ints, one per upsampling, got '
+                               f'{channels!r}.')
     height, width, depth = self.observation_shape
     factor = 2 ** len(channels)
     self._initial_shape = (-(-height // factor), -(-width // factor), channels[0])
@@ -423,7 +428,7 @@ class VectorGenerator(Generator):
                           unbounded_range=unbounded_range, batch_norm_epsilon=batch_norm_epsilon, name=name),
                      name=name)
     if any(not isinstance(units, int) or units <= 0 for units in hidden_sizes):
-      raise ValueError(f'VectorGenerator.hidden_sizes must be positive ints, got {hidden_sizes!r}.')
+      raise errors.ConfigError(f'VectorGenerator.hidden_sizes must be positive ints, got {hidden_sizes!r}.')
     self._hidden = [(tf.keras.layers.Dense(units, name=f'dense_{i}'),
                      tf.keras.layers.BatchNormalization(epsilon=batch_norm_epsilon, name=f'bn_{i}'),
                      tf.keras.layers.LeakyReLU(0.2, name=f'leaky_relu_{i}'))
@@ -457,7 +462,7 @@ class ExemplarPool(tf.Module):
                name: str = 'ExemplarPool'):
     super().__init__(name=name)
     if not isinstance(capacity, int) or capacity <= 0:
-      raise ValueError(f'ExemplarPool.capacity must be a positive int, got {capacity!r}.')
+      raise errors.ConfigError(f'ExemplarPool.capacity must be a positive int, got {capacity!r}.')
     self.capacity = capacity
     self.observations = tf.Variable(tf.zeros((capacity,) + tuple(observation_shape), dtype), trainable=False,
                                     name='observations')
@@ -591,8 +596,8 @@ class _TeacherPolicyNetwork:
 def teacher_as_network(teacher: teachers.Teacher):
   """Wraps a feed-forward teacher so `agents.evaluation.evaluate(network, env_id)` can play it."""
   if teacher.is_recurrent:
-    raise ValueError(f'teacher {teacher.source!r} is recurrent; only feed-forward teachers can be played '
-                     'here.')
+    raise errors.PolicyLoadError(f'teacher {teacher.source!r} is recurrent; only feed-forward teachers can '
+                                 'be played here.')
   return _TeacherPolicyNetwork(teacher)
 
 
@@ -641,9 +646,10 @@ def copy_network_weights(source_variables, target, what: str) -> None:
       return ', '.join(f'{k} {table[k]}' for k in keys[:3]) + (f' and {len(keys) - 3} more' if len(keys) > 3 else '')
     missing = [k for k in expected if shapes.get(k) != expected[k]]
     extra = [k for k in shapes if expected.get(k) != shapes[k]]
-    raise ValueError(f'{what}: its weights differ from the network built for them ({len(shapes)} against '
-                     f'{len(expected)} variables); the weights have {listed(extra, shapes) or "nothing else"}, '
-                     f'the network has {listed(missing, expected) or "nothing else"}.')
+    raise errors.ConfigError(f'{what}: its weights differ from the network built for them ({len(shapes)} '
+                             f'against {len(expected)} variables); the weights have '
+                             f'{listed(extra, shapes) or "nothing else"}, the network has '
+                             f'{listed(missing, expected) or "nothing else"}.')
   for key, variable in variables.items():
     variable.assign(source[key])
 
@@ -675,10 +681,11 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
   time_step_spec, _ = policy_specs(path)
   frame_spec = time_step_spec.observation
   if network_fn is None:
-    raise ValueError(f'teacher {path!r} reads {tf.as_dtype(frame_spec.dtype).name} frames {frame_spec!r}, '
-                     'which have no gradient for the generator; set distill_data_free.teacher_network_fn = '
-                     '@teacher/ActorCriticNetwork and bind teacher/ActorCriticNetwork to the training run\'s '
-                     'network (its operative_config.gin) so the teacher can run on frames scaled to [0, 1].')
+    raise errors.ConfigError(f'teacher {path!r} reads {tf.as_dtype(frame_spec.dtype).name} frames '
+                             f'{frame_spec!r}, which have no gradient for the generator; set '
+                             'distill_data_free.teacher_network_fn = @teacher/ActorCriticNetwork and bind '
+                             'teacher/ActorCriticNetwork to the training run\'s network (its '
+                             'operative_config.gin) so the teacher can run on frames scaled to [0, 1].')
   exported = teachers.load_teacher(path, frame_spec, action_spec)
   network = network_fn(frame_view_spec(frame_spec), action_spec)
   what = f'teacher {path!r} rebuilt by distill_data_free.teacher_network_fn'
@@ -688,8 +695,9 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
   gap = _max_logit_gap(exported.logits_and_value(tf.constant(probe))[0],
                        teacher.logits_and_value(tf.constant(probe, tf.float32) / 255.0)[0])
   if not gap <= tolerance:
-    raise ValueError(f'{what} does not reproduce the export: its logits differ by up to {gap:.3g} (tolerance '
-                     f'{tolerance}); bind teacher/ActorCriticNetwork to the training run\'s network.')
+    raise errors.ConfigError(f'{what} does not reproduce the export: its logits differ by up to {gap:.3g} '
+                             f'(tolerance {tolerance}); bind teacher/ActorCriticNetwork to the training '
+                             'run\'s network.')
   return teacher, exported
 
 
@@ -706,8 +714,9 @@ def frame_student_for_export(student, student_fn: Callable[..., Any], frame_spec
   gap = _max_logit_gap(student_logits(student, tf.constant(probe, tf.float32) / 255.0, training=False),
                        student_logits(network, tf.constant(probe), training=False))
   if not gap <= tolerance:
-    raise ValueError(f'the student rebuilt for uint8 frames differs from the trained one by up to {gap:.3g} '
-                     'in its logits; its torso must scale uint8 frames by 1/255 (networks.torsos do).')
+    raise errors.ConfigError('the student rebuilt for uint8 frames differs from the trained one by up to '
+                             f'{gap:.3g} in its logits; its torso must scale uint8 frames by 1/255 '
+                             '(networks.torsos do).')
   return network
 
 
@@ -716,6 +725,45 @@ def frame_student_for_export(student, student_fn: Callable[..., Any], frame_spec
 # ------------------------------------------------------------------------------------------------------------
 
 _LR_SCHEDULES = ('constant', 'cosine')
+
+
+def check_distiller_settings(num_steps, batch_size, generator_learning_rate, student_learning_rate,
+                             student_learning_rate_schedule, student_updates_per_step, reinit_interval,
+                             pool_capacity, pool_samples_per_generator, pool_batch_fraction) -> None:
+  """Raises ConfigError, one line naming the setting and the fix, on a `DataFreeDistiller` setting that
+  cannot work: a non-positive learning rate, budget or size, a negative interval, an unknown schedule.
+
+  Checked when the distiller is built and, by `distill_data_free`, before anything else (the teacher is
+  not loaded for a configuration that would be refused).
+  """
+  run_config.check_number('DataFreeDistiller.generator_learning_rate', generator_learning_rate, 0,
+                          meaning="the generator's Adam step size")
+  run_config.check_number('DataFreeDistiller.student_learning_rate', student_learning_rate, 0,
+                          meaning="the student's Adam step size")
+  if student_learning_rate_schedule not in _LR_SCHEDULES:
+    raise errors.ConfigError('DataFreeDistiller.student_learning_rate_schedule='
+                             f'{student_learning_rate_schedule!r} is unknown; use one of {_LR_SCHEDULES}.')
+  for argument, value, meaning in (('num_steps', num_steps, 'the training budget in steps'),
+                                   ('batch_size', batch_size, 'generated observations per step'),
+                                   ('student_updates_per_step', student_updates_per_step, ''),
+                                   ('pool_capacity', pool_capacity, 'exemplars the pool holds'),
+                                   ('pool_samples_per_generator', pool_samples_per_generator, '')):
+    run_config.check_number(f'DataFreeDistiller.{argument}', value, 0, integer=True, meaning=meaning)
+  run_config.check_number('DataFreeDistiller.reinit_interval', reinit_interval, 0, inclusive=True,
+                          integer=True, meaning='steps between generator re-initialisations, 0: never')
+  if not 0.0 <= pool_batch_fraction <= 4.0:
+    raise errors.ConfigError(f'DataFreeDistiller.pool_batch_fraction must be in [0, 4], got '
+                             f'{pool_batch_fraction!r}.')
+
+
+def _bound_distiller_settings() -> Dict[str, Any]:
+  """The arguments of `check_distiller_settings` as gin will pass them to `DataFreeDistiller`: its
+  defaults, then the bindings."""
+  names = inspect.signature(check_distiller_settings).parameters
+  defaults = inspect.signature(DataFreeDistiller.__init__).parameters
+  settings = {name: defaults[name].default for name in names}
+  settings.update({k: v for k, v in gin.get_bindings(DataFreeDistiller).items() if k in names})
+  return settings
 
 
 @gin.configurable
@@ -787,40 +835,30 @@ class DataFreeDistiller(tf.Module):
       name: Module name.
 
     Raises:
-      ValueError: On a recurrent teacher, a bad schedule name, a non-positive size, or an activation weight
-        without features.
+      ConfigError: On a bad setting (`check_distiller_settings`) or an activation weight without features.
+      PolicyLoadError: On a recurrent teacher or one of integer inputs.
     """
     super().__init__(name=name)
+    check_distiller_settings(num_steps, batch_size, generator_learning_rate, student_learning_rate,
+                             student_learning_rate_schedule, student_updates_per_step, reinit_interval,
+                             pool_capacity, pool_samples_per_generator, pool_batch_fraction)
     self.observation_spec = tensor_spec.from_spec(observation_spec)
     self.action_spec = tensor_spec.from_spec(action_spec)
     if not tf.as_dtype(self.observation_spec.dtype).is_floating:
-      raise ValueError(f'the observations are {tf.as_dtype(self.observation_spec.dtype).name} '
-                       f'({self.observation_spec!r}); the generator learns through gradients of the teacher '
-                       'with respect to its input, which integer inputs (e.g. uint8 Atari frames) do not have. '
-                       'Distil a teacher whose inputs are float (for frames: scaled to [0, 1]; for a policy '
-                       'export of uint8 frames, distill_data_free rebuilds one with teacher_network_fn).')
+      raise errors.PolicyLoadError(f'the observations are {tf.as_dtype(self.observation_spec.dtype).name} '
+                                   f'({self.observation_spec!r}); the generator learns through gradients of '
+                                   'the teacher with respect to its input, which integer inputs (e.g. uint8 '
+                                   'Atari frames) do not have. Distil a teacher whose inputs are float (for '
+                                   'frames: scaled to [0, 1]; for a policy export of uint8 frames, '
+                                   'distill_data_free rebuilds one with teacher_network_fn).')
     self.teacher = teachers.load_teacher(teacher, self.observation_spec, self.action_spec)
     if self.teacher.is_recurrent:
-      raise ValueError(f'teacher {self.teacher.source!r} is recurrent; data-free distillation generates '
-                       'single observations and needs a feed-forward teacher.')
-    if student_learning_rate_schedule not in _LR_SCHEDULES:
-      raise ValueError(f'DataFreeDistiller.student_learning_rate_schedule={student_learning_rate_schedule!r} '
-                       f'is unknown; use one of {_LR_SCHEDULES}.')
-    for argument, value in (('num_steps', num_steps), ('batch_size', batch_size),
-                            ('student_updates_per_step', student_updates_per_step),
-                            ('pool_capacity', pool_capacity),
-                            ('pool_samples_per_generator', pool_samples_per_generator)):
-      if not isinstance(value, int) or value <= 0:
-        raise ValueError(f'DataFreeDistiller.{argument} must be a positive int, got {value!r}.')
-    if not isinstance(reinit_interval, int) or reinit_interval < 0:
-      raise ValueError(f'DataFreeDistiller.reinit_interval must be an int >= 0 (0: never), got '
-                       f'{reinit_interval!r}.')
-    if not 0.0 <= pool_batch_fraction <= 4.0:
-      raise ValueError(f'DataFreeDistiller.pool_batch_fraction must be in [0, 4], got '
-                       f'{pool_batch_fraction!r}.')
+      raise errors.PolicyLoadError(f'teacher {self.teacher.source!r} is recurrent; data-free distillation '
+                                   'generates single observations and needs a feed-forward teacher.')
     if teacher_features_fn is None and activation_weight != 0:
-      raise ValueError(f'DataFreeDistiller.activation_weight={activation_weight!r} needs the teacher\'s '
-                       'features; give teacher_features_fn or set the activation weight to 0.')
+      raise errors.ConfigError(f'DataFreeDistiller.activation_weight={activation_weight!r} needs the '
+                               'teacher\'s features; give teacher_features_fn or set the activation weight '
+                               'to 0.')
 
     self.student = student
     self._student_policy_variables = self._policy_variables()
@@ -828,7 +866,8 @@ class DataFreeDistiller(tf.Module):
     self._generator_fn = generator_fn
     self.generator = generator_fn(self.observation_spec)
     if not isinstance(self.generator, Generator):
-      raise ValueError(f'generator_fn must build a data_free.Generator, got {type(self.generator).__name__}.')
+      raise errors.ConfigError('generator_fn must build a data_free.Generator, got '
+                               f'{type(self.generator).__name__}.')
     self.generator.build_variables()
     self.num_steps = num_steps
     self.batch_size = batch_size
@@ -872,8 +911,8 @@ class DataFreeDistiller(tf.Module):
     gradients = tape.gradient(logits, variables)
     policy_variables = [v for v, g in zip(variables, gradients) if g is not None]
     if not policy_variables:
-      raise ValueError(f'the student {getattr(self.student, "name", self.student)!r} has no trainable '
-                       'variables its logits depend on.')
+      raise errors.ConfigError(f'the student {getattr(self.student, "name", self.student)!r} has no '
+                               'trainable variables its logits depend on.')
     return policy_variables
 
   def _student_variables(self):
@@ -1139,10 +1178,6 @@ def keras_student(observation_spec, action_spec, model_fn: Callable[..., tf.kera
   return model_fn(input_shape=tuple(observation_spec.shape), num_classes=num_actions)
 
 
-def _is_policy_directory(path: str) -> bool:
-  return tf.io.gfile.isdir(path) and tf.io.gfile.exists(os.path.join(path, policy_saver.POLICY_SPECS_PBTXT))
-
-
 def policy_specs(path: str):
   """`(time_step_spec, action_spec)` of a PolicySaver export, read from its policy_specs.pbtxt."""
   specs = policy_saver.specs_from_collect_data_spec(
@@ -1232,127 +1267,134 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
   """
   from agents import evaluation  # pylint: disable=g-import-not-at-top
   from agents import policies  # pylint: disable=g-import-not-at-top
-  tf.io.gfile.makedirs(root_dir)
-  tf.keras.utils.set_random_seed(seed)
-  is_policy = _is_policy_directory(teacher_path)
-  features_fn = None
-  time_step_spec = None
-  frame_spec = None
-  played_teacher = None  # the teacher evaluated in the game; None: the distiller's
-  if is_policy:
-    time_step_spec, action_spec = policy_specs(teacher_path)
-    observation_spec = time_step_spec.observation
-    teacher = teacher_path
-    if tf.as_dtype(observation_spec.dtype) == tf.uint8:
-      frame_spec = observation_spec
-      observation_spec = frame_view_spec(frame_spec)
-      teacher, played_teacher = frame_teacher(teacher_path, teacher_network_fn, action_spec)
-  if frame_spec is None and teacher_network_fn is not None:
-    raise ValueError(f'distill_data_free.teacher_network_fn is for policy teachers of uint8 frames; teacher '
-                     f'{teacher_path!r} is not one: set it to None.')
-  if is_policy:
-    if teacher_features_layer is not None:
-      raise ValueError(f'teacher {teacher_path!r} is a policy export: its features are not reachable; set '
-                       'distill_data_free.teacher_features_layer = None and the activation weight to 0.')
-  else:
-    if not tf.io.gfile.exists(teacher_path):
-      raise ValueError(f'teacher {teacher_path!r} does not exist; pass a Keras classifier file or a policy/ '
-                       'directory exported by train_main.')
-    model = tf.keras.models.load_model(teacher_path, compile=False)
-    input_shape = tuple(model.inputs[0].shape[1:])
-    num_classes = int(model.outputs[0].shape[-1])
-    if observation_low is not None or observation_high is not None:
-      observation_spec = tensor_spec.BoundedTensorSpec(
-          input_shape, tf.float32, -np.inf if observation_low is None else observation_low,
-          np.inf if observation_high is None else observation_high)
+  # Every setting, and what the teacher path holds, before any work.
+  check_distiller_settings(**_bound_distiller_settings())
+  run_config.check_number('distill_data_free.checkpoint_interval_seconds', checkpoint_interval_seconds, 0,
+                          meaning='seconds of training between checkpoints')
+  for name, value in (('log_every', log_every), ('eval_episodes', eval_episodes),
+                      ('exemplars_to_save', exemplars_to_save)):
+    run_config.check_number(f'distill_data_free.{name}', value, 0, inclusive=True, integer=True)
+  if not tf.io.gfile.exists(teacher_path):
+    raise errors.PolicyLoadError(f'teacher {teacher_path!r} does not exist; pass a Keras classifier file or '
+                                 'a policy/ directory exported by train_main.')
+  is_policy = teachers.teacher_kind(teacher_path) == 'policy'
+  run = run_directory.RunDirectory(root_dir, 'distill_data_free')  # one process at a time, writable
+  try:
+    tf.keras.utils.set_random_seed(seed)
+    features_fn = None
+    time_step_spec = None
+    frame_spec = None
+    played_teacher = None  # the teacher evaluated in the game; None: the distiller's
+    if is_policy:
+      time_step_spec, action_spec = policy_specs(teacher_path)
+      observation_spec = time_step_spec.observation
+      teacher = teacher_path
+      if tf.as_dtype(observation_spec.dtype) == tf.uint8:
+        frame_spec = observation_spec
+        observation_spec = frame_view_spec(frame_spec)
+        teacher, played_teacher = frame_teacher(teacher_path, teacher_network_fn, action_spec)
+    if frame_spec is None and teacher_network_fn is not None:
+      raise errors.ConfigError('distill_data_free.teacher_network_fn is for policy teachers of uint8 frames; '
+                               f'teacher {teacher_path!r} is not one: set it to None.')
+    if is_policy:
+      if teacher_features_layer is not None:
+        raise errors.ConfigError(f'teacher {teacher_path!r} is a policy export: its features are not '
+                                 'reachable; set distill_data_free.teacher_features_layer = None and the '
+                                 'activation weight to 0.')
     else:
-      observation_spec = tf.TensorSpec(input_shape, tf.float32)
-    action_spec = tensor_spec.BoundedTensorSpec((), tf.int64, 0, num_classes - 1)
-    teacher = model
-    if teacher_features_layer is not None:
-      from networks import lenet  # pylint: disable=g-import-not-at-top
-      features_model = lenet.feature_model(model, teacher_features_layer)
-      features_fn = lambda x: features_model(x, training=False)  # noqa: E731
-  student = student_fn(observation_spec, action_spec)
-  if isinstance(student, actor_critic.ActorCriticNetwork):
-    student.create_variables()
-  else:
-    student(tf.zeros((1,) + tuple(observation_spec.shape), observation_spec.dtype))
-  distiller = DataFreeDistiller(teacher, student, observation_spec, action_spec,
-                                teacher_features_fn=features_fn, seed=seed)
-  _write_operative_config(root_dir)
-  from agents import training  # pylint: disable=g-import-not-at-top
-  train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name='train_seconds')
-  checkpoint = tf.train.Checkpoint(train_seconds=train_seconds, **distiller.checkpoint_items())
-  checkpoint_dir = os.path.join(root_dir, 'checkpoints')
-  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=2)
-  restored = training.restore_latest_usable(checkpoint, manager, checkpoint_dir)
-  first_step = int(distiller.step.numpy())
-  history_path = os.path.join(root_dir, 'history.jsonl')
-  history = _read_history(history_path, up_to_step=first_step) if restored else []
-  with open(history_path, 'w') as f:  # what was logged after the restored checkpoint is done again
-    f.writelines(json.dumps(entry) + '\n' for entry in history)
-  if restored:
-    print(f'Resumed from {restored} at step {first_step:,}/{distiller.num_steps:,}.', flush=True)
-  start = time.time()
-  prior_seconds = float(train_seconds.numpy())
+      model = tf.keras.models.load_model(teacher_path, compile=False)
+      input_shape = tuple(model.inputs[0].shape[1:])
+      num_classes = int(model.outputs[0].shape[-1])
+      if observation_low is not None or observation_high is not None:
+        observation_spec = tensor_spec.BoundedTensorSpec(
+            input_shape, tf.float32, -np.inf if observation_low is None else observation_low,
+            np.inf if observation_high is None else observation_high)
+      else:
+        observation_spec = tf.TensorSpec(input_shape, tf.float32)
+      action_spec = tensor_spec.BoundedTensorSpec((), tf.int64, 0, num_classes - 1)
+      teacher = model
+      if teacher_features_layer is not None:
+        from networks import lenet  # pylint: disable=g-import-not-at-top
+        features_model = lenet.feature_model(model, teacher_features_layer)
+        features_fn = lambda x: features_model(x, training=False)  # noqa: E731
+    student = student_fn(observation_spec, action_spec)
+    if isinstance(student, actor_critic.ActorCriticNetwork):
+      student.create_variables()
+    else:
+      student(tf.zeros((1,) + tuple(observation_spec.shape), observation_spec.dtype))
+    distiller = DataFreeDistiller(teacher, student, observation_spec, action_spec,
+                                  teacher_features_fn=features_fn, seed=seed)
+    run.write_text('operative_config.gin', gin.operative_config_str())
+    train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name='train_seconds')
+    checkpoint = tf.train.Checkpoint(train_seconds=train_seconds, **distiller.checkpoint_items())
+    checkpoint_dir = os.path.join(root_dir, 'checkpoints')
+    guard = run_directory.NonFiniteGuard(distiller.checkpoint_items().values())
+    manager = run_directory.open_checkpoints(checkpoint, checkpoint_dir, max_to_keep=2)
+    restored = run_directory.restore_latest_usable(checkpoint, manager, checkpoint_dir, guard)
+    first_step = int(distiller.step.numpy())
+    history_path = os.path.join(root_dir, 'history.jsonl')
+    history = _read_history(history_path, up_to_step=first_step) if restored else []
+    # What was logged after the restored checkpoint is done again.
+    run_directory.write_text(history_path, ''.join(json.dumps(entry) + '\n' for entry in history))
+    if restored:
+      print(f'Resumed from {restored} at step {first_step:,}/{distiller.num_steps:,}.', flush=True)
+    start = time.time()
+    prior_seconds = float(train_seconds.numpy())
 
-  def save():
-    train_seconds.assign(prior_seconds + time.time() - start)
-    manager.save(checkpoint_number=int(distiller.step.numpy()))
+    def save():
+      train_seconds.assign(prior_seconds + time.time() - start)
+      run_directory.save_checkpoint(manager, int(distiller.step.numpy()), guard)  # refuses NaN/inf state
 
-  result = distiller.train(num_steps=max(0, distiller.num_steps - first_step), log_every=log_every,
-                           log_fn=_progress_logger(distiller.num_steps, first_step, history_path),
-                           save_fn=save, save_interval_seconds=checkpoint_interval_seconds)
-  save()
-  history = _read_history(history_path)
-  observations, generations = distiller.exemplars(exemplars_to_save)
-  teacher_labels = np.argmax(teacher_logits(distiller.teacher, observations), axis=-1)
-  np.savez_compressed(os.path.join(root_dir, 'exemplars.npz'), observations=observations,
-                      generation=generations, teacher_labels=teacher_labels)
-  summary = {'teacher': teacher_path, 'steps': result['steps'], 'generations': result['generations'],
-             'pool_size': result['pool_size'], 'train_seconds': float(train_seconds.numpy()),
-             'resumed_at_step': first_step if restored else None,
-             'final': result['final'] or {k: v for k, v in (history[-1] if history else {}).items() if k != 'step'},
-             'history': history,
-             'exemplars': int(len(observations)),
-             'student_parameters': int(sum(np.prod(v.shape) for v in distiller._student_variables())),  # pylint: disable=protected-access
-             'teacher_labels_histogram': np.bincount(teacher_labels,
-                                                     minlength=distiller.teacher.num_actions).tolist()}
-  if frame_spec is not None:
-    student = frame_student_for_export(student, student_fn, frame_spec, action_spec)
-  if is_policy:
-    summary['policy'] = policies.export_policy(student, time_step_spec, action_spec,
-                                               os.path.join(root_dir, 'policy'))
-  else:
-    summary['student'] = os.path.join(root_dir, 'student.keras')
-    student.save(summary['student'])
-  if eval_episodes:
-    if not is_policy:
-      raise ValueError('distill_data_free.eval_episodes > 0 evaluates policies in an environment; a '
-                       'classifier teacher has none: set it to 0.')
-    try:
-      env_id = gin.query_parameter('make_environment.env_id')
-    except ValueError:
-      raise ValueError('distill_data_free.eval_episodes > 0 needs the environment: bind '
-                       "make_environment.env_id (e.g. 'CartPole-v1').") from None
-    summary['env_id'] = env_id
-    summary['student_eval'] = evaluation.evaluate(student, env_id, num_episodes=eval_episodes, seed=eval_seed,
-                                                  greedy=eval_greedy)
-    if played_teacher is None:
-      played_teacher = distiller.teacher
-    teacher_states = StateSample(seed=seed)
-    summary['teacher_eval'] = evaluation.evaluate(teacher_as_network(played_teacher), env_id,
-                                                  num_episodes=eval_episodes, seed=eval_seed,
-                                                  greedy=eval_greedy, observation_fn=teacher_states)
-    # After training, for the report only: does the student act as the teacher on the teacher's own states?
-    summary['agreement_on_teacher_states'] = agreement_on_states(played_teacher, student, teacher_states.array())
-  _write_operative_config(root_dir)
-  with tf.io.gfile.GFile(os.path.join(root_dir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  return summary
-
-
-def _write_operative_config(root_dir: str) -> None:
-  with tf.io.gfile.GFile(os.path.join(root_dir, 'operative_config.gin'), 'w') as f:
-    f.write(gin.operative_config_str())
+    result = distiller.train(num_steps=max(0, distiller.num_steps - first_step), log_every=log_every,
+                             log_fn=_progress_logger(distiller.num_steps, first_step, history_path),
+                             save_fn=save, save_interval_seconds=checkpoint_interval_seconds)
+    save()
+    history = _read_history(history_path)
+    observations, generations = distiller.exemplars(exemplars_to_save)
+    teacher_labels = np.argmax(teacher_logits(distiller.teacher, observations), axis=-1)
+    with run_directory.atomic_file(os.path.join(root_dir, 'exemplars.npz'), 'wb') as f:
+      np.savez_compressed(f, observations=observations, generation=generations, teacher_labels=teacher_labels)
+    summary = {'teacher': teacher_path, 'steps': result['steps'], 'generations': result['generations'],
+               'pool_size': result['pool_size'], 'train_seconds': float(train_seconds.numpy()),
+               'resumed_at_step': first_step if restored else None,
+               'final': result['final'] or {k: v for k, v in (history[-1] if history else {}).items() if k != 'step'},
+               'history': history,
+               'exemplars': int(len(observations)),
+               'student_parameters': int(sum(np.prod(v.shape) for v in distiller._student_variables())),  # pylint: disable=protected-access
+               'teacher_labels_histogram': np.bincount(teacher_labels,
+                                                       minlength=distiller.teacher.num_actions).tolist()}
+    if frame_spec is not None:
+      student = frame_student_for_export(student, student_fn, frame_spec, action_spec)
+    if is_policy:
+      summary['policy'] = policies.export_policy(student, time_step_spec, action_spec,
+                                                 os.path.join(root_dir, 'policy'))
+    else:
+      summary['student'] = os.path.join(root_dir, 'student.keras')
+      partial = os.path.join(root_dir, '.student.partial.keras')  # Keras names the format by the extension
+      student.save(partial)
+      os.replace(partial, summary['student'])  # one atomic step: the old student or the new one
+    if eval_episodes:
+      if not is_policy:
+        raise errors.ConfigError('distill_data_free.eval_episodes > 0 evaluates policies in an environment; a '
+                                 'classifier teacher has none: set it to 0.')
+      try:
+        env_id = gin.query_parameter('make_environment.env_id')
+      except ValueError:
+        raise errors.ConfigError('distill_data_free.eval_episodes > 0 needs the environment: bind '
+                                 "make_environment.env_id (e.g. 'CartPole-v1').") from None
+      summary['env_id'] = env_id
+      summary['student_eval'] = evaluation.evaluate(student, env_id, num_episodes=eval_episodes, seed=eval_seed,
+                                                    greedy=eval_greedy)
+      if played_teacher is None:
+        played_teacher = distiller.teacher
+      teacher_states = StateSample(seed=seed)
+      summary['teacher_eval'] = evaluation.evaluate(teacher_as_network(played_teacher), env_id,
+                                                    num_episodes=eval_episodes, seed=eval_seed,
+                                                    greedy=eval_greedy, observation_fn=teacher_states)
+      # After training, for the report only: does the student act as the teacher on the teacher's own states?
+      summary['agreement_on_teacher_states'] = agreement_on_states(played_teacher, student, teacher_states.array())
+    run.write_text('operative_config.gin', gin.operative_config_str())
+    run.write_json('summary.json', summary)
+    return summary
+  finally:
+    run.release()  # also when the run stops with an error

@@ -12,9 +12,14 @@ driven by the same gin file (TF-Agents' distributed examples split the jobs the 
     learner_main         `training.train(local_actor=False)`: reads the queue, trains, publishes weights,
                          checkpoints, evaluates and exports like the single-process run
 
-The learner is the single-process `Trainer` without its actor, so a distributed run writes the same run
-directory (checkpoints, summaries, policy, summary.json) and counts env steps the same way: from the
-items it consumed, `items × sequence_length × num_envs`, stored in its checkpoint with the learner step.
+The server is the one job that listens on a port, on every network interface and without authentication
+(Reverb has neither a bind address nor authentication; README, "Security"). A single-process run keeps
+its trajectories in the process instead (`replay.local_queue`) and listens on none.
+
+The learner is the single-process `Trainer` without its actor, reading the server's queue where the
+single-process run reads its in-process one, so a distributed run writes the same run directory
+(checkpoints, summaries, policy, summary.json) and counts env steps the same way: from the items it
+consumed, `items × sequence_length × num_envs`, stored in its checkpoint with the learner step.
 A learner killed and resumed continues from the counter of its last checkpoint; what it trained on after
 that checkpoint is neither counted nor kept.
 
@@ -23,13 +28,11 @@ lag (`learner/policy_lag`, in learner steps) and each actor the wall-clock age o
 with (`actor/weights_age_seconds`).
 """
 
-import inspect
 import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
@@ -38,23 +41,21 @@ from agents import actor as actor_lib
 from agents import training
 from envs import suite
 from replay import reverb_replay
+from runtime import config as run_config
+from runtime import errors
 
 # Actor i's environments are seeded `train.seed + ACTOR_SEED_STRIDE * (i + 1)`: apart from the learner's
 # own environment (train.seed) and from evaluation (train.seed + 10_000).
 ACTOR_SEED_STRIDE = 100_003
 
 
-def train_settings() -> Dict[str, Any]:
-  """`training.train`'s arguments as the gin configuration sets them (its defaults, then the bindings).
+def train_settings() -> 'training.RunSettings':
+  """The run's settings as the gin configuration sets them (`training.RunSettings`, gin name `train`).
 
   The server and the actors read the run's layout (sequence length, network, table, seed) from the same
-  gin file as the learner, through `train.*`.
+  gin file as the learner.
   """
-  settings = {name: parameter.default
-              for name, parameter in inspect.signature(training.train).parameters.items()
-              if parameter.default is not inspect.Parameter.empty}
-  settings.update(gin.get_bindings(training.train))
-  return settings
+  return training.RunSettings()
 
 
 def configure_numerics(mixed_precision: Optional[str] = None, xla: bool = False) -> None:
@@ -111,14 +112,23 @@ def start_server(port: int, checkpoint_dir: Optional[str], items_per_learner_ste
       the trajectory queue's smallest capacity; None: `train.items_per_replica` (a one-replica learner).
   """
   settings = train_settings()
-  env = suite.make_environment(seed=settings['seed'])
+  env = suite.make_environment(seed=settings.seed)
   try:
-    network = training.make_network(settings['network_fn'], env)
-    tables = training.make_tables(env, network, settings['sequence_length'], settings['table_name'],
-                                  items_per_learner_step or settings['items_per_replica'])
+    network = training.make_network(settings.network_fn, env)
+    tables = training.make_tables(env, network, settings.sequence_length, settings.table_name,
+                                  items_per_learner_step or settings.items_per_replica)
   finally:
     env.close()
   return reverb_replay.start_server(tables, port=port, checkpoint_dir=checkpoint_dir)
+
+
+def check_server_settings(checkpoint_interval_seconds: float, keep_checkpoints: int) -> None:
+  """Raises ConfigError, one line naming the flag and the fix, unless the server's checkpoint interval is
+  positive and it keeps at least one checkpoint (the one a restarted server restores)."""
+  run_config.check_number('--checkpoint_interval_seconds', checkpoint_interval_seconds, 0,
+                          meaning='seconds between checkpoints of the tables')
+  run_config.check_number('--keep_checkpoints', keep_checkpoints, 1, inclusive=True, integer=True,
+                          meaning='the newest is the one a restarted server restores')
 
 
 def serve(server, checkpoint_interval_seconds: float, stop: threading.Event,
@@ -159,7 +169,8 @@ def prune_server_checkpoints(checkpoint_dir: str, keep: int) -> List[str]:
 
 def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = None,
               retry_seconds: float = 120.0, max_env_steps: Optional[int] = None,
-              progress_interval_seconds: float = 10.0) -> Dict[str, Any]:
+              progress_interval_seconds: float = 10.0,
+              stop_request: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
   """Acts until the learner publishes that training finished (or `max_env_steps`); returns counts.
 
   Each item: take the newest published weights (if their version changed), step the environments
@@ -174,15 +185,18 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
     retry_seconds: how long a server that stopped answering is waited for.
     max_env_steps: stop after this many agent steps (None: until the learner finishes).
     progress_interval_seconds: seconds between progress lines.
+    stop_request: polled while acting and waiting (e.g. `runtime.interrupts.StopRequest`); once True, the
+      actor finishes the item under way, closes its writer and returns (`stopped` in the counts).
   """
+  stopping = stop_request or (lambda: False)
   settings = train_settings()
-  table, sequence_length = settings['table_name'], settings['sequence_length']
-  seed = settings['seed'] + ACTOR_SEED_STRIDE * (actor_id + 1)
+  table, sequence_length = settings.table_name, settings.sequence_length
+  seed = settings.seed + ACTOR_SEED_STRIDE * (actor_id + 1)
   tf.keras.utils.set_random_seed(seed)
   client = reverb_replay.connect(reverb_address)
   reverb_replay.check_tables(client, reverb_address, [table, reverb_replay.VARIABLES_TABLE])
   env = suite.make_environment(seed=seed)
-  network = training.make_network(settings['network_fn'], env)
+  network = training.make_network(settings.network_fn, env)
   variables = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables),
                                               address=reverb_address, retry_seconds=retry_seconds)
   summary_writer = None
@@ -190,7 +204,10 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
     summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'actors', f'actor_{actor_id}'))
   print(f'Actor {actor_id}: {env.env_id} × {env.batch_size} envs, writing to {reverb_address}.', flush=True)
 
-  published = _wait_for_weights(variables, actor_id)
+  published = _wait_for_weights(variables, actor_id, stopping)
+  if published is None:  # stopped before the learner published anything
+    env.close()
+    return {'env_steps': 0, 'items': 0, 'episodes': 0, 'learner_finished': False, 'stopped': True}
   if published.version:
     # Joining a run under way (e.g. restarted after a crash): new episodes, not the first run's again.
     env.close()
@@ -202,7 +219,7 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
   recent: List[float] = []
   last_print = time.time()
   finished = published.finished
-  while not finished:
+  while not finished and not stopping():
     if published.version != version:
       actor.pull_weights(published.weights, published.version)
       version = published.version
@@ -210,7 +227,8 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
     items += actor.run(steps)
     steps = sequence_length  # the first item needs T + 1 steps, later ones T
     # Polls the variables table while the queue is full, so a finished learner releases its actors.
-    finished = not writer.flush_unless(lambda: variables.pull().finished, poll_ms=1000)
+    flushed = writer.flush_unless(lambda: stopping() or variables.pull().finished, poll_ms=1000)
+    finished = not flushed and not stopping()
     returns, lengths = env.pop_finished_episodes()
     episodes += returns.size
     recent = (recent + returns.tolist())[-20:]
@@ -227,22 +245,26 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
             f'return {np.mean(recent) if recent else float("nan"):.1f}', flush=True)
     if max_env_steps is not None and actor.env_steps >= max_env_steps:
       break
-    if not finished:
+    if not finished and not stopping():
       published = variables.pull()
       finished = published.finished
   writer.close()
   env.close()
   if summary_writer is not None:
     summary_writer.flush()
-  print(f'Actor {actor_id} done: {actor.env_steps:,} env steps, {items} items, {episodes} episodes'
-        f'{" (the learner finished)" if finished else ""}.', flush=True)
-  return {'env_steps': actor.env_steps, 'items': items, 'episodes': episodes, 'learner_finished': finished}
+  stopped = stopping() and not finished
+  why = ' (the learner finished)' if finished else ' (stopped by a signal)' if stopped else ''
+  print(f'Actor {actor_id} done: {actor.env_steps:,} env steps, {items} items, {episodes} episodes{why}.',
+        flush=True)
+  return {'env_steps': actor.env_steps, 'items': items, 'episodes': episodes, 'learner_finished': finished,
+          'stopped': stopped}
 
 
-def _wait_for_weights(variables, actor_id: int, report_every_seconds: float = 30.0):
-  """Blocks until the learner has published weights (it may start after the actors)."""
+def _wait_for_weights(variables, actor_id: int, stopping: Callable[[], bool],
+                      report_every_seconds: float = 30.0):
+  """Blocks until the learner has published weights (it may start after the actors); None if `stopping()`."""
   start, last_report = time.time(), -np.inf
-  while True:
+  while not stopping():
     published = variables.pull()
     if published is not None:
       return published
@@ -266,8 +288,8 @@ class SavedPolicyNetwork:
 
   def __init__(self, policy_dir: str):
     if not tf.io.gfile.exists(os.path.join(policy_dir, 'saved_model.pb')):
-      raise FileNotFoundError(f"'{policy_dir}' is not a SavedModel directory (no saved_model.pb); pass the "
-                              "run's policy/ directory, or a checkpoint with --checkpoint.")
+      raise errors.PolicyLoadError(f"'{policy_dir}' is not a SavedModel directory (no saved_model.pb); pass "
+                                   "the run's policy/ directory, or a checkpoint with --checkpoint.")
     self._policy = tf.saved_model.load(policy_dir)
     self.num_actions = None
 
@@ -287,14 +309,15 @@ def restore_network(checkpoint: str, network_fn, env):
   """A network for `env` with the weights of a training checkpoint (a file prefix or a checkpoints/ dir)."""
   path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
   if not path or not tf.io.gfile.glob(path + '.index'):
-    raise FileNotFoundError(f"no checkpoint at '{checkpoint}'; pass a run's checkpoints/ directory or a "
-                            "checkpoint prefix such as checkpoints/ckpt-12.")
+    raise errors.CheckpointError(f"no checkpoint at '{checkpoint}'; pass a run's checkpoints/ directory or a "
+                                 "checkpoint prefix such as checkpoints/ckpt-12.")
   network = training.make_network(network_fn, env)
   try:
     tf.train.Checkpoint(network=network).restore(path).expect_partial().assert_existing_objects_matched()
   except AssertionError as error:
-    raise ValueError(f"checkpoint '{path}' does not hold this gin configuration's network "
-                     f'({str(error).splitlines()[0]}); pass the gin file the run trained with.') from None
+    raise errors.CheckpointError(f"checkpoint '{path}' does not hold this gin configuration's network "
+                                 f'({str(error).splitlines()[0]}); pass the gin file the run trained '
+                                 'with.') from None
   return network
 
 
@@ -308,7 +331,7 @@ def record_video(network, env_id: str, path: str, num_episodes: int = 1, seed: i
   """
   extension = os.path.splitext(path)[1].lower()
   if extension not in ('.gif', '.mp4'):
-    raise ValueError(f"video path '{path}' must end in .gif or .mp4.")
+    raise errors.ConfigError(f"video path '{path}' must end in .gif or .mp4.")
   atari = env_id.startswith('ALE/')
   env = suite.make_environment(env_id=env_id, num_envs=1, seed=seed,
                                env_kwargs=None if atari else {'render_mode': 'rgb_array'})

@@ -17,6 +17,9 @@ from tf_agents.policies import tf_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
 
+from runtime import errors
+from runtime import run_directory
+
 
 def info_spec(network) -> dict:
   """Spec of `PolicyStep.info`: `{'logits': [A], 'values': {head: []}}`."""
@@ -54,21 +57,26 @@ def export_policy(network, time_step_spec, action_spec, directory: str, train_st
                   greedy: bool = False) -> str:
   """Exports the policy as a SavedModel with TF-Agents' PolicySaver; returns `directory`.
 
-  Written to a temporary sibling first and renamed, so a kill never leaves a half-written policy.
+  Written whole into a hidden sibling first, then swapped with the old export in one atomic step
+  (`runtime.run_directory.replace_directory`), so `directory` always holds a complete policy, old or new.
   """
   policy = ActorCriticPolicy(tensor_spec.from_spec(time_step_spec), tensor_spec.from_spec(action_spec),
                              network)
   if greedy:
     policy = greedy_policy.GreedyPolicy(policy)
   saver = policy_saver.PolicySaver(policy, batch_size=None, train_step=train_step)
-  tmp = directory.rstrip('/') + '.tmp'
-  if tf.io.gfile.exists(tmp):
-    tf.io.gfile.rmtree(tmp)
-  with _quiet_saving():
-    saver.save(tmp)
-  if tf.io.gfile.exists(directory):
-    tf.io.gfile.rmtree(directory)
-  tf.io.gfile.rename(tmp, directory)
+  staging = run_directory.staging_directory(directory)
+  try:
+    with _quiet_saving():
+      saver.save(staging)
+  except BaseException as error:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
+    if errors.is_disk_full(error):
+      raise run_directory.disk_full_error(directory, 'the policy', error,
+                                          'the previous export, if any, is intact') from None
+    raise
+  run_directory.replace_directory(staging, directory)
   return directory
 
 

@@ -1,4 +1,6 @@
-"""The single-process training run: a Reverb server, an actor and a learner wired from gin.
+"""The single-process training run: an actor and a learner wired from gin, with the trajectory queue
+between them in the process (`replay.local_queue`: no server, no open port); and the learner of a
+distributed run, which reads a Reverb server (`reverb_address`).
 
 `binaries/train_main.py` parses flags and gin and calls `train()`; everything about the algorithm is
 configured here through gin. A run directory is self-describing:
@@ -15,7 +17,7 @@ spent, or `stop_at_eval_return` reached while that option is still set) only re-
 """
 
 import collections
-import json
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Dict, Optional
@@ -34,21 +36,11 @@ from agents import ppo_learner
 from agents import rnd  # noqa: F401  (registers RNDLearner with gin)
 from envs import suite
 from networks import actor_critic
+from replay import local_queue
 from replay import reverb_replay
-
-
-def check_writable(root_dir: str) -> None:
-  """Raises a one-line error if `root_dir` cannot be created or written."""
-  probe = os.path.join(root_dir, '.write_probe')
-  try:
-    tf.io.gfile.makedirs(root_dir)
-    with tf.io.gfile.GFile(probe, 'w') as f:
-      f.write('ok')
-    tf.io.gfile.remove(probe)
-  except (OSError, tf.errors.OpError) as error:
-    reason = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
-    raise PermissionError(f"root_dir '{root_dir}' is not writable ({reason.strip()}); "
-                          f'pass a directory you can write to with --root_dir.') from None
+from runtime import config as run_config
+from runtime import errors
+from runtime import run_directory
 
 
 def _format_duration(seconds: float) -> str:
@@ -95,33 +87,18 @@ class _Progress:
     return rate
 
 
-@gin.configurable
-def train(root_dir: str,
-          strategy: Optional[tf.distribute.Strategy] = None,
-          reverb_address: Optional[str] = None,
-          table_name: str = 'trajectories',
-          total_env_steps: int = 100_000,
-          sequence_length: int = 128,
-          items_per_replica: int = 1,
-          seed: int = 0,
-          network_fn: Callable[..., Any] = actor_critic.ActorCriticNetwork,
-          learner_fn: Callable[..., Any] = ppo_learner.PPOLearner,
-          eval_interval_env_steps: int = 0,
-          eval_episodes: int = 10,
-          eval_greedy: bool = True,
-          stop_at_eval_return: Optional[float] = None,
-          stop_at_episode_return: Optional[float] = None,
-          checkpoint_interval_seconds: float = 300.0,
-          progress_interval_seconds: float = 5.0,
-          summary_interval_iterations: int = 1,
-          asynchronous_actor: bool = False,
-          local_actor: bool = True) -> Dict[str, Any]:
-  """Trains an agent and returns the summary that is also written to `root_dir/summary.json`.
+# The gin name stays `train` (`train.total_env_steps = ...`), so configurations keep their names.
+@gin.configurable('train')
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """What a gin file says about a run: the one owner of the run's settings.
 
-  Args:
-    root_dir: the run directory (see the module docstring).
-    strategy: the learner's `tf.distribute` strategy (from flags); default one device.
-    reverb_address: 'host:port' of a running Reverb server holding the table; None starts one in-process.
+  Every job of a run reads them here: the single-process run and the learner (`train`, `Trainer`), the
+  Reverb server and the actors (`agents.distributed`), the PBT members. Run mechanics (the directory, the
+  devices, the server's address) are flags and are not here. Values are checked when the settings are
+  made, before any work starts (`check_settings`).
+
+  Attributes:
     table_name: the Reverb table the actor writes and the learner reads.
     total_env_steps: training budget in agent steps summed over environments (frames = steps × frameskip).
     sequence_length: T, transitions per trajectory item (the rollout length).
@@ -144,168 +121,276 @@ def train(root_dir: str,
       reproducible from the seed. True: the actor collects in a background thread while the learner
       trains, with a policy lag of up to the queue's size (PPO's ratio uses the recorded behaviour
       logits); faster when the learner and the environments can share the cores.
+  """
+  table_name: str = 'trajectories'
+  total_env_steps: int = 100_000
+  sequence_length: int = 128
+  items_per_replica: int = 1
+  seed: int = 0
+  network_fn: Callable[..., Any] = actor_critic.ActorCriticNetwork
+  learner_fn: Callable[..., Any] = ppo_learner.PPOLearner
+  eval_interval_env_steps: int = 0
+  eval_episodes: int = 10
+  eval_greedy: bool = True
+  stop_at_eval_return: Optional[float] = None
+  stop_at_episode_return: Optional[float] = None
+  checkpoint_interval_seconds: float = 300.0
+  progress_interval_seconds: float = 5.0
+  summary_interval_iterations: int = 1
+  asynchronous_actor: bool = False
+
+  def __post_init__(self):
+    check_settings(self.total_env_steps, self.sequence_length, self.items_per_replica,
+                   self.eval_interval_env_steps, self.eval_episodes, self.checkpoint_interval_seconds,
+                   self.progress_interval_seconds, self.summary_interval_iterations)
+
+  def as_dict(self) -> Dict[str, Any]:
+    return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+def train(root_dir: str,
+          strategy: Optional[tf.distribute.Strategy] = None,
+          reverb_address: Optional[str] = None,
+          local_actor: bool = True,
+          program: str = 'train_main',
+          stop_request: Optional[Callable[[], bool]] = None,
+          **overrides) -> Optional[Dict[str, Any]]:
+  """Trains an agent and returns the summary that is also written to `root_dir/summary.json`.
+
+  Args:
+    root_dir: the run directory (see the module docstring).
+    strategy: the learner's `tf.distribute` strategy (from flags); default one device.
+    reverb_address: 'host:port' of a running Reverb server holding the table (the user's: this process
+      then connects to it); None: the single-process run, fed in-process, listening on no port.
     local_actor: True (default): this process also acts. False: the learner of a distributed run
       (`binaries/learner_main.py`): actors in other processes (`binaries/actor_main.py`) fill the table
       of the Reverb server at `reverb_address` (required), and the learner publishes its weights to that
       server's variables table after every iteration. Env steps are counted from the items the learner
       consumed; training episodes are reported by the actors.
+    program: the job's name, recorded in the run directory's lock.
+    stop_request: polled between iterations (e.g. `runtime.interrupts.StopRequest`); once it returns True,
+      the run saves a checkpoint and returns None (the run is not finished; running it again resumes).
+    **overrides: `RunSettings` values that win over the gin configuration (tests, drivers).
   """
-  trainer = Trainer(root_dir, strategy=strategy, reverb_address=reverb_address, table_name=table_name,
-                    total_env_steps=total_env_steps, sequence_length=sequence_length,
-                    items_per_replica=items_per_replica, seed=seed, network_fn=network_fn,
-                    learner_fn=learner_fn, eval_interval_env_steps=eval_interval_env_steps,
-                    eval_episodes=eval_episodes, eval_greedy=eval_greedy,
-                    stop_at_eval_return=stop_at_eval_return, stop_at_episode_return=stop_at_episode_return,
-                    checkpoint_interval_seconds=checkpoint_interval_seconds,
-                    progress_interval_seconds=progress_interval_seconds,
-                    summary_interval_iterations=summary_interval_iterations,
-                    asynchronous_actor=asynchronous_actor, local_actor=local_actor)
+  trainer = Trainer(root_dir, strategy=strategy, reverb_address=reverb_address, local_actor=local_actor,
+                    program=program, stop_request=stop_request, **overrides)
   try:
-    while not trainer.finished:
-      trainer.run_iteration()
+    try:
+      while not trainer.finished and not trainer.stop_requested():
+        trainer.run_iteration()
+    except errors.UserError as error:
+      if isinstance(error, errors.DivergenceError):
+        raise  # nothing non-finite is saved
+      # E.g. an environment that returned a NaN reward: the iterations trained so far are kept.
+      trainer.close()
+      path = trainer.save_if_consistent()
+      if path:
+        print(f'{program}: saved {path} at {trainer.env_steps:,} env steps before stopping.', flush=True)
+      raise
+    trainer.close()
+    if trainer.stop_requested():
+      path = trainer.save()
+      print(f'{program}: stopped at {trainer.env_steps:,} env steps; saved {path}. Run the same command to '
+            'resume.', flush=True)
+      return None
+    return trainer.finish()
   finally:
     trainer.close()
-  return trainer.finish()
+    trainer.release()
+
+
+def check_settings(total_env_steps, sequence_length, items_per_replica, eval_interval_env_steps,
+                   eval_episodes, checkpoint_interval_seconds, progress_interval_seconds,
+                   summary_interval_iterations, local_actor=True, reverb_address=None) -> None:
+  """Raises ConfigError, one line naming the `train.*` setting and the fix, on a value no run can use.
+
+  `Trainer` calls it before it builds anything; `binaries/pbt_main.py` calls it for its members before
+  Ray starts. The arguments are `RunSettings`' fields and `train()`'s.
+  """
+  if not local_actor and reverb_address is None:
+    raise errors.ConfigError('local_actor=False (a learner without its own actor) reads from a running '
+                             'Reverb server: pass its host:port with --reverb_address.')
+  check = run_config.check_number
+  check('train.total_env_steps', total_env_steps, 0, integer=True,
+        meaning='the training budget in env steps')
+  check('train.sequence_length', sequence_length, 0, integer=True, meaning='steps per trajectory item')
+  check('train.items_per_replica', items_per_replica, 0, integer=True, meaning='items per replica and step')
+  check('train.eval_interval_env_steps', eval_interval_env_steps, 0, inclusive=True, integer=True,
+        meaning='0: evaluate only at the end')
+  if isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int) or eval_episodes < 1:
+    raise errors.ConfigError('train.eval_episodes must be an int >= 1 (the run ends with an evaluation '
+                             f'whose mean summary.json reports), got {eval_episodes!r}; to evaluate only at '
+                             'the end, set train.eval_interval_env_steps = 0.')
+  check('train.checkpoint_interval_seconds', checkpoint_interval_seconds, 0,
+        meaning='seconds between checkpoints')
+  check('train.progress_interval_seconds', progress_interval_seconds, 0,
+        meaning='seconds between progress lines')
+  check('train.summary_interval_iterations', summary_interval_iterations, 0, integer=True,
+        meaning='learner iterations between TensorBoard writes')
 
 
 class Trainer:
   """One training run, an iteration at a time: what `train()` runs, for drivers that act between
   iterations (a PBT member reports to its scheduler and swaps hyperparameters, tests inspect state).
 
-  The constructor builds everything (environments, Reverb, networks, learner) and resumes from
+  The constructor builds everything (environments, trajectory queue, networks, learner) and resumes from
   `root_dir`'s latest checkpoint; `run_iteration()` collects one batch and trains on it, with the
   summaries, evaluations, stopping rules and periodic checkpoints of `train()`; `close()` stops the
-  actor and environments; `finish()` evaluates, exports the policy and writes summary.json. The
-  arguments are `train()`'s.
+  actor and environments; `finish()` evaluates, exports the policy and writes summary.json; `release()`
+  lets another process open the directory (`finish()` does it last). The arguments are `train()`'s;
+  `settings` (default: `RunSettings` from gin, with `overrides`) what the gin file says.
   """
 
-  def __init__(self, root_dir: str, strategy=None, reverb_address=None, table_name='trajectories',
-               total_env_steps=100_000, sequence_length=128, items_per_replica=1, seed=0,
-               network_fn=actor_critic.ActorCriticNetwork, learner_fn=ppo_learner.PPOLearner,
-               eval_interval_env_steps=0, eval_episodes=10, eval_greedy=True, stop_at_eval_return=None,
-               stop_at_episode_return=None, checkpoint_interval_seconds=300.0, progress_interval_seconds=5.0,
-               summary_interval_iterations=1, asynchronous_actor=False, local_actor=True):
-    if not local_actor and reverb_address is None:
-      raise ValueError('local_actor=False (a learner without its own actor) reads from a running Reverb '
-                       'server: pass its host:port with --reverb_address.')
-    if not isinstance(eval_episodes, int) or eval_episodes < 1:
-      raise ValueError(f'train.eval_episodes must be an int >= 1 (the run ends with an evaluation whose mean '
-                       f'summary.json reports), got {eval_episodes!r}; to evaluate only at the end, set '
-                       'train.eval_interval_env_steps = 0.')
+  def __init__(self, root_dir: str, strategy=None, reverb_address=None, local_actor=True, program='train',
+               stop_request: Optional[Callable[[], bool]] = None, settings: Optional[RunSettings] = None,
+               **overrides):
+    if settings is None:
+      settings = RunSettings(**overrides)  # the gin configuration, `overrides` winning
+    elif overrides:
+      settings = dataclasses.replace(settings, **overrides)
+    check_settings(settings.total_env_steps, settings.sequence_length, settings.items_per_replica,
+                   settings.eval_interval_env_steps, settings.eval_episodes,
+                   settings.checkpoint_interval_seconds, settings.progress_interval_seconds,
+                   settings.summary_interval_iterations, local_actor, reverb_address)
+    self.settings = settings
+    self.stop_requested = stop_request or (lambda: False)
+    (table_name, total_env_steps, sequence_length, items_per_replica, seed, network_fn, learner_fn,
+     eval_interval_env_steps, eval_episodes, eval_greedy, stop_at_eval_return, stop_at_episode_return,
+     checkpoint_interval_seconds, progress_interval_seconds, summary_interval_iterations,
+     asynchronous_actor) = (getattr(settings, field.name) for field in dataclasses.fields(RunSettings))
     self._start_time = time.time()
-    check_writable(root_dir)
-    self.root_dir = root_dir
-    self.total_env_steps = total_env_steps
-    self._seed = seed
-    self._sequence_length = sequence_length
-    self._eval_interval = eval_interval_env_steps
-    self._eval_episodes = eval_episodes
-    self._eval_greedy = eval_greedy
-    self._stop_at_eval_return = stop_at_eval_return
-    self._stop_at_episode_return = stop_at_episode_return
-    self._checkpoint_interval = checkpoint_interval_seconds
-    self._summary_interval = summary_interval_iterations
-    strategy = strategy or tf.distribute.get_strategy()
-    # Seeds Python's `random` too: unseeded Keras initializers draw their seeds from it, so
-    # `tf.random.set_seed` alone leaves the initial weights different on every run.
-    tf.keras.utils.set_random_seed(seed)
+    # Taken first: a second process on this directory is refused before it builds or restores anything.
+    self.run_directory = run_directory.RunDirectory(root_dir, program)
+    try:
+      self.root_dir = root_dir
+      self.total_env_steps = total_env_steps
+      self._seed = seed
+      self._sequence_length = sequence_length
+      self._eval_interval = eval_interval_env_steps
+      self._eval_episodes = eval_episodes
+      self._eval_greedy = eval_greedy
+      self._stop_at_eval_return = stop_at_eval_return
+      self._stop_at_episode_return = stop_at_episode_return
+      self._checkpoint_interval = checkpoint_interval_seconds
+      self._summary_interval = summary_interval_iterations
+      strategy = strategy or tf.distribute.get_strategy()
+      # Seeds Python's `random` too: unseeded Keras initializers draw their seeds from it, so
+      # `tf.random.set_seed` alone leaves the initial weights different on every run.
+      tf.keras.utils.set_random_seed(seed)
 
-    env = suite.make_environment(seed=seed)
-    self.env_id = env.env_id
-    num_envs = env.batch_size
-    self.observation_spec, self.action_spec = environment_specs(env)
+      env = suite.make_environment(seed=seed)
+      self.env_id = env.env_id
+      num_envs = env.batch_size
+      self.observation_spec, self.action_spec = environment_specs(env)
 
-    with strategy.scope():
-      self.network = make_network(network_fn, env)
-    # The actor's and the evaluator's own copies, outside the strategy: they act on the host.
-    actor_network = make_network(network_fn, env) if local_actor else None
-    self._eval_network = make_network(network_fn, env)
+      with strategy.scope():
+        self.network = make_network(network_fn, env)
+      # The actor's and the evaluator's own copies, outside the strategy: they act on the host.
+      actor_network = make_network(network_fn, env) if local_actor else None
+      self._eval_network = make_network(network_fn, env)
 
-    num_replicas = strategy.num_replicas_in_sync
-    self._items_per_iteration = items_per_iteration = num_replicas * items_per_replica
-    self._server = None
-    if reverb_address is None:
-      self._server = reverb_replay.start_server(
-          make_tables(env, self.network, sequence_length, table_name, items_per_iteration))
-      reverb_address = f'localhost:{self._server.port}'
-    client = reverb_replay.connect(reverb_address)
-    self._writer = self._variables = None
-    if local_actor:
-      self._writer = reverb_replay.SequenceWriter(client, table_name, sequence_length)
-    else:
-      reverb_replay.check_tables(client, reverb_address, [table_name, reverb_replay.VARIABLES_TABLE])
-      self._variables = reverb_replay.VariableContainer(
-          client, reverb_replay.variables_signature(self.network.variables), address=reverb_address)
+      num_replicas = strategy.num_replicas_in_sync
+      self._items_per_iteration = items_per_iteration = num_replicas * items_per_replica
+      self._writer = self._variables = self._queue = None
+      if reverb_address is None:
+        # One process: the trajectories stay in it (`replay.local_queue`), and it listens on no socket; an
+        # in-process Reverb server would listen on every interface, unauthenticated.
+        step_spec = actor_lib.step_spec(*environment_specs(env), self.network,
+                                        multi_task=actor_lib.is_multi_task(env))
+        self._queue = local_queue.TrajectoryQueue(
+            reverb_replay.sequence_signature(step_spec, sequence_length, num_envs,
+                                             stored_frames=reverb_replay.frame_storage(env)),
+            reverb_replay.on_policy_capacity(items_per_iteration))
+        self._writer = local_queue.SequenceWriter(self._queue, sequence_length)
+      else:
+        client = reverb_replay.connect(reverb_address)
+        if local_actor:
+          self._writer = reverb_replay.SequenceWriter(client, table_name, sequence_length)
+        else:
+          reverb_replay.check_tables(client, reverb_address, [table_name, reverb_replay.VARIABLES_TABLE])
+          self._variables = reverb_replay.VariableContainer(
+              client, reverb_replay.variables_signature(self.network.variables), address=reverb_address)
 
-    self._env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
-    total_iterations = max(1, int(np.ceil(total_env_steps / self._env_steps_per_iteration)))
+      self._env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
+      total_iterations = max(1, int(np.ceil(total_env_steps / self._env_steps_per_iteration)))
 
-    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-      del context  # every replica reads its own items from the same table
-      return reverb_replay.make_dataset(reverb_address, table_name, items_per_replica)
+      def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        del context  # every replica reads its own items from the same queue or table
+        if self._queue is not None:
+          return self._queue.dataset(items_per_replica)
+        return reverb_replay.make_dataset(reverb_address, table_name, items_per_replica)
 
-    self.learner = learner = learner_fn(network=self.network, dataset_fn=dataset_fn, strategy=strategy,
-                                        total_iterations=total_iterations)
-    self._env_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name='env_steps')
-    # Set when an evaluation reached stop_at_eval_return: rerunning the directory then does not train on.
-    self._reached_stop_return = tf.Variable(False, trainable=False, name='reached_stop_return')
-    # The best training episode so far and the env steps after the iteration that first reached it.
-    self._best_return = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name='best_episode_return')
-    self._best_return_steps = tf.Variable(-1, dtype=tf.int64, trainable=False, name='best_episode_env_steps')
-    # Distinct values (RAM bytes, 0..255) of the environment's tracked info entries over the whole run,
-    # e.g. Montezuma's rooms visited; checkpointed, so a resumed run keeps counting.
-    self._visited = {key: tf.Variable(tf.zeros([256], tf.bool), trainable=False, name=f'visited_{key}')
-                     for key in env.tracked_info_keys}
-    self.checkpoint = tf.train.Checkpoint(
-        env_steps=self._env_steps, reached_stop_return=self._reached_stop_return,
-        best_episode_return=self._best_return, best_episode_env_steps=self._best_return_steps,
-        **{f'visited_{key}': variable for key, variable in self._visited.items()},
-        **learner.checkpoint_items())
-    checkpoint_dir = os.path.join(root_dir, 'checkpoints')
-    self._manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=3)
-    restored = restore_latest_usable(self.checkpoint, self._manager, checkpoint_dir)
-    if restored:
-      print(f'Resumed from {restored} at {self.env_steps:,} env steps.', flush=True)
-    elif hasattr(learner, 'initialize_from_environment'):
-      # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
-      # env_steps and nothing reaches replay. The actor below resets the environments.
-      learner.initialize_from_environment(env, seed=seed)
+      self.learner = learner = learner_fn(network=self.network, dataset_fn=dataset_fn, strategy=strategy,
+                                          total_iterations=total_iterations)
+      self._env_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name='env_steps')
+      # Set when an evaluation reached stop_at_eval_return: rerunning the directory then does not train on.
+      self._reached_stop_return = tf.Variable(False, trainable=False, name='reached_stop_return')
+      # The best training episode so far and the env steps after the iteration that first reached it.
+      self._best_return = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name='best_episode_return')
+      self._best_return_steps = tf.Variable(-1, dtype=tf.int64, trainable=False, name='best_episode_env_steps')
+      # Distinct values (RAM bytes, 0..255) of the environment's tracked info entries over the whole run,
+      # e.g. Montezuma's rooms visited; checkpointed, so a resumed run keeps counting.
+      self._visited = {key: tf.Variable(tf.zeros([256], tf.bool), trainable=False, name=f'visited_{key}')
+                       for key in env.tracked_info_keys}
+      self.checkpoint = tf.train.Checkpoint(
+          env_steps=self._env_steps, reached_stop_return=self._reached_stop_return,
+          best_episode_return=self._best_return, best_episode_env_steps=self._best_return_steps,
+          **{f'visited_{key}': variable for key, variable in self._visited.items()},
+          **learner.checkpoint_items())
+      # Every floating-point value of the learner's state (weights, optimiser, normalisers, hyperparameters)
+      # is checked after each iteration and before each save. (The run's own counters are not: the best
+      # return starts at -inf.)
+      self._guard = run_directory.NonFiniteGuard(learner.checkpoint_items().values())
+      checkpoint_dir = os.path.join(root_dir, 'checkpoints')
+      self._manager = run_directory.open_checkpoints(self.checkpoint, checkpoint_dir, max_to_keep=3)
+      restored = run_directory.restore_latest_usable(self.checkpoint, self._manager, checkpoint_dir, self._guard)
+      if restored:
+        print(f'Resumed from {restored} at {self.env_steps:,} env steps.', flush=True)
+      elif hasattr(learner, 'initialize_from_environment'):
+        # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
+        # env_steps and nothing reaches replay. The actor below resets the environments.
+        learner.initialize_from_environment(env, seed=seed)
 
-    _write_operative_config(root_dir)
-    self._summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'summaries'))
+      self._write_operative_config()
+      self._summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'summaries'))
 
-    # Environments restart on resume; a different seed per resume avoids replaying the same episodes.
-    resume_seed = seed + int(learner.train_step.numpy())
-    if resume_seed != seed and local_actor:
-      env.close()
-      env = suite.make_environment(seed=resume_seed)
-    self._env = env
-    self._actor = self._actor_thread = None
-    if local_actor:
-      self._actor = actor_lib.Actor(env, actor_network, self._writer, seed=resume_seed)
-    if asynchronous_actor and local_actor:
-      self._actor_thread = actor_lib.ActorThread(
-          self._actor, env, self._writer, sequence_length,
-          on_error=self._server.stop if self._server is not None else None)
-    self.frames_per_step = env.frames_per_step
-    self._progress = _Progress(total_env_steps, self.frames_per_step, progress_interval_seconds)
-    self.recent_returns = collections.deque(maxlen=20)
-    self._pending_episodes = []  # (returns, lengths) not yet written to TensorBoard
-    self.evaluations = []
-    self._eval_return = None
-    self._next_eval = ((self.env_steps // eval_interval_env_steps + 1) * eval_interval_env_steps
-                       if eval_interval_env_steps else None)
-    self._last_checkpoint = time.time()
-    self.train_seconds = self.actor_seconds = self.learner_seconds = 0.0
-    self._steps_at_start = self.env_steps
-    self._first_collection = True
-    self._started = self._closed = False
-    self.stopped_early = bool(self._reached_stop_return.numpy()) and (
-        stop_at_eval_return is not None or stop_at_episode_return is not None)
-    acting = ('actors in other processes' if not local_actor else
-              f'{"asynchronous" if asynchronous_actor else "synchronous"} actor')
-    print(f'Training {self.env_id} ({num_envs} envs × {sequence_length} steps, {num_replicas} replica(s), '
-          f'{acting}) for {total_env_steps:,} env steps; run directory {root_dir}', flush=True)
+      # Environments restart on resume; a different seed per resume avoids replaying the same episodes.
+      resume_seed = seed + int(learner.train_step.numpy())
+      if resume_seed != seed and local_actor:
+        env.close()
+        env = suite.make_environment(seed=resume_seed)
+      self._env = env
+      self._actor = self._actor_thread = None
+      if local_actor:
+        self._actor = actor_lib.Actor(env, actor_network, self._writer, seed=resume_seed)
+      if asynchronous_actor and local_actor:
+        self._actor_thread = actor_lib.ActorThread(
+            self._actor, env, self._writer, sequence_length,
+            on_error=self._queue.close if self._queue is not None else None)
+      self.frames_per_step = env.frames_per_step
+      self._progress = _Progress(total_env_steps, self.frames_per_step, progress_interval_seconds)
+      self.recent_returns = collections.deque(maxlen=20)
+      self._pending_episodes = []  # (returns, lengths) not yet written to TensorBoard
+      self.evaluations = []
+      self._eval_return = None
+      self._next_eval = ((self.env_steps // eval_interval_env_steps + 1) * eval_interval_env_steps
+                         if eval_interval_env_steps else None)
+      self._last_checkpoint = time.time()
+      self.train_seconds = self.actor_seconds = self.learner_seconds = 0.0
+      self._steps_at_start = self.env_steps
+      self._first_collection = True
+      self._items_needed = 0  # items the learner has asked of the in-process queue so far
+      self._updating = False  # True between a learner update and the counters that go with it
+      self._started = self._closed = False
+      self.stopped_early = bool(self._reached_stop_return.numpy()) and (
+          stop_at_eval_return is not None or stop_at_episode_return is not None)
+      acting = ('actors in other processes' if not local_actor else
+                f'{"asynchronous" if asynchronous_actor else "synchronous"} actor')
+      print(f'Training {self.env_id} ({num_envs} envs × {sequence_length} steps, {num_replicas} replica(s), '
+            f'{acting}) for {total_env_steps:,} env steps; run directory {root_dir}', flush=True)
+    except BaseException:
+      self.run_directory.release()  # a run that could not start holds nothing
+      raise
 
   @property
   def env_steps(self) -> int:
@@ -352,12 +437,20 @@ class Trainer:
       self._first_collection = False
       self._writer.flush()
     actor_done = time.time()
+    if not self._wait_for_items():
+      return None  # a stop was requested while the learner waited for its actor; nothing was trained
+    self._updating = True  # until the iteration's counters are in step with the learner again
     try:
       metrics = learner.run()
     except (tf.errors.OpError, RuntimeError):
       if actor_thread is not None and actor_thread.error is not None:
         raise actor_thread.error  # the real cause; the learner only saw the server stop
       raise
+    # A NaN or infinity in a loss term, the gradient norm or any weight stops the run here, before
+    # anything of this iteration is counted or saved; the earlier checkpoints stay.
+    self._guard.check(metrics, iteration=int(learner.train_step.numpy()),
+                      env_steps=self.env_steps + self._env_steps_per_iteration,
+                      last_checkpoint=self._manager.latest_checkpoint)
     if actor_thread is not None:
       actor_thread.publish(self.network.variables, learner.train_step.numpy())
       episode_returns, episode_lengths = actor_thread.pop_finished_episodes()
@@ -366,6 +459,7 @@ class Trainer:
     else:
       episode_returns, episode_lengths = self._env.pop_finished_episodes()
     env_steps = int(self._env_steps.assign_add(self._env_steps_per_iteration).numpy())
+    self._updating = False
     now = time.time()
     self.train_seconds += now - iteration_start
     self.actor_seconds += actor_done - iteration_start
@@ -423,14 +517,57 @@ class Trainer:
       self.save()
     return metrics
 
+  def save_if_consistent(self) -> Optional[str]:
+    """Saves a checkpoint unless an iteration was cut off between its learner update and its counters
+    (then the last checkpoint is the consistent state); returns the path saved, or None."""
+    if self._updating:
+      return None
+    return self.save()
+
+  def _wait_for_items(self) -> bool:
+    """Waits, from Python, until the in-process queue holds the next learner step's items; False if a
+    stop was requested first. The learner's compiled step then never waits inside TensorFlow, where a
+    signal could not reach it. (A learner fed by a Reverb server waits in its dataset: a stop that
+    arrives while no actor writes is handled by `runtime.interrupts`' deadline.)"""
+    if self._queue is None:
+      return True
+    self._items_needed += self._items_per_iteration
+    while not self._queue.wait_for_items(self._items_needed, timeout_seconds=0.5):
+      if self._actor_thread is not None and self._actor_thread.error is not None:
+        raise self._actor_thread.error
+      if self._queue.closed:
+        return True  # the learner's read reports why
+      if self.stop_requested():
+        self._items_needed -= self._items_per_iteration
+        return False
+    return True
+
   def save(self) -> str:
-    """Writes a checkpoint now (numbered by the learner step); returns its path."""
-    path = self._manager.save(checkpoint_number=self.learner.train_step)
+    """Writes a checkpoint now (numbered by the learner step); returns its path. Refuses non-finite state
+    (`DivergenceError`); a full disk is a one-line `RunDirectoryError`, the previous checkpoint intact."""
+    path = run_directory.save_checkpoint(self._manager, self.learner.train_step, self._guard)
     self._last_checkpoint = time.time()
     return path
 
+  @property
+  def guard(self) -> run_directory.NonFiniteGuard:
+    """The check of the learner's state for NaN and infinity (run after every iteration)."""
+    return self._guard
+
+  @property
+  def latest_checkpoint(self) -> Optional[str]:
+    return self._manager.latest_checkpoint
+
+  def _write_operative_config(self) -> None:
+    self.run_directory.write_text('operative_config.gin', gin.operative_config_str())
+
+  def release(self) -> None:
+    """Releases the run directory's lock (idempotent); call it when nothing more will be written."""
+    self.run_directory.release()
+
   def close(self) -> None:
-    """Stops the actor and closes the environments and the Reverb writer (idempotent)."""
+    """Stops the actor and closes the environments, the trajectory writer and the in-process queue
+    (idempotent)."""
     if self._closed:
       return
     self._closed = True
@@ -439,6 +576,8 @@ class Trainer:
       self._actor_thread.join(timeout=60)
     if self._writer is not None:
       self._writer.close()
+    if self._queue is not None:
+      self._queue.close()  # ends the learner's readers, which may be waiting for the next item
     self._env.close()
 
   def finish(self) -> Dict[str, Any]:
@@ -457,14 +596,12 @@ class Trainer:
     policy_dir = policies.export_policy(self._eval_network, ts.time_step_spec(self.observation_spec),
                                         self.action_spec, os.path.join(root_dir, 'policy'),
                                         train_step=self.learner.train_step)
-    _write_operative_config(root_dir)
+    self._write_operative_config()
     self._summary_writer.flush()
     if self._variables is not None:
       # Tells the actors that training is over: they exit.
       self._variables.push([v.numpy() for v in self.network.variables], self.learner.train_step.numpy(),
                            finished=True)
-    if self._server is not None:
-      self._server.stop()
 
     best_steps = int(self._best_return_steps.numpy())
     summary = {
@@ -488,14 +625,11 @@ class Trainer:
         'policy_dir': policy_dir,
         'checkpoint': self._manager.latest_checkpoint,
     }
-    summary_path = os.path.join(root_dir, 'summary.json')
-    tmp = summary_path + '.tmp'
-    with tf.io.gfile.GFile(tmp, 'w') as f:
-      json.dump(summary, f, indent=2)
-    tf.io.gfile.rename(tmp, summary_path, overwrite=True)
+    self.run_directory.write_json('summary.json', summary)
     print(f'Done: eval return {final["return_mean"]:.1f} ± {final["return_std"]:.1f} over '
           f'{final["episodes"]} episodes after {env_steps:,} env steps. Results in {root_dir} '
           f'(summary.json, policy/, summaries/ for TensorBoard).', flush=True)
+    self.release()
     return summary
 
 
@@ -522,36 +656,3 @@ def make_tables(env, network, sequence_length: int, table_name: str = 'trajector
   return [reverb_replay.on_policy_table(signature, name=table_name,
                                         items_per_learner_step=items_per_learner_step),
           reverb_replay.variables_table(reverb_replay.variables_signature(network.variables))]
-
-
-def _write_operative_config(root_dir: str) -> None:
-  path = os.path.join(root_dir, 'operative_config.gin')
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    f.write(gin.operative_config_str())
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
-
-
-
-def restore_latest_usable(checkpoint, manager, checkpoint_dir: str) -> Optional[str]:
-  """Restores the newest checkpoint that reads back whole (older ones are the fallback); returns its path.
-
-  A checkpoint damaged on disk (a truncated file, say) is reported and skipped, and the one before it
-  is used. If none can be restored, one line names the directory and the fix.
-  """
-  candidates = list(reversed(manager.checkpoints))
-  for index, path in enumerate(candidates):
-    try:
-      checkpoint.restore(path).assert_existing_objects_matched()
-    except Exception as error:  # pylint: disable=broad-except  (readers raise IndexError, OpError, ...)
-      reason = f'{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ""}'
-      if index + 1 < len(candidates):
-        print(f"warning: checkpoint '{path}' cannot be restored ({reason}); trying the previous one.",
-              flush=True)
-        continue
-      raise RuntimeError(
-          f"checkpoint '{path}' cannot be restored ({reason}) and no older one can; it is corrupt or from a "
-          f'different configuration: use a new --root_dir or move {checkpoint_dir} away.') from None
-    # The damaged newer files stay where they are (nothing is deleted); the next saves, numbered by
-    # the restored learner step, write over them.
-    return path
-  return None

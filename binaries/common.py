@@ -1,29 +1,29 @@
 """What every binary shares: strict gin parsing and one-line errors for bad input."""
 
 import contextlib
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from absl import app
 from absl import flags
-import gin
 
-# The repository's gin/ folder, so `include 'ppo_atari.gin'` works from anywhere.
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
+from runtime import config
+from runtime import errors
+# Re-exported: binaries and tests name them through this module.
+from runtime.config import GIN_DIR  # noqa: F401  pylint: disable=unused-import
+from runtime.config import tensorflow_threads
+from runtime.errors import ConfigError  # noqa: F401  pylint: disable=unused-import
 
 
 # Bindings that turn an RND configuration (e.g. gin/rnd_montezuma.gin) into the same PPO without RND: the
 # baseline of the RND study and of the RND benchmarks.
 PPO_WITHOUT_RND_BINDINGS = ('train.learner_fn = @PPOLearner', "ActorCriticNetwork.value_heads = ('extrinsic',)")
-
-
-class ConfigError(ValueError):
-  """A gin file or binding is wrong."""
 
 
 def register_configurables() -> None:
@@ -33,37 +33,55 @@ def register_configurables() -> None:
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
-  """Parses gin strictly: an unknown configurable or parameter is an error, never silently skipped."""
+  """Registers the agents' configurables, then parses gin strictly and checks every file and value
+  (`runtime.config.parse_gin`): an unknown name or a value of the wrong type is a ConfigError."""
   register_configurables()
-  for path in gin_files:
-    if not os.path.exists(path) and not os.path.exists(os.path.join(GIN_DIR, path)):
-      raise ConfigError(f"gin file '{path}' does not exist; the shipped configurations are in {GIN_DIR}.")
-  gin.add_config_file_search_path(GIN_DIR)
-  try:
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), skip_unknown=False,
-                                        finalize_config=True)
-  except (ValueError, KeyError, ImportError, SyntaxError) as error:
-    message = ' '.join(str(error).split())
-    raise ConfigError(f'invalid gin configuration: {message} — check the spelling of the configurable '
-                      f'and parameter names (they are documented in the docstrings of the functions '
-                      f'and classes they configure).') from None
+  config.parse_gin(gin_files, gin_bindings)
+
+
+def user_error_line(error: BaseException) -> Optional[str]:
+  """The one line that reports `error` if a user caused it and can fix it, else None (a bug: traceback).
+
+  A user's errors are the kinds of `runtime.errors` (`UserError`), OSErrors whose number means the user's
+  disk or permissions (`USER_OS_ERRNOS`: a full disk, a read-only file system, a path without permission),
+  and TensorFlow errors that say the disk is full.
+  """
+  if isinstance(error, errors.UserError):
+    return _first_line(error)
+  tf = sys.modules.get('tensorflow')  # only if TensorFlow is loaded: then its errors can be raised
+  tensorflow_error = tf is not None and isinstance(error, tf.errors.OpError)
+  if (isinstance(error, OSError) or tensorflow_error) and errors.is_disk_full(error):
+    return (f'the disk is full ({_first_line(error)}); free space on it (or write elsewhere) and run the '
+            'same command again.')
+  if isinstance(error, OSError) and error.errno in errors.USER_OS_ERRNOS:
+    fix = {errno.EROFS: 'the file system is read-only; write elsewhere.'}.get(
+        error.errno, 'give yourself access to it, or use a path you can write to.')
+    return f'{_first_line(error)}: {fix}'
+  return None
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextlib.contextmanager
 def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None]:
   """Turns the errors a user can cause into one line on stderr and exit code 2.
 
-  Bad values (ValueError), unwritable paths (PermissionError/OSError), unreachable servers
-  (ConnectionError) and unusable checkpoints (RuntimeError) are reported as their message, which names
-  the bad value and the fix. `show_traceback` (the --traceback flag) re-raises them whole.
+  What a user caused is decided by kind (`user_error_line`): the kinds of `runtime/errors.py` (a bad value
+  or file, an unusable run directory or checkpoint, an unreachable server, a policy path that holds none,
+  a diverged run), whose messages name the bad value and the fix, and a full disk or a path without
+  permission. Anything else, a plain ValueError or KeyError included, is a bug and keeps its traceback.
+  `show_traceback` (the --traceback flag) re-raises the user's errors whole as well.
   """
   try:
     yield
-  except (ValueError, PermissionError, ConnectionError, RuntimeError, FileNotFoundError) as error:
-    if show_traceback:
+  except Exception as error:  # pylint: disable=broad-except  (sorted by kind below; the rest re-raised)
+    line = None if show_traceback else user_error_line(error)
+    if line is None:
       raise
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    print(f'{program}: error: {first_line}  (--traceback shows details)', file=sys.stderr, flush=True)
+    print(f'{program}: error: {line}  (--traceback shows details)', file=sys.stderr, flush=True)
     sys.exit(2)
 
 
@@ -75,40 +93,6 @@ def define_gin_flags() -> None:
   flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) of the run (the same for all its jobs).')
   flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, e.g. "train.seed = 3".')
   flags.DEFINE_bool('traceback', False, 'Show the full traceback of errors instead of one line.')
-
-
-@gin.configurable
-def tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
-  """Sizes TensorFlow's thread pools for the process (run mechanics; applied once gin is parsed).
-
-  Small networks gain from `intra_op = 1, inter_op = 1`: every op then runs on one thread, and no step
-  waits for another thread to wake up. On the 2-core machine of BENCHMARKS.md a woken thread answers
-  only after ~60 µs, so each call of a compiled function costs ~0.5 ms of hand-overs; single-threaded
-  TensorFlow made the quickstart's CartPole training ~15% faster. Large convolutional networks want
-  every core (the defaults).
-
-  Args:
-    intra_op: threads one op (a matmul, a convolution) may use; 0 (default): TensorFlow's choice, one per
-      core.
-    inter_op: threads running independent ops at once; 0 (default): TensorFlow's choice.
-
-  Raises:
-    ValueError: a negative count.
-  """
-  for name, value in (('intra_op', intra_op), ('inter_op', inter_op)):
-    if not isinstance(value, int) or value < 0:
-      raise ValueError(f'tensorflow_threads.{name} must be an int >= 0 (0: TensorFlow\'s choice), got '
-                       f'{value!r}.')
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if tf.config.threading.get_intra_op_parallelism_threads() == intra_op and \
-      tf.config.threading.get_inter_op_parallelism_threads() == inter_op:
-    return
-  try:
-    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-  except RuntimeError as error:
-    raise RuntimeError('tensorflow_threads must be applied before TensorFlow runs its first op; bind it in '
-                       f'the gin file of a binary, not after the run started ({error}).') from None
 
 
 def exit_on_interrupt(message: Callable[[], str], status: int = 130) -> None:
@@ -168,10 +152,15 @@ def run_train_main(run_dir: str, gin_files: Sequence[str], gin_bindings: Sequenc
     command = [sys.executable, TRAIN_MAIN, f'--root_dir={run_dir}']
     command += [f'--gin_file={path}' for path in gin_files]
     command += [f'--gin_bindings={binding}' for binding in gin_bindings]
-    with open(os.path.join(run_dir, 'log.txt'), 'w') as log:
+    log_path = os.path.join(run_dir, 'log.txt')
+    with open(log_path, 'w') as log:
       result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if result.returncode == 2:  # train_main's exit for a user's error: its one line says what to fix
+      with open(log_path) as log:
+        lines = [line.strip() for line in log if line.startswith('train_main: error:')]
+      reason = lines[-1] if lines else f'exit 2, see {log_path}'
+      raise errors.UserError(f'{description} failed: {reason} (log: {log_path})')
     if result.returncode != 0:
-      raise RuntimeError(f'{description} failed (exit {result.returncode}); see '
-                         f'{os.path.join(run_dir, "log.txt")}.')
+      raise RuntimeError(f'{description} failed (exit {result.returncode}); see {log_path}.')
   with open(summary_path) as f:
     return json.load(f)

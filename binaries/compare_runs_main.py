@@ -32,6 +32,7 @@ from absl import flags
 
 from binaries import common
 from binaries import run_comparison
+from runtime import errors
 
 flags.DEFINE_multi_string('runs', [], 'LABEL:GLOB of train_main run directories (one method).')
 flags.DEFINE_multi_string('population', [], 'LABEL:DIR of a pbt_main run (one method, its members the runs).')
@@ -50,7 +51,8 @@ FLAGS = flags.FLAGS
 def _split(spec: str, flag: str):
   label, sep, path = spec.rpartition(':')
   if not sep or not label or not path:
-    raise ValueError(f'--{flag}={spec!r} must be LABEL:PATH, e.g. --{flag}="constant λ:runs/const_seed*".')
+    raise errors.ConfigError(f'--{flag}={spec!r} must be LABEL:PATH, '
+                             f'e.g. --{flag}="constant λ:runs/const_seed*".')
   return label, path
 
 
@@ -59,15 +61,16 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   with common.one_line_errors('compare_runs_main', show_traceback=FLAGS.traceback):
     if not FLAGS.runs and not FLAGS.population:
-      raise ValueError('nothing to compare: pass --runs=LABEL:GLOB and/or --population=LABEL:DIR.')
+      raise errors.ConfigError('nothing to compare: pass --runs=LABEL:GLOB and/or --population=LABEL:DIR.')
     if FLAGS.grid_env_steps <= 0 or FLAGS.window <= 0:
-      raise ValueError(f'--grid_env_steps={FLAGS.grid_env_steps} and --window={FLAGS.window} must be > 0.')
+      raise errors.ConfigError(f'--grid_env_steps={FLAGS.grid_env_steps} and --window={FLAGS.window} must be '
+                               '> 0.')
     specs = []
     for spec in FLAGS.runs:
       label, pattern = _split(spec, 'runs')
       directories = sorted(d for d in glob.glob(pattern) if os.path.isdir(d))
       if not directories:
-        raise ValueError(f'--runs={spec!r}: no directory matches {pattern!r}.')
+        raise errors.ConfigError(f'--runs={spec!r}: no directory matches {pattern!r}.')
       specs.append((label, 'runs', directories))
     for spec in FLAGS.population:
       label, root = _split(spec, 'population')

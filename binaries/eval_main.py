@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 
 from binaries import common
+from runtime import errors
 
 common.define_gin_flags()
 flags.DEFINE_string('policy_dir', None, 'An exported policy (a run\'s policy/ SavedModel directory).')
@@ -41,7 +42,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   with common.job('eval_main', argv):
     if (FLAGS.policy_dir is None) == (FLAGS.checkpoint is None):
-      raise ValueError('pass exactly one of --policy_dir (a SavedModel) and --checkpoint.')
+      raise errors.ConfigError('pass exactly one of --policy_dir (a SavedModel) and --checkpoint.')
     from agents import distributed  # pylint: disable=g-import-not-at-top
     from agents import evaluation  # pylint: disable=g-import-not-at-top
     from envs import suite  # pylint: disable=g-import-not-at-top
@@ -53,7 +54,7 @@ def main(argv):
         network = distributed.SavedPolicyNetwork(FLAGS.policy_dir)
       else:
         source = FLAGS.checkpoint
-        network = distributed.restore_network(FLAGS.checkpoint, distributed.train_settings()['network_fn'], env)
+        network = distributed.restore_network(FLAGS.checkpoint, distributed.train_settings().network_fn, env)
     finally:
       env.close()
     result = evaluation.evaluate(network, env_id, FLAGS.num_episodes, seed=FLAGS.seed, greedy=FLAGS.greedy)

@@ -37,6 +37,7 @@ from absl import flags
 import numpy as np
 
 from binaries import common
+from runtime import errors
 
 flags.DEFINE_string('root_dir', None, 'Study directory: the teacher and one run directory per method and seed.')
 flags.DEFINE_multi_string('teacher_gin_file', ['ppo_minatar_breakout.gin'], 'Gin file(s) of the teacher.')
@@ -69,8 +70,9 @@ def train_teacher(root_dir: str):
   if FLAGS.teacher_policy:
     summary_path = os.path.join(os.path.dirname(os.path.abspath(FLAGS.teacher_policy)), 'summary.json')
     if not os.path.exists(summary_path):
-      raise FileNotFoundError(f'--teacher_policy={FLAGS.teacher_policy}: no summary.json beside it to read '
-                              'the teacher\'s score from; pass the policy/ directory of a train_main run.')
+      raise errors.PolicyLoadError(f'--teacher_policy={FLAGS.teacher_policy}: no summary.json beside it to '
+                                   'read the teacher\'s score from; pass the policy/ directory of a '
+                                   'train_main run.')
     with open(summary_path) as f:
       return FLAGS.teacher_policy, json.load(f)['eval_return_mean']
   run_dir = os.path.join(root_dir, 'teacher')
@@ -85,8 +87,8 @@ def evaluate_teacher(root_dir: str, teacher_policy: str) -> dict:
     run_dir = os.path.dirname(os.path.abspath(teacher_policy))
     operative_config = os.path.join(run_dir, 'operative_config.gin')
     if not os.path.exists(operative_config):
-      raise FileNotFoundError(f'--teacher_eval_episodes needs the teacher run\'s environment: no '
-                              f'{operative_config}; pass the policy/ directory of a train_main run.')
+      raise errors.PolicyLoadError(f'--teacher_eval_episodes needs the teacher run\'s environment: no '
+                                   f'{operative_config}; pass the policy/ directory of a train_main run.')
     command = [sys.executable, EVAL_MAIN, f'--gin_file={operative_config}', f'--policy_dir={teacher_policy}',
                f'--num_episodes={FLAGS.teacher_eval_episodes}', f'--greedy={FLAGS.teacher_eval_greedy}',
                f'--output_json={path}']

@@ -33,6 +33,8 @@ from absl import app
 from absl import flags
 
 from binaries import common
+from runtime import config
+from runtime import errors
 
 flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) of the members and of PBT (search_space, '
                           'PBTScheduler).')
@@ -60,36 +62,36 @@ EXPERIMENT = 'population'
 
 def resolve_gin_files(paths):
   """Absolute paths (members run in other working directories): as given, else in the repository's gin/."""
-  resolved = []
-  for path in paths:
-    candidate = path if os.path.exists(path) else os.path.join(common.GIN_DIR, path)
-    if not os.path.exists(candidate):
-      raise common.ConfigError(f"gin file '{path}' does not exist; the shipped configurations are in "
-                               f'{common.GIN_DIR}.')
-    resolved.append(os.path.abspath(candidate))
-  return resolved
+  return [config.resolve_gin_file(path) for path in paths]
 
 
 def check_configuration(space, teacher_names) -> None:
   """What would make every member fail in its own process, found here first (one line each)."""
+  from agents import distributed  # pylint: disable=g-import-not-at-top
+  from agents import teachers  # pylint: disable=g-import-not-at-top
   from pbt.member import bound  # pylint: disable=g-import-not-at-top
+
+  # The members' train.* settings (budget, intervals), checked as each member's Trainer would check them.
+  distributed.train_settings()
 
   if bound('PPOLearner.kickstarter_fn', None) is not None:
     if not teacher_names:
-      raise ValueError('PPOLearner.kickstarter_fn is set but TeacherSet.paths is empty: pass the teachers\' '
-                       'policy directories, e.g. --gin_bindings="TeacherSet.paths = '
-                       '[\'/tmp/pbt_teacher/policy\']".')
+      raise errors.ConfigError('PPOLearner.kickstarter_fn is set but TeacherSet.paths is empty: pass the '
+                               'teachers\' policy directories, e.g. --gin_bindings="TeacherSet.paths = '
+                               '[\'/tmp/pbt_teacher/policy\']".')
     paths = bound('TeacherSet.paths', ())
     for path in [paths] if isinstance(paths, str) else list(paths or ()):
       if not os.path.exists(path):
-        raise ValueError(f'teacher {path!r} (TeacherSet.paths) does not exist, seen from {os.getcwd()} '
-                         '(members resolve relative paths from the directory pbt_main runs in): train or '
-                         'export the teacher first, or pass its absolute path.')
+        raise errors.PolicyLoadError(f'teacher {path!r} (TeacherSet.paths) does not exist, seen from '
+                                     f'{os.getcwd()} (members resolve relative paths from the directory '
+                                     'pbt_main runs in): train or export the teacher first, or pass its '
+                                     'absolute path.')
+      teachers.teacher_kind(path)  # one that holds no policy is refused here too
   moves_lambda = any(name.startswith('lambda_') for name in space)
   if moves_lambda and bound('TeacherWeights.mode', 'schedule') != 'pbt':
-    raise ValueError("The search space moves the teachers' λ but TeacherWeights.mode is not 'pbt' (its "
-                     "schedule would overwrite them): set TeacherWeights.mode = 'pbt', or "
-                     'search_space.teacher_weight = None.')
+    raise errors.ConfigError("The search space moves the teachers' λ but TeacherWeights.mode is not 'pbt' "
+                             "(its schedule would overwrite them): set TeacherWeights.mode = 'pbt', or "
+                             'search_space.teacher_weight = None.')
 
 
 def run_population(root_dir, gin_files, gin_bindings, population, ray_address=None, num_cpus=0,
@@ -103,7 +105,12 @@ def run_population(root_dir, gin_files, gin_bindings, population, ray_address=No
   from pbt import scheduler as scheduler_lib  # pylint: disable=g-import-not-at-top
 
   if population < 2:
-    raise ValueError(f'--population={population}: PBT needs at least 2 members.')
+    raise errors.ConfigError(f'--population={population}: PBT needs at least 2 members.')
+  config.check_number('--num_cpus', num_cpus, 0, inclusive=True, meaning='0: all')
+  config.check_number('--cpus_per_member', cpus_per_member, 0)
+  for flag, value in (('--threads_per_member', threads_per_member), ('--max_failures', max_failures),
+                      ('--checkpoints_to_keep', checkpoints_to_keep)):
+    config.check_number(flag, value, 0, inclusive=True, integer=True)
   teacher_names, factorised = member_lib.kickstart_layout()
   space = scheduler_lib.search_space(teacher_names=teacher_names, factorised=factorised)
   check_configuration(space, teacher_names)
@@ -198,8 +205,8 @@ def main(argv):
     start = time.time()
     root_dir = os.path.abspath(FLAGS.root_dir)
     if os.path.exists(os.path.join(root_dir, EXPERIMENT)):
-      raise ValueError(f"--root_dir={FLAGS.root_dir} already holds a population ({EXPERIMENT}/); pass a new "
-                       '--root_dir.')
+      raise errors.RunDirectoryError(f'--root_dir={FLAGS.root_dir} already holds a population '
+                                     f'({EXPERIMENT}/); pass a new --root_dir.')
     gin_files = resolve_gin_files(FLAGS.gin_file)
     common.parse_gin(gin_files, FLAGS.gin_bindings)  # fails here, before Ray starts, on a bad configuration
     summary = run_population(root_dir, gin_files, list(FLAGS.gin_bindings), FLAGS.population,

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from runtime import errors
+
 
 def episode_returns(run_dir: str):
   """`(env_steps, returns)` of every training episode a train_main run logged, in order."""
@@ -36,7 +38,7 @@ def windowed_curve(steps, returns, grid, window: int):
 
 def _read_json(path: str, what: str):
   if not os.path.exists(path):
-    raise ValueError(f'{path} does not exist: is {what} finished? Compare finished runs only.')
+    raise errors.ConfigError(f'{path} does not exist: is {what} finished? Compare finished runs only.')
   with open(path) as f:
     return json.load(f)
 
@@ -46,7 +48,8 @@ def load_run(run_dir: str) -> dict:
   summary = _read_json(os.path.join(run_dir, 'summary.json'), f'the train_main run {run_dir}')
   steps, returns = episode_returns(run_dir)
   if not len(steps):
-    raise ValueError(f'{run_dir} has no env/episode_return in summaries/: is it a finished train_main run?')
+    raise errors.ConfigError(f'{run_dir} has no env/episode_return in summaries/: is it a finished '
+                             'train_main run?')
   return {'run': run_dir, 'env_steps': summary.get('env_steps'), 'final_eval': summary.get('eval_return_mean'),
           'points': (steps, returns)}
 

@@ -51,10 +51,10 @@ def _layout():
   from envs import suite  # pylint: disable=g-import-not-at-top
   settings = distributed.train_settings()
   env = suite.make_environment(seed=0)
-  network = training.make_network(settings['network_fn'], env)
+  network = training.make_network(settings.network_fn, env)
   with gin.unlock_config():
     gin.bind_parameter('on_policy_table.max_size', 100_000)
-  tables = training.make_tables(env, network, settings['sequence_length'], settings['table_name'])
+  tables = training.make_tables(env, network, settings.sequence_length, settings.table_name)
   return env, network, tables, settings
 
 
@@ -62,7 +62,7 @@ def actor_scaling(num_actors: int) -> float:
   """Frames/s that `num_actors` actor processes write, with the queue drained as fast as it fills."""
   from replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, tables, settings = _layout()
-  frames_per_item = settings['sequence_length'] * env.batch_size * env.frames_per_step
+  frames_per_item = settings.sequence_length * env.batch_size * env.frames_per_step
   env.close()
   port = _free_port()
   server = reverb_replay.start_server(tables, port=port)
@@ -78,7 +78,7 @@ def actor_scaling(num_actors: int) -> float:
   stop = threading.Event()
 
   def drain():
-    dataset = reverb_replay.make_dataset(address, settings['table_name'], 1)
+    dataset = reverb_replay.make_dataset(address, settings.table_name, 1)
     for _ in dataset:
       consumed[0] += 1
       if stop.is_set():
@@ -108,7 +108,7 @@ def reverb_rates() -> dict:
   from agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
   from replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, tables, settings = _layout()
-  sequence_length = settings['sequence_length']
+  sequence_length = settings.sequence_length
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
   batch = env.batch_size
   env.close()
@@ -116,7 +116,7 @@ def reverb_rates() -> dict:
       lambda s: np.zeros([batch] + s.shape.as_list(), s.dtype.as_numpy_dtype), step_spec)
   server = reverb_replay.start_server(tables)
   address = f'localhost:{server.port}'
-  writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), settings['table_name'], sequence_length)
+  writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), settings.table_name, sequence_length)
   items = 0
   start = time.time()
   while time.time() - start < FLAGS.seconds:
@@ -124,7 +124,7 @@ def reverb_rates() -> dict:
       items += writer.append(step)
     writer.flush()
   insert_rate = items / (time.time() - start)
-  dataset = iter(reverb_replay.make_dataset(address, settings['table_name'], 1))
+  dataset = iter(reverb_replay.make_dataset(address, settings.table_name, 1))
   start, sampled = time.time(), 0
   while sampled < items and time.time() - start < FLAGS.seconds:
     next(dataset)
@@ -143,13 +143,13 @@ def learner_rate(items_per_replica: int) -> dict:
   from replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, _, settings = _layout()
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
-  signature = reverb_replay.sequence_signature(step_spec, settings['sequence_length'],
+  signature = reverb_replay.sequence_signature(step_spec, settings.sequence_length,
                                                env.batch_size * items_per_replica)
   env.close()
   batch = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), signature)
   batch['discount'] = tf.ones_like(batch['discount'])
   dataset_fn = lambda context: tf.data.Dataset.from_tensors(batch).repeat()
-  learner = settings['learner_fn'](network=network, dataset_fn=dataset_fn,
+  learner = settings.learner_fn(network=network, dataset_fn=dataset_fn,
                                    strategy=tf.distribute.get_strategy(), total_iterations=10**6)
   learner.run()  # traces
   iterations, start = 0, time.time()
@@ -157,7 +157,7 @@ def learner_rate(items_per_replica: int) -> dict:
     learner.run()
     iterations += 1
   rate = iterations / (time.time() - start)
-  steps = settings['sequence_length'] * signature['step_type'].shape[1]
+  steps = settings.sequence_length * signature['step_type'].shape[1]
   return {'iterations_per_second': rate, 'env_steps_per_second': rate * steps, 'batch_env_steps': steps}
 
 
@@ -179,12 +179,12 @@ def table_memory(sizes) -> list:
                         s.dtype.as_numpy_dtype))
   server = reverb_replay.start_server(tables)
   writer = reverb_replay.SequenceWriter(reverb_replay.connect(f'localhost:{server.port}'),
-                                        settings['table_name'], settings['sequence_length'])
+                                        settings.table_name, settings.sequence_length)
   process = psutil.Process()
   baseline = process.memory_info().rss
   # Uncompressed bytes of one item (Reverb compresses chunks, but random frames barely compress): a table
   # size that would not fit in half of the free memory is skipped, not measured into an out-of-memory kill.
-  item_bytes = settings['sequence_length'] * sum(
+  item_bytes = settings.sequence_length * sum(
       batch * s.shape.num_elements() * s.dtype.size for s in tf.nest.flatten(step_spec))
   budget = psutil.virtual_memory().available / 2
   results, items = [], 0
@@ -195,7 +195,7 @@ def table_memory(sizes) -> list:
       results.append((size, None))
       continue
     while items < size:
-      for _ in range(settings['sequence_length']):
+      for _ in range(settings.sequence_length):
         items += writer.append(tf.nest.map_structure(make, step_spec))
       writer.flush()
     results.append((size, (process.memory_info().rss - baseline) / 2**20))

@@ -8,7 +8,6 @@ checkpoint, the learner killed with SIGKILL and resumed; and checks that the lea
 
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -43,7 +42,7 @@ MLPTorso.activation = 'tanh'
 train.total_env_steps = {total}
 train.sequence_length = 32
 train.eval_episodes = 10
-train.checkpoint_interval_seconds = 0.0
+train.checkpoint_interval_seconds = 0.001
 train.progress_interval_seconds = 5.0
 PPOLearner.learning_rate = 1e-3
 PPOLearner.num_epochs = 20
@@ -189,55 +188,6 @@ def test_unreachable_server_is_one_clear_line(binary, tmp_path):
   assert time.time() - start < 90  # bounded retry, not a hang
 
 
-_ATOMIC_WRITER = r"""
-import sys
-import numpy as np
-import tensorflow as tf
-from tf_agents.trajectories import time_step as ts
-step = tf.Variable(0, dtype=tf.int64)
-weights = tf.Variable(tf.zeros([256, 256]))
-checkpoint = tf.train.Checkpoint(step=step, weights=weights)
-manager = tf.train.CheckpointManager(checkpoint, sys.argv[1], max_to_keep=2)
-if manager.latest_checkpoint:
-  checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-print('ready', flush=True)
-while True:
-  step.assign_add(1)
-  weights.assign(tf.fill([256, 256], tf.cast(step, tf.float32)))  # every entry equals the step
-  manager.save(checkpoint_number=step)
-"""
-
-
-def test_checkpoints_survive_kills_at_random_moments(tmp_path):
-  """SIGKILL a process that writes checkpoints back to back, many times: the latest checkpoint always reads
-  back whole and consistent (TF writes the data and index files under temporary names and renames them,
-  and updates the `checkpoint` state file last, also by rename)."""
-  script = tmp_path / 'writer.py'
-  script.write_text(_ATOMIC_WRITER)
-  directory = str(tmp_path / 'checkpoints')
-  rng = random.Random(0)
-  deadline = time.time() + 30
-  kills = last_step = 0
-  while time.time() < deadline or kills < 3:
-    process = subprocess.Popen([sys.executable, str(script), directory], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout.readline().strip() == 'ready'
-    time.sleep(rng.uniform(0.05, 1.0))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    kills += 1
-    latest = tf.train.latest_checkpoint(directory)
-    if latest is None:
-      continue
-    reader = tf.train.load_checkpoint(latest)
-    names = reader.get_variable_to_shape_map()
-    step = reader.get_tensor(next(n for n in names if n.startswith('step/')))
-    weights = reader.get_tensor(next(n for n in names if n.startswith('weights/')))
-    assert latest.endswith(f'ckpt-{step}')
-    np.testing.assert_array_equal(weights, np.full([256, 256], step, np.float32))
-    assert step >= last_step  # the next run restored it and counted on
-    last_step = step
-  assert kills >= 3 and last_step > 0
 
 
 def _tiny_network(observation_spec, action_spec):
@@ -312,8 +262,8 @@ def test_train_settings_read_the_gin_file():
   import gin  # pylint: disable=g-import-not-at-top
   gin.parse_config(['train.sequence_length = 16', 'train.network_fn = @ActorCriticNetwork'])
   settings = distributed.train_settings()
-  assert settings['sequence_length'] == 16 and settings['table_name'] == 'trajectories'
-  assert settings['seed'] == 0 and callable(settings['network_fn'])
+  assert settings.sequence_length == 16 and settings.table_name == 'trajectories'
+  assert settings.seed == 0 and callable(settings.network_fn)
 
 
 def test_prune_server_checkpoints_keeps_the_newest_complete_ones(tmp_path):

@@ -25,7 +25,8 @@ def run(tmp_path_factory):
   """A tiny finished run: its gin file, checkpoints/ and policy/."""
   root = tmp_path_factory.mktemp('run')
   gin_path = root / 'tiny.gin'
-  gin_path.write_text(TINY_GIN)
+  with open(TINY_GIN) as f:
+    gin_path.write_text(f.read())
   gin.clear_config()
   gin.parse_config_file(str(gin_path))
   training.train(str(root))
@@ -36,7 +37,7 @@ def run(tmp_path_factory):
 def test_saved_model_and_checkpoint_evaluate_alike(run):
   gin.parse_config_file(str(run / 'tiny.gin'))
   env = suite.make_environment(num_envs=1)
-  from_checkpoint = distributed.restore_network(str(run / 'checkpoints'), distributed.train_settings()['network_fn'],
+  from_checkpoint = distributed.restore_network(str(run / 'checkpoints'), distributed.train_settings().network_fn,
                                                 env)
   env.close()
   from_policy = distributed.SavedPolicyNetwork(str(run / 'policy'))
@@ -50,7 +51,7 @@ def test_mp4_video_of_a_checkpoint(run, tmp_path):
   import cv2  # pylint: disable=g-import-not-at-top
   gin.parse_config_file(str(run / 'tiny.gin'))
   env = suite.make_environment(num_envs=1)
-  network = distributed.restore_network(str(run / 'checkpoints'), distributed.train_settings()['network_fn'], env)
+  network = distributed.restore_network(str(run / 'checkpoints'), distributed.train_settings().network_fn, env)
   env.close()
   path = str(tmp_path / 'episode.mp4')
   frames = distributed.record_video(network, 'CartPole-v1', path, num_episodes=1, max_steps=40)

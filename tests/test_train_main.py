@@ -14,18 +14,7 @@ from tf_agents.trajectories import time_step as ts
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_MAIN = os.path.join(REPO, 'binaries', 'train_main.py')
 
-TINY_GIN = """
-make_environment.env_id = 'CartPole-v1'
-make_environment.num_envs = 2
-ActorCriticNetwork.torso_fn = @MLPTorso
-MLPTorso.layer_sizes = (16,)
-train.total_env_steps = 64
-train.sequence_length = 8
-train.eval_episodes = 2
-train.progress_interval_seconds = 0.0
-PPOLearner.num_epochs = 1
-PPOLearner.num_minibatches = 2
-"""
+TINY_GIN = os.path.join(REPO, 'tests', 'tiny_cartpole.gin')  # 2 envs x 8 steps, 64 env steps
 
 
 def _run(args, timeout=300):
@@ -42,10 +31,8 @@ def _train(tiny_gin, root, *extra_args):
 
 
 @pytest.fixture(scope='module')
-def tiny_gin(tmp_path_factory):
-  path = tmp_path_factory.mktemp('gin') / 'tiny.gin'
-  path.write_text(TINY_GIN)
-  return str(path)
+def tiny_gin():
+  return TINY_GIN
 
 
 def test_train_writes_a_self_describing_run_and_resumes(tiny_gin, tmp_path):
@@ -176,15 +163,16 @@ def test_same_seed_same_weights(tiny_gin, tmp_path):
     np.testing.assert_array_equal(weights[0][key], weights[1][key], err_msg=key)
 
 
-@pytest.mark.parametrize('signal_name', ['SIGKILL', 'SIGINT'])
-def test_killed_run_resumes_from_its_last_checkpoint(tiny_gin, tmp_path, signal_name):
-  """kill -9 (or Ctrl-C) in the middle of training; the next run resumes instead of starting over."""
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_gin, tmp_path):
+  """kill -9 in the middle of training; the next run resumes instead of starting over. (Signals that save
+  first, and kills at random moments: tests/test_run_faults.py.)"""
+  signal_name = 'SIGKILL'
   import signal
   import time
   root = str(tmp_path / 'killed')
   process = subprocess.Popen(
       [sys.executable, TRAIN_MAIN, f'--gin_file={tiny_gin}', f'--root_dir={root}',
-       '--gin_bindings=train.total_env_steps = 1000000', '--gin_bindings=train.checkpoint_interval_seconds = 0',
+       '--gin_bindings=train.total_env_steps = 1000000', '--gin_bindings=train.checkpoint_interval_seconds = 0.001',
        '--gin_bindings=train.eval_episodes = 1'],
       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   checkpoint_dir = os.path.join(root, 'checkpoints')
@@ -193,9 +181,6 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_gin, tmp_path, signal_
     time.sleep(0.1)
   process.send_signal(getattr(signal, signal_name))
   _, stderr = process.communicate(timeout=120)
-  if signal_name == 'SIGINT':  # Ctrl-C: one line that says how to resume, and the shell's exit status 130
-    assert process.returncode == 130, stderr[-3000:]
-    assert 'interrupted. Run the same command to resume from its last checkpoint' in stderr, stderr[-3000:]
   killed_at = tf.train.latest_checkpoint(checkpoint_dir)
   assert killed_at, 'no checkpoint was written before the kill'
   iterations = int(killed_at.rsplit('-', 1)[1])
@@ -223,7 +208,7 @@ def test_corrupt_checkpoint_is_one_clear_line(tiny_gin, tmp_path):
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_gin, tmp_path):
   root = str(tmp_path / 'fallback')
   assert _run([f'--gin_file={tiny_gin}', f'--root_dir={root}',
-               '--gin_bindings=train.checkpoint_interval_seconds = 0']).returncode == 0
+               '--gin_bindings=train.checkpoint_interval_seconds = 0.001']).returncode == 0
   checkpoint_dir = os.path.join(root, 'checkpoints')
   assert tf.train.latest_checkpoint(checkpoint_dir).endswith('ckpt-4')
   with open(tf.train.latest_checkpoint(checkpoint_dir) + '.data-00000-of-00001', 'r+b') as f:
@@ -254,7 +239,7 @@ def test_rnd_montezuma_logs_the_rooms_visited(tmp_path):
   result = _run(['--gin_file=gin/rnd_montezuma.gin', f'--root_dir={root}',
                  '--gin_bindings=make_environment.num_envs = 2', '--gin_bindings=train.sequence_length = 8',
                  '--gin_bindings=train.total_env_steps = 32', '--gin_bindings=train.eval_episodes = 1',
-                 '--gin_bindings=train.progress_interval_seconds = 0.0',
+                 '--gin_bindings=train.progress_interval_seconds = 0.001',
                  '--gin_bindings=atari_options.max_num_frames_per_episode = 200',
                  '--gin_bindings=RNDLearner.observation_normalization_steps = 4'])
   assert result.returncode == 0, result.stderr[-3000:]
