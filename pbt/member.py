@@ -39,16 +39,18 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import gin
 import numpy as np
 from ray import tune
+import tensorflow as tf
 
 from pbt import codistillation
 from pbt import lineage as lineage_lib
 from pbt import scheduler as scheduler_lib
+from runtime import errors
+from runtime import run_directory
 
 # The subdirectory of a Ray checkpoint directory that holds the member's state once it is complete.
 CHECKPOINT_SUBDIR = 'member'
@@ -58,7 +60,7 @@ _STATE_PREFIX = 'state'
 KILL_ENV_VAR = 'PBT_KILL_MEMBER_AT'
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.CheckpointError):  # a RuntimeError too
   """A member checkpoint is missing, incomplete or damaged."""
 
 
@@ -81,18 +83,25 @@ def _fsync(path: str) -> None:
     os.close(descriptor)
 
 
-def write_checkpoint(checkpoint, directory: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
+def write_checkpoint(checkpoint, directory: str, metadata: Optional[Mapping[str, Any]] = None,
+                     guard: Optional[run_directory.NonFiniteGuard] = None) -> str:
   """Writes `checkpoint` (a `tf.train.Checkpoint`) into `directory/member/`, atomically; returns that path.
 
+  With `guard` (the Trainer's, over the learner's state), refuses a state holding a NaN or infinity
+  (`DivergenceError`): a diverged member is never a donor.
   Everything is written into a hidden staging directory next to it: the TensorFlow files, then a manifest
-  with each file's size and SHA-256 and `metadata`, all fsynced; the staging directory is then renamed to
-  `member/` (one atomic `rename`). A reader therefore finds either no `member/` or a complete one, and
-  `read_checkpoint` verifies it against the manifest before restoring anything (a copy cut short
-  elsewhere is caught too). An existing `member/` is replaced.
+  with each file's size and SHA-256 and `metadata`, all fsynced; the staging directory then replaces
+  `member/` in one atomic step (`runtime.run_directory.replace_directory`). A reader therefore finds
+  either the old `member/` or the new one, whole, and `read_checkpoint` verifies it against the manifest
+  before restoring anything (a copy cut short elsewhere is caught too).
   """
+  bad = guard.first_non_finite_variable() if guard is not None else None
+  if bad is not None:
+    raise errors.DivergenceError(f"refusing to write a member checkpoint to '{directory}': the weight {bad!r} "
+                                 'holds a NaN or infinity (the member diverged).')
   os.makedirs(directory, exist_ok=True)
   final = os.path.join(directory, CHECKPOINT_SUBDIR)
-  staging = tempfile.mkdtemp(prefix=f'.{CHECKPOINT_SUBDIR}.partial-', dir=directory)
+  staging = run_directory.staging_directory(final)
   try:
     # `save_counter` exists only once `checkpoint.save()` ran (the Trainer's periodic checkpoints); write it
     # always, so a member that has saved can restore a donor that has not (read_checkpoint asserts that
@@ -104,21 +113,10 @@ def write_checkpoint(checkpoint, directory: str, metadata: Optional[Mapping[str,
       path = os.path.join(staging, name)
       _fsync(path)
       files[name] = {'bytes': os.path.getsize(path), 'sha256': _sha256(path)}
-    manifest = os.path.join(staging, MANIFEST)
-    with open(manifest, 'w') as f:
-      metadata = lineage_lib._plain(dict(metadata or {}))  # pylint: disable=protected-access
-      json.dump({'files': files, 'metadata': metadata}, f, indent=1)
-      f.flush()
-      os.fsync(f.fileno())
+    metadata = lineage_lib._plain(dict(metadata or {}))  # pylint: disable=protected-access
+    run_directory.write_json(os.path.join(staging, MANIFEST), {'files': files, 'metadata': metadata})
     _fsync(staging)
-    if os.path.exists(final):
-      retired = tempfile.mkdtemp(prefix=f'.{CHECKPOINT_SUBDIR}.old-', dir=directory)
-      os.rename(final, os.path.join(retired, CHECKPOINT_SUBDIR))
-      os.rename(staging, final)
-      shutil.rmtree(retired, ignore_errors=True)
-    else:
-      os.rename(staging, final)
-    _fsync(directory)
+    run_directory.replace_directory(staging, final)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
@@ -152,15 +150,34 @@ def verify_checkpoint(directory: str) -> Dict[str, Any]:
   return manifest
 
 
-def read_checkpoint(checkpoint, directory: str) -> Dict[str, Any]:
+def read_checkpoint(checkpoint, directory: str, attempts: int = 3) -> Dict[str, Any]:
   """Verifies, then restores `checkpoint` from `directory/member/`; returns the metadata written with it.
 
-  Nothing is assigned unless every file matches the manifest (`CheckpointError` otherwise).
+  Nothing is assigned unless every file matches the manifest and no value is NaN (`CheckpointError`
+  otherwise; `write_checkpoint` also refuses infinities in the learner's state, but the run's counters
+  may hold -inf, the best return before the first episode). The files are verified again after the
+  restore: a checkpoint replaced while it was being read (its files then belong to two versions) is read
+  again, up to `attempts` times.
   """
-  manifest = verify_checkpoint(directory)
   prefix = os.path.join(directory, CHECKPOINT_SUBDIR, _STATE_PREFIX)
-  checkpoint.read(prefix).assert_existing_objects_matched()
-  return manifest.get('metadata', {})
+  for _ in range(attempts):
+    manifest = verify_checkpoint(directory)
+    try:
+      reader = tf.train.load_checkpoint(prefix)
+      for name, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype.is_floating and np.isnan(reader.get_tensor(name)).any():
+          raise CheckpointError(f"member checkpoint '{directory}' holds a NaN in {name}; a diverged member "
+                                'is never copied.')
+      checkpoint.read(prefix).assert_existing_objects_matched()
+    except tf.errors.OpError:
+      continue  # files of two versions (a replacement under way); read again
+    try:
+      if verify_checkpoint(directory) == manifest:
+        return manifest.get('metadata', {})
+    except CheckpointError:
+      pass  # replaced again meanwhile
+  raise CheckpointError(f"member checkpoint '{directory}' was replaced while it was read, {attempts} times; "
+                        'read it when its member is not writing it.')
 
 
 # --- hyperparameters as learner variables -----------------------------------------------------------
@@ -191,25 +208,27 @@ def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any
     if name.startswith(scheduler_lib.LAMBDA_PREFIX):
       kickstarter = _attribute(learner, 'kickstarter')
       if kickstarter is None:
-        raise ValueError(f'The search space moves {name!r}, but the learner does not kickstart: set '
-                         'PPOLearner.kickstarter_fn = @Kickstarter, or search_space.teacher_weight = None.')
+        raise errors.ConfigError(f'The search space moves {name!r}, but the learner does not kickstart: set '
+                                 'PPOLearner.kickstarter_fn = @Kickstarter, or search_space.teacher_weight = '
+                                 'None.')
       weights = kickstarter.weights
       if weights.mode != 'pbt':
-        raise ValueError(f'The search space moves {name!r}, but TeacherWeights.mode is {weights.mode!r}, '
-                         "whose schedule would overwrite it: set TeacherWeights.mode = 'pbt'.")
+        raise errors.ConfigError(f'The search space moves {name!r}, but TeacherWeights.mode is '
+                                 f'{weights.mode!r}, whose schedule would overwrite it: set '
+                                 "TeacherWeights.mode = 'pbt'.")
       key = name[len(scheduler_lib.LAMBDA_PREFIX):]
       by_name = weights.variables_by_name()
       if key not in by_name:
-        raise ValueError(f'The search space moves {name!r}, but the teacher weights are '
-                         f'{[scheduler_lib.LAMBDA_PREFIX + k for k in by_name]}: check TeacherSet.names and '
-                         'TeacherWeights.scale_schedule.')
+        raise errors.ConfigError(f'The search space moves {name!r}, but the teacher weights are '
+                                 f'{[scheduler_lib.LAMBDA_PREFIX + k for k in by_name]}: check '
+                                 'TeacherSet.names and TeacherWeights.scale_schedule.')
       setters[name] = (by_name[key],
                        lambda value, key=key, weights=weights: weights.assign(key, float(value)))
     else:
       variable = _attribute(learner, name)
       if not isinstance(variable, tf.Variable):
-        raise ValueError(f'The search space moves {name!r}, but the learner {type(learner).__name__} has no '
-                         f'variable of that name: remove it from search_space.others.')
+        raise errors.ConfigError(f'The search space moves {name!r}, but the learner {type(learner).__name__} '
+                                 'has no variable of that name: remove it from search_space.others.')
       setters[name] = (variable, lambda value, variable=variable: variable.assign(float(value)))
   return setters
 
@@ -278,8 +297,9 @@ class Member(tune.Trainable):
     self._apply(config)
 
   def _build(self, settings: Mapping[str, Any]) -> None:
+    # agents.training first: it registers the configurables the gin files name.
     from agents import training  # pylint: disable=g-import-not-at-top
-    from binaries import common  # pylint: disable=g-import-not-at-top
+    from runtime import config as run_config  # pylint: disable=g-import-not-at-top
 
     _limit_threads(settings.get('threads', 1))
     # Ray starts a member in its own session directory; relative paths in gin are the user's, relative to
@@ -294,10 +314,10 @@ class Member(tune.Trainable):
     os.makedirs(self.member_dir, exist_ok=True)
     self._events = lineage_lib.LineageLog(os.path.join(self.member_dir, 'events.jsonl'))
     gin.clear_config()
-    common.parse_gin(settings['gin_files'], settings['gin_bindings'])
-    train_args = gin.get_bindings('train')
-    seed = int(train_args.pop('seed', 0)) + int(settings['index'])
-    self._trainer = training.Trainer(self.member_dir, seed=seed, **train_args)
+    run_config.parse_gin(settings['gin_files'], settings['gin_bindings'])
+    run_settings = training.RunSettings()
+    self._trainer = training.Trainer(self.member_dir, program=f'pbt_main member {settings["index"]}',
+                                     settings=run_settings, seed=run_settings.seed + int(settings['index']))
     self._ready = int(settings['ready_env_steps'])
     names = [k for k in self.config if k != scheduler_lib.MEMBER_KEY]
     self._setters = hyperparameter_setters(self._trainer.learner, names)
@@ -377,7 +397,8 @@ class Member(tune.Trainable):
     write_checkpoint(self._trainer.checkpoint, checkpoint_dir,
                      metadata={'member': self.name, 'env_steps': self._trainer.env_steps,
                                'hyperparameters': self.hyperparameters(),
-                               'recent_returns': [float(r) for r in self._trainer.recent_returns]})
+                               'recent_returns': [float(r) for r in self._trainer.recent_returns]},
+                     guard=self._trainer.guard)
     return checkpoint_dir
 
   def load_checkpoint(self, checkpoint_dir: str) -> None:
@@ -397,6 +418,7 @@ class Member(tune.Trainable):
     if settings != self._settings:
       # Ray gave this process to another member (more members than slots): that member's own Trainer.
       self._trainer.close()
+      self._trainer.release()
       self._build(settings)
     self._apply(new_config)
     self._events.record('reset', trial_id=self.trial_id, hyperparameters=self.hyperparameters(),
@@ -406,3 +428,4 @@ class Member(tune.Trainable):
   def cleanup(self) -> None:
     if self._trainer is not None:
       self._trainer.close()
+      self._trainer.release()

@@ -47,6 +47,7 @@ from ray.tune.schedulers import pbt as ray_pbt
 from scipy import stats
 
 from pbt import lineage as lineage_lib
+from runtime import errors
 
 SELECTIONS = ('t_test', 'truncation')
 # The key of a member's settings in a trial's config (everything else in the config is a hyperparameter).
@@ -75,18 +76,22 @@ def hyperparameter(name: str, spec) -> Hyperparameter:
   if isinstance(spec, Hyperparameter):
     return spec
   if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
-    raise ValueError(f"search_space: {name}={spec!r} must be (low, high) or (low, high, 'log'|'linear').")
+    raise errors.ConfigError(f'search_space: {name}={spec!r} must be (low, high) or (low, high, '
+                             "'log'|'linear').")
   scale = spec[2] if len(spec) == 3 else 'linear'
   if scale not in ('log', 'linear'):
-    raise ValueError(f"search_space: {name}={spec!r} has scale {scale!r}; use 'log' or 'linear'.")
+    raise errors.ConfigError(f"search_space: {name}={spec!r} has scale {scale!r}; use 'log' or 'linear'.")
   low, high = float(spec[0]), float(spec[1])
   if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-    raise ValueError(f'search_space: {name}={spec!r} needs finite low < high.')
+    raise errors.ConfigError(f'search_space: {name}={spec!r} needs finite low < high.')
   if scale == 'log' and low <= 0:
-    raise ValueError(f"search_space: {name}={spec!r} is log-uniform and needs low > 0; use 'linear' to "
-                     'include 0.')
+    raise errors.ConfigError(f"search_space: {name}={spec!r} is log-uniform and needs low > 0; use 'linear' "
+                             'to include 0.')
+  if name == 'learning_rate' and low <= 0:
+    raise errors.ConfigError(f'search_space: learning_rate={spec!r} reaches {low:g}; a learning rate must be '
+                             '> 0: raise low.')
   if name.startswith(LAMBDA_PREFIX) and low < 0:
-    raise ValueError(f'search_space: {name}={spec!r}: kickstarting weights must be >= 0.')
+    raise errors.ConfigError(f'search_space: {name}={spec!r}: kickstarting weights must be >= 0.')
   return Hyperparameter(low, high, scale == 'log')
 
 
@@ -124,8 +129,8 @@ def search_space(teacher_names: Sequence[str] = (), factorised: bool = False,
   teacher_weights = dict(teacher_weights or {})
   unknown = sorted(set(teacher_weights) - set(teacher_names))
   if unknown:
-    raise ValueError(f'search_space.teacher_weights names unknown teachers {unknown}; the teachers are '
-                     f'{list(teacher_names)} (TeacherSet.names).')
+    raise errors.ConfigError(f'search_space.teacher_weights names unknown teachers {unknown}; the teachers '
+                             f'are {list(teacher_names)} (TeacherSet.names).')
   if teacher_weight is not None or teacher_weights:
     if factorised and teacher_scale is not None:
       space[LAMBDA_SCALE] = hyperparameter(LAMBDA_SCALE, teacher_scale)
@@ -135,11 +140,12 @@ def search_space(teacher_names: Sequence[str] = (), factorised: bool = False,
         space[LAMBDA_PREFIX + name] = hyperparameter(LAMBDA_PREFIX + name, spec)
   for name, spec in (others or {}).items():
     if name in space or name == MEMBER_KEY:
-      raise ValueError(f'search_space.others names {name!r}, which is already a hyperparameter; remove it.')
+      raise errors.ConfigError(f'search_space.others names {name!r}, which is already a hyperparameter; '
+                               'remove it.')
     space[name] = hyperparameter(name, spec)
   if not space:
-    raise ValueError('search_space is empty: give PBT at least one hyperparameter to move (learning_rate, '
-                     'entropy_coef, teacher_weight or others).')
+    raise errors.ConfigError('search_space is empty: give PBT at least one hyperparameter to move '
+                             '(learning_rate, entropy_coef, teacher_weight or others).')
   return space
 
 
@@ -258,19 +264,25 @@ class PBTScheduler(ray_pbt.PopulationBasedTraining):
                returns_key: str = 'recent_returns', seed: Optional[int] = None,
                time_multiplexing: bool = False):
     if selection not in SELECTIONS:
-      raise ValueError(f"PBTScheduler.selection={selection!r} is unknown; use 't_test' or 'truncation'.")
+      raise errors.ConfigError(f"PBTScheduler.selection={selection!r} is unknown; use 't_test' or "
+                               "'truncation'.")
     if not isinstance(ready_env_steps, int) or ready_env_steps < 1:
-      raise ValueError(f'PBTScheduler.ready_env_steps={ready_env_steps!r} must be a positive int (env '
-                       'steps).')
+      raise errors.ConfigError(f'PBTScheduler.ready_env_steps={ready_env_steps!r} must be a positive int '
+                               '(env steps).')
+    if isinstance(burn_in_env_steps, bool) or not isinstance(burn_in_env_steps, int) or burn_in_env_steps < 0:
+      raise errors.ConfigError(f'PBTScheduler.burn_in_env_steps={burn_in_env_steps!r} must be an int >= 0 '
+                               '(env steps before a member\'s first decision).')
     if not 0 < significance <= 1:
-      raise ValueError(f'PBTScheduler.significance={significance!r} must be in (0, 1].')
+      raise errors.ConfigError(f'PBTScheduler.significance={significance!r} must be in (0, 1].')
     if not 0 < truncation_fraction <= 0.5:
-      raise ValueError(f'PBTScheduler.truncation_fraction={truncation_fraction!r} must be in (0, 0.5].')
+      raise errors.ConfigError(f'PBTScheduler.truncation_fraction={truncation_fraction!r} must be in '
+                               '(0, 0.5].')
     if not 0 <= resample_probability <= 1:
-      raise ValueError(f'PBTScheduler.resample_probability={resample_probability!r} must be in [0, 1].')
+      raise errors.ConfigError(f'PBTScheduler.resample_probability={resample_probability!r} must be in '
+                               '[0, 1].')
     if episodes_window < 2 or min_episodes < 2 or min_episodes > episodes_window:
-      raise ValueError(f'PBTScheduler: need 2 <= min_episodes ({min_episodes}) <= episodes_window '
-                       f'({episodes_window}).')
+      raise errors.ConfigError(f'PBTScheduler: need 2 <= min_episodes ({min_episodes}) <= episodes_window '
+                               f'({episodes_window}).')
     space = collections.OrderedDict((name, hyperparameter(name, spec)) for name, spec in space.items())
     if seed is not None:
       random.seed(seed)
@@ -285,6 +297,9 @@ class PBTScheduler(ray_pbt.PopulationBasedTraining):
     self._returns_key = returns_key
     self._time_multiplexing = bool(time_multiplexing)
     self._restarting = set()  # ids of members paused by an exploit that have not reported since
+    # Ids of members whose last event was an error (e.g. training diverged: a non-finite loss or weight)
+    # and that have not reported since: never a donor, whatever their last score.
+    self._failed = set()
     self._explored = None  # {'operations', 'clipped'} of the explore under way, for the lineage
     self._selection_info = {'selection': selection, 'p_value': None}  # of the exploit under way
     super().__init__(time_attr='env_steps', metric=metric, mode='max', perturbation_interval=ready_env_steps,
@@ -298,6 +313,7 @@ class PBTScheduler(ray_pbt.PopulationBasedTraining):
 
   def on_trial_result(self, tune_controller, trial: Trial, result: Dict) -> str:
     self._restarting.discard(trial.trial_id)
+    self._failed.discard(trial.trial_id)
     self._record('report', member=member_name(trial), trial_id=trial.trial_id,
                  env_steps=result.get('env_steps'), score=result.get(self._metric),
                  episodes=len(result.get(self._returns_key) or ()),
@@ -312,6 +328,7 @@ class PBTScheduler(ray_pbt.PopulationBasedTraining):
 
   def on_trial_error(self, tune_controller, trial: Trial):
     self._restarting.discard(trial.trial_id)
+    self._failed.add(trial.trial_id)
     self._record('error', member=member_name(trial), trial_id=trial.trial_id)
     super().on_trial_error(tune_controller, trial)
 
@@ -334,6 +351,7 @@ class PBTScheduler(ray_pbt.PopulationBasedTraining):
                              lower_quantile: List[Trial]):
     """T-test selection: a ready member copies a random peer that is significantly better, else it saves
     (so that others can copy it). Truncation selection: Ray's quantile rule, unchanged."""
+    upper_quantile = [other for other in upper_quantile if not self.failed(other)]
     if self.selection == 'truncation':
       self._selection_info = {'selection': 'truncation', 'p_value': None}
       if trial not in lower_quantile and trial not in upper_quantile:
@@ -358,10 +376,15 @@ class PBTScheduler(ray_pbt.PopulationBasedTraining):
     # Not copying: save, so that this member can be a donor until its next ready.
     return super()._checkpoint_or_exploit(trial, tune_controller, [trial], [])
 
+  def failed(self, trial: Trial) -> bool:
+    """Whether `trial` errored (diverged, crashed) and has not reported since: it is never copied."""
+    return trial.trial_id in self._failed or trial.status == Trial.ERROR
+
   def _random_peer(self, trial: Trial) -> Optional[Trial]:
     """A member chosen uniformly among the others that have reported returns and saved a checkpoint."""
     candidates = [other for other, state in self._trial_state.items()
-                  if other is not trial and not other.is_finished() and state.last_checkpoint is not None
+                  if other is not trial and not other.is_finished() and not self.failed(other)
+                  and state.last_checkpoint is not None
                   and state.last_result is not None and self._returns(other)]
     return random.choice(candidates) if candidates else None
 

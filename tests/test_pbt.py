@@ -22,6 +22,8 @@ from agents import schedules
 from pbt import lineage as lineage_lib
 from pbt import member as member_lib
 from pbt import scheduler as scheduler_lib
+from runtime import errors
+from runtime import run_directory
 
 SPACE = {'learning_rate': (1e-4, 1e-2, 'log'), 'entropy_coef': (1e-4, 1e-2, 'log'),
          'lambda_teacher_0': (0.0, 4.0, 'linear')}
@@ -356,6 +358,52 @@ def test_a_member_that_saved_restores_a_donor_that_never_did(tmp_path):
   fresh = _state(0.0, size=8)
   member_lib.read_checkpoint(fresh, str(tmp_path / 'donor2'))
   assert fresh.weights.numpy().tolist() == [4.0] * 8
+
+
+def test_a_diverged_member_is_never_written_nor_read(tmp_path):
+  state = _state(1.0, size=8)
+  state.weights.assign(tf.tensor_scatter_nd_update(state.weights, [[3]], [np.nan]))
+  guard = run_directory.NonFiniteGuard([state.weights])
+  with pytest.raises(errors.DivergenceError, match="weight 'Variable:0' holds a NaN or infinity"):
+    member_lib.write_checkpoint(state, str(tmp_path / 'written'), guard=guard)
+  assert not os.path.exists(tmp_path / 'written' / member_lib.CHECKPOINT_SUBDIR)
+  # A NaN that reached a member checkpoint anyway (written without the check) is refused before anything
+  # is assigned: the reader keeps its own weights.
+  member_lib.write_checkpoint(state, str(tmp_path / 'unchecked'))
+  reader = _state(2.0, size=8)
+  with pytest.raises(member_lib.CheckpointError, match='holds a NaN in weights'):
+    member_lib.read_checkpoint(reader, str(tmp_path / 'unchecked'))
+  assert reader.weights.numpy().tolist() == [2.0] * 8
+
+
+def test_a_checkpoint_replaced_in_place_is_always_whole_to_a_reader(tmp_path):
+  """`member/` is replaced in one atomic step: a reader racing the writer of the SAME directory always
+  finds a checkpoint there, never none (a two-rename replacement leaves a moment without one), and restores
+  a whole version or refuses one whose files it read across a replacement (the manifest check)."""
+  directory = str(tmp_path / 'member_checkpoint')
+  member_lib.write_checkpoint(_state(0), directory, metadata={'version': 0})
+  done = threading.Event()
+  outcomes = []
+
+  def write():
+    for version in range(1, 9):
+      member_lib.write_checkpoint(_state(version), directory, metadata={'version': version})
+    done.set()
+
+  writer = threading.Thread(target=write)
+  writer.start()
+  reader = _state(-1.0)
+  while not done.is_set() or len(outcomes) < 20:
+    try:
+      metadata = member_lib.read_checkpoint(reader, directory)
+    except (member_lib.CheckpointError, tf.errors.OpError) as error:
+      outcomes.append(('absent',) if 'holds no complete member checkpoint' in str(error) else ('refused',))
+      continue
+    values = reader.weights.numpy()
+    outcomes.append(('whole',) if values.min() == values.max() == metadata['version'] else ('MIXED',))
+  writer.join()
+  assert ('whole',) in outcomes and ('absent',) not in outcomes and ('MIXED',) not in outcomes, sorted(set(outcomes))
+  assert sorted(os.listdir(directory)) == [member_lib.CHECKPOINT_SUBDIR]
 
 
 def _copy_what_exists(source, destination):
