@@ -5,7 +5,8 @@ r"""An actor of a distributed run: N environments, weights from the Reverb serve
 
 Run one per actor machine (or core), each with its own `--actor_id` (it seeds the environments). The
 actor waits for the learner's first weights, acts until the learner publishes that training finished,
-and survives a restart of the server (it waits up to `--retry_seconds` for it to answer again).
+and survives a restart of the server (it waits up to `--retry_seconds` for it to answer again). SIGINT or
+SIGTERM ends it after the item under way, with exit code 128 + the signal's number.
 """
 
 import os
@@ -18,6 +19,7 @@ from absl import app
 from absl import flags
 
 from binaries import common
+from runtime import interrupts
 
 common.define_gin_flags()
 flags.DEFINE_string('reverb_address', None, 'host:port of the run\'s Reverb server.')
@@ -32,8 +34,14 @@ FLAGS = flags.FLAGS
 def main(argv):
   with common.job('actor_main', argv):
     from agents import distributed  # pylint: disable=g-import-not-at-top
-    distributed.run_actor(FLAGS.reverb_address, FLAGS.actor_id, root_dir=FLAGS.root_dir,
-                          retry_seconds=FLAGS.retry_seconds, max_env_steps=FLAGS.max_env_steps or None)
+    # SIGINT/SIGTERM: the item under way is finished and written, the writer closed, then exit with
+    # 128 + the signal's number (an actor holds no state of its own to save).
+    stop = interrupts.StopRequest('actor_main', grace_seconds=FLAGS.retry_seconds + 10)
+    counts = distributed.run_actor(FLAGS.reverb_address, FLAGS.actor_id, root_dir=FLAGS.root_dir,
+                                   retry_seconds=FLAGS.retry_seconds, max_env_steps=FLAGS.max_env_steps or None,
+                                   stop_request=stop)
+    if counts['stopped']:
+      sys.exit(stop.exit_code)
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 
 from binaries import common
+from runtime import interrupts
 
 common.define_gin_flags()
 flags.DEFINE_string('root_dir', None, 'Run directory: checkpoints, summaries, policy, summary.json.')
@@ -46,9 +47,14 @@ def main(argv):
     distributed.configure_numerics(FLAGS.mixed_precision, FLAGS.xla)
     numerics = {}
     if FLAGS.mixed_precision:
-      numerics['network_fn'] = distributed.float32_outputs(distributed.train_settings()['network_fn'])
-    training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
-                   local_actor=False, **numerics)
+      numerics['network_fn'] = distributed.float32_outputs(distributed.train_settings().network_fn)
+    # SIGINT/SIGTERM: a checkpoint after the iteration under way (or at once while waiting for items),
+    # then exit with 128 + the signal's number.
+    stop = interrupts.StopRequest('learner_main', on_deadline=lambda: interrupts.resume_hint(FLAGS.root_dir))
+    summary = training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
+                             local_actor=False, program='learner_main', stop_request=stop, **numerics)
+    if summary is None:
+      sys.exit(stop.exit_code)
 
 
 if __name__ == '__main__':

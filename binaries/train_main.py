@@ -1,10 +1,14 @@
-r"""Trains an agent in one process: a Reverb server, actor(s) and the learner, configured by gin.
+r"""Trains an agent in one process: the actor(s) and the learner, configured by gin.
 
   python binaries/train_main.py --gin_file=gin/quickstart.gin --root_dir=runs/quickstart
 
+The trajectories stay inside the process (`replay.local_queue`), which listens on no port; with
+`--reverb_address` they go through the Reverb server there instead (README, "Security").
+
 Flags carry run mechanics only (where to write, which devices, which server); everything about the
 algorithm is in the gin file(s) and `--gin_bindings`. Running again with the same `--root_dir`
-resumes from its latest checkpoint.
+resumes from its latest checkpoint. SIGINT (Ctrl-C) or SIGTERM saves a checkpoint and exits with 128 + the
+signal's number; a second signal exits at once.
 """
 
 import os
@@ -17,6 +21,7 @@ from absl import app
 from absl import flags
 
 from binaries import common
+from runtime import interrupts
 
 flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) with the experiment configuration.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, e.g. "train.seed = 3".')
@@ -25,8 +30,9 @@ flags.DEFINE_string('tpu', None, 'TPU name/address: run the learner under TPUStr
 flags.DEFINE_bool('use_gpu', False, 'Run the learner under MirroredStrategy over the local GPUs.')
 flags.DEFINE_integer('logical_cpus', 0, 'Split the CPU into N logical devices and mirror over them '
                      '(exercises the multi-replica path without accelerators).')
-flags.DEFINE_string('reverb_address', None, 'host:port of a running Reverb server; default: start one '
-                    'in this process.')
+flags.DEFINE_string('reverb_address', None, 'host:port of a running Reverb server to exchange trajectories '
+                    'through; default: none, the trajectories stay in this process, which listens on no '
+                    'port.')
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of errors instead of one line.')
 flags.mark_flag_as_required('root_dir')
 FLAGS = flags.FLAGS
@@ -42,17 +48,13 @@ def main(argv):
     from agents import training  # pylint: disable=g-import-not-at-top
     strategy = distribution.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
 
-    def interrupted() -> str:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      latest = tf.train.latest_checkpoint(os.path.join(FLAGS.root_dir, 'checkpoints'))
-      where = f'its last checkpoint ({latest})' if latest else 'the start (no checkpoint was written yet)'
-      return f'train_main: interrupted. Run the same command to resume from {where}.'
-
-    # Ctrl-C ends the run at once, as kill -9 would: checkpoints are written atomically between iterations,
-    # and the next run resumes from the last one with no lost or double-counted steps.
-    common.exit_on_interrupt(interrupted)
-    training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address)
-
+    # SIGINT/SIGTERM: the run saves a checkpoint after the iteration under way and exits with 128 + the
+    # signal's number; running the same command resumes it.
+    stop = interrupts.StopRequest('train_main', on_deadline=lambda: interrupts.resume_hint(FLAGS.root_dir))
+    summary = training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
+                             program='train_main', stop_request=stop)
+    if summary is None:
+      sys.exit(stop.exit_code)
 
 if __name__ == '__main__':
   sys.exit(app.run(main))
