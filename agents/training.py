@@ -291,7 +291,7 @@ class Trainer:
 
       num_replicas = strategy.num_replicas_in_sync
       self._items_per_iteration = items_per_iteration = num_replicas * items_per_replica
-      self._writer = self._variables = self._queue = None
+      self._writer = self._variables = self._queue = self._reverb_items = None
       if reverb_address is None:
         # One process: the trajectories stay in it (`replay.local_queue`), and it listens on no socket; an
         # in-process Reverb server would listen on every interface, unauthenticated.
@@ -310,6 +310,7 @@ class Trainer:
           reverb_replay.check_tables(client, reverb_address, [table_name, reverb_replay.VARIABLES_TABLE])
           self._variables = reverb_replay.VariableContainer(
               client, reverb_replay.variables_signature(self.network.variables), address=reverb_address)
+          self._reverb_items = reverb_replay.ItemsAvailable(client, table_name)
 
       self._env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
       total_iterations = max(1, int(np.ceil(total_env_steps / self._env_steps_per_iteration)))
@@ -379,7 +380,7 @@ class Trainer:
       self.train_seconds = self.actor_seconds = self.learner_seconds = 0.0
       self._steps_at_start = self.env_steps
       self._first_collection = True
-      self._items_needed = 0  # items the learner has asked of the in-process queue so far
+      self._items_needed = 0  # items the learner has asked of its queue or Reverb table so far
       self._updating = False  # True between a learner update and the counters that go with it
       self._started = self._closed = False
       self.stopped_early = bool(self._reached_stop_return.numpy()) and (
@@ -525,22 +526,31 @@ class Trainer:
     return self.save()
 
   def _wait_for_items(self) -> bool:
-    """Waits, from Python, until the in-process queue holds the next learner step's items; False if a
-    stop was requested first. The learner's compiled step then never waits inside TensorFlow, where a
-    signal could not reach it. (A learner fed by a Reverb server waits in its dataset: a stop that
-    arrives while no actor writes is handled by `runtime.interrupts`' deadline.)"""
-    if self._queue is None:
-      return True
+    """Waits, from Python, until the learner's next step finds its items (in the in-process queue, or in
+    the Reverb table of a distributed run and its dataset's buffer); False if a stop was requested first.
+    The learner's compiled step then never waits inside TensorFlow, where a signal could not reach it."""
+    if self._queue is None and self._reverb_items is None:
+      return True  # a local actor writes to a Reverb server: the items are written before the learner reads
+    consumed = self._items_needed
     self._items_needed += self._items_per_iteration
-    while not self._queue.wait_for_items(self._items_needed, timeout_seconds=0.5):
-      if self._actor_thread is not None and self._actor_thread.error is not None:
-        raise self._actor_thread.error
-      if self._queue.closed:
-        return True  # the learner's read reports why
+    while True:
+      if self._queue is not None:
+        if self._queue.wait_for_items(self._items_needed, timeout_seconds=0.5):
+          return True
+        if self._actor_thread is not None and self._actor_thread.error is not None:
+          raise self._actor_thread.error
+        if self._queue.closed:
+          return True  # the learner's read reports why
+      else:
+        try:
+          if self._reverb_items.count(consumed) >= self._items_per_iteration:
+            return True
+        except (tf.errors.OpError, RuntimeError, ConnectionError):
+          return True  # the server stopped answering: the learner's read waits for it and reports
+        time.sleep(0.25)
       if self.stop_requested():
-        self._items_needed -= self._items_per_iteration
+        self._items_needed = consumed
         return False
-    return True
 
   def save(self) -> str:
     """Writes a checkpoint now (numbered by the learner step); returns its path. Refuses non-finite state

@@ -170,6 +170,31 @@ class PublishedWeights(NamedTuple):
   finished: bool
 
 
+class ItemsAvailable:
+  """How many items of `table` its one reader (the learner's dataset) can take without waiting.
+
+  The items still in the table plus those its dataset has already sampled but the learner has not yet
+  consumed (Reverb's sample counter since this object was made, less `consumed`). Made before the
+  reader's dataset starts, so its count covers every sample that reader takes. The learner of a
+  distributed run waits for its items here, in Python, where a stop request reaches it, rather than inside
+  its compiled step (`agents.training.Trainer`).
+  """
+
+  def __init__(self, client: reverb.Client, table: str):
+    self._client = client
+    self._table = table
+    self._samples_at_start = self._info().rate_limiter_info.sample_stats.completed
+
+  def _info(self):
+    return self._client.server_info(timeout=10)[self._table]
+
+  def count(self, consumed: int) -> int:
+    """Items available to the reader that has consumed `consumed` items since this object was made."""
+    info = self._info()
+    in_flight = info.rate_limiter_info.sample_stats.completed - self._samples_at_start - consumed
+    return int(info.current_size) + max(int(in_flight), 0)
+
+
 class VariableContainer:
   """Publishes and fetches policy weights through a `variables_table` on a Reverb server.
 

@@ -173,6 +173,48 @@ def test_deployment_learns_and_survives_faults(tmp_path):
         job.kill()
 
 
+def test_signals_stop_the_actor_and_the_starved_learner_within_seconds_and_the_learner_saves(tmp_path):
+  """SIGTERM to an actor while the learner trains; then SIGINT to the learner, which waits for items no
+  actor writes (inside its Reverb wait): it saves the iteration it reached and exits, and resumes there.
+  Periodic checkpoints are off (an hour apart), so the checkpoint after the start is the stop's own."""
+  gin_path = tmp_path / 'deploy.gin'
+  gin_path.write_text(DEPLOY_GIN)
+  port = _free_port()
+  address = f'localhost:{port}'
+  root = tmp_path / 'run'
+  common = [f'--gin_file={gin_path}', '--gin_bindings=train.checkpoint_interval_seconds = 3600.0',
+            '--gin_bindings=train.progress_interval_seconds = 0.001']
+  server = _Job(tmp_path, 'server', 'reverb_server_main.py', common + [f'--port={port}'])
+  actor = _Job(tmp_path, 'actor', 'actor_main.py', common + [f'--reverb_address={address}', f'--root_dir={root}'])
+  learner_args = common + [f'--reverb_address={address}', f'--root_dir={root}']
+  learner = _Job(tmp_path, 'learner', 'learner_main.py', learner_args)
+  jobs = [server, actor, learner]
+  try:
+    trained = lambda: [int(n.replace(',', '')) for n in re.findall(r'env steps ([\d,]+)/', learner.log())]
+    _wait_until(lambda: max(trained() or [0]) >= 3 * STEPS_PER_ITERATION, 300, 'the learner to train', jobs)
+    start = time.time()
+    actor.process.send_signal(signal.SIGTERM)
+    assert actor.wait(timeout=60) == 143, actor.log()[-3000:]
+    actor_seconds = time.time() - start
+    time.sleep(3.0)  # the learner now waits for items that no actor writes
+    start = time.time()
+    learner.process.send_signal(signal.SIGINT)
+    assert learner.wait(timeout=60) == 130, learner.log()[-3000:]
+    learner_seconds = time.time() - start
+    assert actor_seconds < 15 and learner_seconds < 15, (actor_seconds, learner_seconds)
+    stopped = re.findall(r'learner_main: stopped at ([\d,]+) env steps; saved (\S+)\.', learner.log())
+    assert stopped, learner.log()[-3000:]
+    env_steps, path = int(stopped[0][0].replace(',', '')), stopped[0][1]
+    assert env_steps >= 3 * STEPS_PER_ITERATION and tf.train.latest_checkpoint(str(root / 'checkpoints')) == path
+    learner = _Job(tmp_path, 'learner', 'learner_main.py', learner_args)
+    jobs = [server, learner]
+    _wait_until(lambda: f'at {env_steps:,} env steps' in learner.log(), 120, 'the learner to resume', jobs)
+  finally:
+    for job in jobs:
+      if job.process.poll() is None:
+        job.kill()
+
+
 @pytest.mark.parametrize('binary', ['actor_main.py', 'learner_main.py'])
 def test_unreachable_server_is_one_clear_line(binary, tmp_path):
   gin_path = tmp_path / 'deploy.gin'
