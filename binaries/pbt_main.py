@@ -21,7 +21,6 @@ Flags carry run mechanics (where, how many, which resources); the algorithm — 
   population/       Ray Tune's experiment: trial results, logs and checkpoints
 """
 
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from absl import flags
 from binaries import common
 from runtime import config
 from runtime import errors
+from runtime import run_directory
 
 flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) of the members and of PBT (search_space, '
                           'PBTScheduler).')
@@ -124,7 +124,8 @@ def run_population(root_dir, gin_files, gin_bindings, population, ray_address=No
         flush=True)
 
   threads = str(threads_per_member) if threads_per_member else None
-  env_vars = {'TF_CPP_MIN_LOG_LEVEL': os.environ.get('TF_CPP_MIN_LOG_LEVEL', '1')}
+  # Members save and end their process on SIGINT/SIGTERM (pbt.member).
+  env_vars = {'TF_CPP_MIN_LOG_LEVEL': os.environ.get('TF_CPP_MIN_LOG_LEVEL', '1'), member_lib.SIGNALS_ENV_VAR: '1'}
   if threads:
     env_vars.update(OMP_NUM_THREADS=threads, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
   if os.environ.get(member_lib.KILL_ENV_VAR):
@@ -167,6 +168,11 @@ def run_population(root_dir, gin_files, gin_bindings, population, ray_address=No
     if result.error is not None:
       failed.append(name)
   members.sort(key=lambda m: int(m['member'].rpartition('_')[2]))
+  # Stopped (Ctrl-C) before every member finished: Ray's last results are then not each member's own, so
+  # each member's row is what its own event log says it reached and saved.
+  interrupted = any(not (result.metrics or {}).get('done') and result.error is None for result in grid)
+  if interrupted:
+    members = [stopped_member(root_dir, f'member_{index}') for index in range(population)]
   events = lineage.events()
   summary = {
       'population': population, 'gin_files': gin_files, 'gin_bindings': gin_bindings,
@@ -174,9 +180,22 @@ def run_population(root_dir, gin_files, gin_bindings, population, ray_address=No
       'search_space': {k: list(v) for k, v in space.items()},
       'exploits': sum(1 for e in events if e['event'] == 'exploit'),
       'member_failures': sum(1 for e in events if e['event'] == 'error'),
-      'members': members, 'failed': failed,
+      'members': members, 'failed': failed, 'interrupted': interrupted,
   }
   return summary
+
+
+def stopped_member(root_dir, name):
+  """A member of a population stopped before it finished: the env steps of its last event and its newest
+  checkpoint in its own directory (saved when it was stopped)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
+  member_dir = os.path.join(root_dir, 'members', name)
+  events = lineage_lib.read_events(os.path.join(member_dir, 'events.jsonl'))
+  steps = [e['env_steps'] for e in events if e.get('env_steps') is not None]
+  return {'member': name, 'env_steps': steps[-1] if steps else None, 'eval_return_mean': None,
+          'eval_return_std': None, 'episode_return_mean': None, 'hyperparameters': {},
+          'checkpoint': tf.train.latest_checkpoint(os.path.join(member_dir, 'checkpoints')), 'error': None}
 
 
 def format_summary(summary) -> str:
@@ -217,8 +236,14 @@ def main(argv):
     summary['wall_seconds'] = time.time() - start
     events = lineage_lib.read_events(os.path.join(root_dir, 'lineage.jsonl'))
     lineage_lib.plot_lineage(events, os.path.join(root_dir, 'lineage.png'))
-    with open(os.path.join(root_dir, 'population.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    run_directory.write_json(os.path.join(root_dir, 'population.json'), summary)
+    if summary['interrupted']:
+      for member in summary['members']:
+        print(f"{member['member']}: {member['env_steps'] or 0:,} env steps; saved {member['checkpoint']}")
+      print(f'pbt_main: stopped before the population finished ({summary["wall_seconds"] / 60:.1f} min); each '
+            f'member saved its state in {root_dir}/members/. A stopped population cannot be resumed yet: '
+            'start it again with a new --root_dir.', flush=True)
+      sys.exit(130)
     print(format_summary(summary))
     print(f'Done in {summary["wall_seconds"] / 60:.1f} min. Results in {root_dir} (population.json, '
           f'lineage.jsonl, lineage.png, members/).', flush=True)

@@ -27,10 +27,19 @@ bindings, root_dir, index, ready_env_steps, threads) never change, the hyperpara
 (names in `pbt.scheduler`). Member `index` trains with `train.seed + index`.
 
 A member that crashes is restarted by Ray (`FailureConfig.max_failures`) in a new process: `setup` rebuilds
-the Trainer and Ray restores the trial's last checkpoint (`load_checkpoint`). For tests of that path, the
-environment variable `PBT_KILL_MEMBER_AT='member_<i>:<env steps>'` (which `binaries/pbt_main.py` passes to
-the members) makes that member's process SIGKILL itself once, at the start of its first step at or past
-those env steps.
+the Trainer, which resumes from the member directory's own newest checkpoint, and Ray restores the trial's
+last checkpoint (`load_checkpoint`); an older checkpoint of this member itself is not restored over a newer
+state of its own directory (the first restore after `setup` only).
+
+SIGINT and SIGTERM (a cluster preempting the node, a user's `kill`) make a member started by
+`binaries/pbt_main.py` save and end its process within seconds: a step under way stops after its learner
+iteration; a member between steps saves at once. The Trainer's checkpoint in the member directory is
+written (`member_<i>/checkpoints/`), an event 'stopped' is recorded, and the process exits with 128 + the
+signal's number; Ray then restarts the member (as after a crash), which resumes from that checkpoint.
+
+For tests of those paths, the environment variable `PBT_KILL_MEMBER_AT='member_<i>:<env steps>[:<signal>]'`
+(comma-separated; `binaries/pbt_main.py` passes it to the members) makes that member's process send itself
+the signal (default SIGKILL) once, at the start of its first step at or past those env steps.
 """
 
 import collections
@@ -39,6 +48,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import gin
@@ -50,14 +60,19 @@ from pbt import codistillation
 from pbt import lineage as lineage_lib
 from pbt import scheduler as scheduler_lib
 from runtime import errors
+from runtime import interrupts
 from runtime import run_directory
 
 # The subdirectory of a Ray checkpoint directory that holds the member's state once it is complete.
 CHECKPOINT_SUBDIR = 'member'
 MANIFEST = 'manifest.json'
 _STATE_PREFIX = 'state'
-# Test hook: 'member_<i>:<env steps>' kills that member's process once (see the module docstring).
+# Test hook: 'member_<i>:<env steps>[:<signal>]' (comma-separated) signals that member's process once (see the
+# module docstring).
 KILL_ENV_VAR = 'PBT_KILL_MEMBER_AT'
+# Set by `binaries/pbt_main.py` in its members' processes: SIGINT/SIGTERM save the member and end its process
+# (see `Member.setup`). Not set where a Member is built in a process of its own owner (a test).
+SIGNALS_ENV_VAR = 'PROTEGE_MEMBER_SIGNALS'
 
 
 class CheckpointError(errors.CheckpointError):  # a RuntimeError too
@@ -293,6 +308,13 @@ class Member(tune.Trainable):
 
   def setup(self, config: Dict[str, Any]):
     self._trainer = None
+    self._busy = threading.Lock()  # held by a step; a stop between steps saves at once
+    self._stop = None
+    self._first_restore = True  # Ray's restore after a restart (see load_checkpoint)
+    if os.environ.get(SIGNALS_ENV_VAR) and threading.current_thread() is threading.main_thread():
+      index = config[scheduler_lib.MEMBER_KEY]['index']
+      self._stop = interrupts.StopRequest(f'pbt_main member {index}')
+      self._stop.add_listener(self._stop_if_idle)
     self._build(config[scheduler_lib.MEMBER_KEY])
     self._apply(config)
 
@@ -309,6 +331,7 @@ class Member(tune.Trainable):
     if working_dir and os.path.isdir(working_dir):
       os.chdir(working_dir)
     self._settings = dict(settings)
+    self._first_restore = True
     self.name = f'member_{settings["index"]}'
     self.member_dir = os.path.join(settings['root_dir'], 'members', self.name)
     os.makedirs(self.member_dir, exist_ok=True)
@@ -317,7 +340,8 @@ class Member(tune.Trainable):
     run_config.parse_gin(settings['gin_files'], settings['gin_bindings'])
     run_settings = training.RunSettings()
     self._trainer = training.Trainer(self.member_dir, program=f'pbt_main member {settings["index"]}',
-                                     settings=run_settings, seed=run_settings.seed + int(settings['index']))
+                                     settings=run_settings, seed=run_settings.seed + int(settings['index']),
+                                     stop_request=self._stop)
     self._ready = int(settings['ready_env_steps'])
     names = [k for k in self.config if k != scheduler_lib.MEMBER_KEY]
     self._setters = hyperparameter_setters(self._trainer.learner, names)
@@ -348,20 +372,64 @@ class Member(tune.Trainable):
   # --- Trainable --------------------------------------------------------------------------------------
 
   def _maybe_kill_for_test(self) -> None:
-    name, _, steps = os.environ.get(KILL_ENV_VAR, '').partition(':')
-    marker = os.path.join(self.member_dir, '.killed_for_test')
-    if name == self.name and steps and self._trainer.env_steps >= int(steps) and not os.path.exists(marker):
-      with open(marker, 'w') as f:
-        f.write(str(os.getpid()))
-      self._events.record('kill', pid=os.getpid(), env_steps=self._trainer.env_steps)
-      os.kill(os.getpid(), signal.SIGKILL)
+    for entry in filter(None, os.environ.get(KILL_ENV_VAR, '').split(',')):
+      name, steps, signal_name = (entry.split(':') + ['SIGKILL'])[:3]
+      marker = os.path.join(self.member_dir, f'.{signal_name.lower()}_for_test')
+      if name == self.name and self._trainer.env_steps >= int(steps) and not os.path.exists(marker):
+        with open(marker, 'w') as f:
+          f.write(str(os.getpid()))
+        self._events.record('kill', pid=os.getpid(), env_steps=self._trainer.env_steps, signal=signal_name)
+        os.kill(os.getpid(), getattr(signal, signal_name))
+
+  # --- stopped by a signal -------------------------------------------------------------------------------
+
+  def _stop_requested(self) -> bool:
+    return self._stop is not None and self._stop.requested
+
+  def _stop_now(self) -> None:
+    """Saves the member's state into its own directory and ends the process (a stop was requested)."""
+    trainer, path, problem = self._trainer, None, None
+    try:
+      if trainer is not None and not trainer.finished:
+        trainer.close()
+        path = trainer.save_if_consistent()
+    except errors.UserError as error:  # e.g. a diverged state, never saved; the last good one stays
+      problem = str(error)
+    finally:
+      try:
+        if trainer is not None:
+          trainer.release()
+        env_steps = trainer.env_steps if trainer is not None else None
+        self._events.record('stopped', pid=os.getpid(), signal=self._stop.signal_number, env_steps=env_steps,
+                            checkpoint=path, error=problem)
+        print(f'{self.name}: stopped at {env_steps:,} env steps; saved {path}.' if path else
+              f'{self.name}: stopped ({problem or "nothing to save"}).', flush=True)
+      finally:
+        os._exit(self._stop.exit_code)  # pylint: disable=protected-access
+
+  def _stop_if_idle(self) -> None:
+    """Called from the signal's watching thread: between steps the member saves and exits at once."""
+    if self._busy.acquire(blocking=False):
+      self._stop_now()  # does not return; a step never starts meanwhile
 
   def step(self) -> Dict[str, Any]:
+    with self._busy:
+      if self._stop_requested():
+        self._stop_now()
+      result = self._step()
+      if self._stop_requested():
+        self._stop_now()
+      self._first_restore = False
+      return result
+
+  def _step(self) -> Dict[str, Any]:
     self._maybe_kill_for_test()
     trainer = self._trainer
     target = (trainer.env_steps // self._ready + 1) * self._ready
     while not trainer.finished and trainer.env_steps < target:
       trainer.run_iteration()
+      if self._stop_requested():
+        self._stop_now()
     returns = [float(r) for r in trainer.recent_returns]
     self._codistill(returns)
     result = {
@@ -402,6 +470,20 @@ class Member(tune.Trainable):
     return checkpoint_dir
 
   def load_checkpoint(self, checkpoint_dir: str) -> None:
+    with self._busy:
+      self._load_checkpoint(checkpoint_dir)
+
+  def _load_checkpoint(self, checkpoint_dir: str) -> None:
+    first_restore, self._first_restore = self._first_restore, False
+    written = verify_checkpoint(checkpoint_dir).get('metadata', {})
+    if (first_restore and written.get('member') == self.name
+        and int(written.get('env_steps', 0)) < self._trainer.env_steps):
+      # Ray restores the trial's last checkpoint into a restarted process; the member's own directory,
+      # which the Trainer resumed from in setup, holds a newer state (saved when a signal stopped it, or
+      # periodically): that one is kept.
+      self._events.record('restore_skipped', checkpoint=checkpoint_dir, checkpoint_env_steps=written['env_steps'],
+                          env_steps=self._trainer.env_steps)
+      return
     metadata = read_checkpoint(self._trainer.checkpoint, checkpoint_dir)
     # The checkpoint brought its writer's hyperparameter values: this member's config wins (after an
     # exploit Ray has already called reset_config with the explored values).
@@ -414,18 +496,30 @@ class Member(tune.Trainable):
                         tracing_count=self.tracing_count)
 
   def reset_config(self, new_config: Dict[str, Any]) -> bool:
-    settings = new_config[scheduler_lib.MEMBER_KEY]
-    if settings != self._settings:
-      # Ray gave this process to another member (more members than slots): that member's own Trainer.
-      self._trainer.close()
-      self._trainer.release()
-      self._build(settings)
-    self._apply(new_config)
-    self._events.record('reset', trial_id=self.trial_id, hyperparameters=self.hyperparameters(),
-                        tracing_count=self.tracing_count)
-    return True
+    with self._busy:
+      settings = new_config[scheduler_lib.MEMBER_KEY]
+      if settings != self._settings:
+        # Ray gave this process to another member (more members than slots): that member's own Trainer.
+        self._close_trainer()
+        self._build(settings)
+      self._apply(new_config)
+      self._events.record('reset', trial_id=self.trial_id, hyperparameters=self.hyperparameters(),
+                          tracing_count=self.tracing_count)
+      return True
+
+  def _close_trainer(self) -> None:
+    """Closes the Trainer, saving its state into the member directory unless it finished (then saved)."""
+    trainer = self._trainer
+    try:
+      trainer.close()
+      if not trainer.finished:
+        trainer.save_if_consistent()
+    except errors.DivergenceError:
+      pass  # a diverged state is never saved; the member's last good checkpoint stays
+    finally:
+      trainer.release()
 
   def cleanup(self) -> None:
-    if self._trainer is not None:
-      self._trainer.close()
-      self._trainer.release()
+    with self._busy:
+      if self._trainer is not None:
+        self._close_trainer()

@@ -1,8 +1,9 @@
 """End to end: `binaries/pbt_main.py` runs a population of 2 kickstarted CartPole members on a local Ray
 cluster (2 CPUs), each also codistilling from its peer (`TeacherSet.peers = 1`); one member's process is
-killed (SIGKILL) mid-run. One run, several checks: it finishes, members exploit and explore, an exploit
-reuses the member's process without retracing, members load each other as teachers, and the killed member
-resumes from its last checkpoint."""
+killed (SIGKILL) mid-run, the other's is sent SIGTERM. One run, several checks: it finishes, members exploit
+and explore, an exploit reuses the member's process without retracing, members load each other as teachers,
+the killed member resumes from its last checkpoint, and the member stopped by SIGTERM saves and resumes
+where it stopped."""
 
 import json
 import os
@@ -23,6 +24,7 @@ PBT_MAIN = os.path.join(REPO, 'binaries', 'pbt_main.py')
 TOTAL_ENV_STEPS = 8192
 READY_ENV_STEPS = 512
 KILL_AT_ENV_STEPS = 2048
+SIGTERM_AT_ENV_STEPS = 3072
 HYPERPARAMETERS = ('learning_rate', 'entropy_coef', 'lambda_teacher_0', 'lambda_peer_0')
 
 TINY_GIN = """
@@ -48,8 +50,9 @@ def _events(path):
 
 @pytest.fixture(scope='module')
 def population(tmp_path_factory):
-  """Runs the population; member_1's process SIGKILLs itself once mid-run (`PBT_KILL_MEMBER_AT`, a kill at a
-  set point, where one from outside would race the run); returns what the run wrote."""
+  """Runs the population; member_1's process SIGKILLs itself once mid-run, member_0's sends itself SIGTERM
+  (`PBT_KILL_MEMBER_AT`, at set points, where a signal from outside would race the run); returns what the
+  run wrote."""
   directory = tmp_path_factory.mktemp('pbt')
   teacher = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])
   teacher.save(str(directory / 'teacher.keras'))
@@ -59,7 +62,8 @@ def population(tmp_path_factory):
   root = str(directory / 'run')
   command = [sys.executable, PBT_MAIN, f'--gin_file={gin_file}', f'--root_dir={root}', '--population=2',
              '--num_cpus=2', '--cpus_per_member=0.5', '--max_failures=2', '--traceback']
-  environment = dict(os.environ, **{member_lib.KILL_ENV_VAR: f'member_1:{KILL_AT_ENV_STEPS}'})
+  environment = dict(os.environ, **{member_lib.KILL_ENV_VAR: f'member_1:{KILL_AT_ENV_STEPS},'
+                                                              f'member_0:{SIGTERM_AT_ENV_STEPS}:SIGTERM'})
   result = subprocess.run(command, cwd=directory, env=environment, capture_output=True, text=True, timeout=600)
   output = result.stdout + result.stderr
   assert result.returncode == 0, output[-4000:]
@@ -141,5 +145,21 @@ def test_a_killed_member_resumes_from_its_last_checkpoint(population):
   restore = next(e for e in events[kills[0] + 1:] if e['event'] == 'restore')
   assert 0 < restore['env_steps'] <= killed['env_steps']  # its last checkpoint, not from scratch
   assert any(e['event'] == 'error' and e['member'] == 'member_1' for e in population['lineage'])
-  assert population['summary']['member_failures'] == 1
+  assert population['summary']['member_failures'] == 2  # this SIGKILL and member_0's SIGTERM
   assert any(e['event'] == 'finish' and e['env_steps'] == TOTAL_ENV_STEPS for e in events[kills[0] + 1:])
+
+
+def test_a_member_sent_sigterm_saves_and_resumes_where_it_stopped(population):
+  events = population['members']['member_0']
+  signalled = [i for i, e in enumerate(events) if e['event'] == 'kill' and e['signal'] == 'SIGTERM']
+  assert len(signalled) == 1, events
+  stopped = next(e for e in events[signalled[0]:] if e['event'] == 'stopped')
+  assert stopped['signal'] == 15 and stopped['env_steps'] >= SIGTERM_AT_ENV_STEPS and stopped['error'] is None
+  assert stopped['checkpoint'].startswith(os.path.join(population['root'], 'members', 'member_0', 'checkpoints'))
+  after = events[events.index(stopped) + 1:]
+  setup = next(e for e in after if e['event'] == 'setup')
+  assert setup['pid'] != stopped['pid'] and setup['env_steps'] == stopped['env_steps']  # nothing lost
+  # Ray restores the trial's checkpoint next: an older one of this member is skipped, its own newer kept.
+  restore = next(e for e in after if e['event'] in ('restore', 'restore_skipped'))
+  assert restore['env_steps'] == stopped['env_steps'], after
+  assert any(e['event'] == 'finish' and e['env_steps'] == TOTAL_ENV_STEPS for e in after)
