@@ -229,6 +229,21 @@ def check_settings(total_env_steps, sequence_length, items_per_replica, eval_int
         meaning='learner iterations between TensorBoard writes')
 
 
+def _hyperparameter_values(items: Dict[str, Any]) -> Dict[str, float]:
+  """The learner's scalar float variables among its checkpoint items (learning rate, entropy cost, ...)."""
+  return {name: float(item.numpy()) for name, item in items.items()
+          if isinstance(item, tf.Variable) and item.shape.rank == 0 and item.dtype.is_floating}
+
+
+def _warn_of_restored_hyperparameters(configured: Dict[str, float], restored: Dict[str, float]) -> None:
+  """Says which hyperparameters the checkpoint brought back with values other than the gin files'."""
+  changed = [f'{name} = {restored[name]:.6g} (the gin files say {value:.6g})'
+             for name, value in configured.items() if name in restored and restored[name] != value]
+  if changed:
+    print('warning: the resumed run keeps its checkpoint\'s hyperparameters, not the gin files\': '
+          f'{", ".join(changed)}; to train with the new values, start a new --root_dir.', flush=True)
+
+
 class Trainer:
   """One training run, an iteration at a time: what `train()` runs, for drivers that act between
   iterations (a PBT member reports to its scheduler and swaps hyperparameters, tests inspect state).
@@ -238,12 +253,14 @@ class Trainer:
   summaries, evaluations, stopping rules and periodic checkpoints of `train()`; `close()` stops the
   actor and environments; `finish()` evaluates, exports the policy and writes summary.json; `release()`
   lets another process open the directory (`finish()` does it last). The arguments are `train()`'s;
-  `settings` (default: `RunSettings` from gin, with `overrides`) what the gin file says.
+  `settings` (default: `RunSettings` from gin, with `overrides`) what the gin file says. A resumed run keeps
+  its checkpoint's hyperparameter variables and says which differ from the gin files' (unless
+  `hyperparameters_from_gin` is False: a PBT member, which assigns its own).
   """
 
   def __init__(self, root_dir: str, strategy=None, reverb_address=None, local_actor=True, program='train',
                stop_request: Optional[Callable[[], bool]] = None, settings: Optional[RunSettings] = None,
-               **overrides):
+               hyperparameters_from_gin: bool = True, **overrides):
     if settings is None:
       settings = RunSettings(**overrides)  # the gin configuration, `overrides` winning
     elif overrides:
@@ -344,9 +361,12 @@ class Trainer:
       self._guard = run_directory.NonFiniteGuard(learner.checkpoint_items().values())
       checkpoint_dir = os.path.join(root_dir, 'checkpoints')
       self._manager = run_directory.open_checkpoints(self.checkpoint, checkpoint_dir, max_to_keep=3)
+      configured = _hyperparameter_values(learner.checkpoint_items())
       restored = run_directory.restore_latest_usable(self.checkpoint, self._manager, checkpoint_dir, self._guard)
       if restored:
         print(f'Resumed from {restored} at {self.env_steps:,} env steps.', flush=True)
+        if hyperparameters_from_gin:  # (a PBT member assigns its own after every restore)
+          _warn_of_restored_hyperparameters(configured, _hyperparameter_values(learner.checkpoint_items()))
       elif hasattr(learner, 'initialize_from_environment'):
         # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
         # env_steps and nothing reaches replay. The actor below resets the environments.

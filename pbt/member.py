@@ -341,7 +341,7 @@ class Member(tune.Trainable):
     run_settings = training.RunSettings()
     self._trainer = training.Trainer(self.member_dir, program=f'pbt_main member {settings["index"]}',
                                      settings=run_settings, seed=run_settings.seed + int(settings['index']),
-                                     stop_request=self._stop)
+                                     stop_request=self._stop, hyperparameters_from_gin=False)
     self._ready = int(settings['ready_env_steps'])
     names = [k for k in self.config if k != scheduler_lib.MEMBER_KEY]
     self._setters = hyperparameter_setters(self._trainer.learner, names)

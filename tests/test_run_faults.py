@@ -142,6 +142,16 @@ def test_a_damaged_or_empty_index_resumes_from_the_newest_checkpoint_and_says_so
   assert summary['env_steps'] == 96 and summary['env_steps_this_run'] == 32
 
 
+def test_a_resumed_run_says_which_hyperparameters_its_checkpoint_keeps(tiny_gin, tmp_path):
+  root = str(tmp_path / 'run')
+  assert _run(tiny_gin, root).returncode == 0
+  result = _run(tiny_gin, root, 'train.total_env_steps = 96', 'PPOLearner.learning_rate = 1e-2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  warning = [line for line in result.stdout.splitlines() if line.startswith('warning: the resumed run keeps')]
+  assert len(warning) == 1 and 'learning_rate = 0.0003 (the gin files say 0.01)' in warning[0], result.stdout
+  assert 'entropy_coef' not in warning[0]  # unchanged ones are not named
+
+
 def test_divergence_stops_the_run_in_one_line_and_keeps_the_good_checkpoints(tiny_gin, tmp_path):
   root = str(tmp_path / 'run')
   assert _run(tiny_gin, root, 'train.checkpoint_interval_seconds = 0.001').returncode == 0
