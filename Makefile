@@ -26,7 +26,7 @@ test: setup
 bench: setup
 	$(PY) binaries/bench_main.py --output=BENCHMARKS.md
 
-# Protégé's own processes killed and fed bad state (about 10 minutes); replaces BENCHMARKS.md's "Faults".
+# Protégé's own processes killed and fed bad state (about 6 minutes); replaces BENCHMARKS.md's "Faults".
 fault-bench: setup
 	$(PY) binaries/fault_bench_main.py --output=BENCHMARKS.md
 
