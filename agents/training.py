@@ -465,7 +465,7 @@ class Trainer:
       metrics = learner.run()
     except (tf.errors.OpError, RuntimeError):
       if actor_thread is not None and actor_thread.error is not None:
-        raise actor_thread.error  # the real cause; the learner only saw the server stop
+        raise actor_thread.error  # the real cause; the learner only saw its input end
       raise
     # A NaN or infinity in a loss term, the gradient norm or any weight stops the run here, before
     # anything of this iteration is counted or saved; the earlier checkpoints stay.
@@ -641,8 +641,8 @@ class Trainer:
         'learner_iterations': int(self.learner.train_step.numpy()),
         'wall_seconds': time.time() - self._start_time,
         'train_seconds_this_run': self.train_seconds,
-        'actor_seconds_this_run': self.actor_seconds,  # stepping envs, acting, writing to Reverb
-        'learner_seconds_this_run': self.learner_seconds,  # reading from Reverb and training
+        'actor_seconds_this_run': self.actor_seconds,  # stepping envs, acting, writing trajectories
+        'learner_seconds_this_run': self.learner_seconds,  # reading trajectories and training
         'env_steps_this_run': env_steps - self._steps_at_start,
         'visited': {key: np.flatnonzero(bitmap.numpy()).tolist() for key, bitmap in self._visited.items()},
         'best_episode_return': float(self._best_return.numpy()) if best_steps >= 0 else None,
