@@ -217,6 +217,12 @@ def format_summary(summary) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS.ray_address and 'ray' not in sys.modules:
+    # The local Ray cluster's servers listen on every interface (Ray has no bind address): unless the user
+    # chose otherwise, its token authentication is on, so nothing without the token (which Ray generates into
+    # ~/.ray/auth_token) reaches the members. Ray reads the setting when it is imported, hence here, first.
+    # A cluster given by --ray_address keeps its own setting.
+    os.environ.setdefault('RAY_AUTH_MODE', 'token')
   with common.one_line_errors('pbt_main', show_traceback=FLAGS.traceback):
     from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
     # Registers search_space and PBTScheduler with gin before the files are parsed.

@@ -163,3 +163,10 @@ def test_a_member_sent_sigterm_saves_and_resumes_where_it_stopped(population):
   restore = next(e for e in after if e['event'] in ('restore', 'restore_skipped'))
   assert restore['env_steps'] == stopped['env_steps'], after
   assert any(e['event'] == 'finish' and e['env_steps'] == TOTAL_ENV_STEPS for e in after)
+
+
+def test_the_local_ray_cluster_of_the_members_requires_its_token(population):
+  """Ray's servers listen on every interface; pbt_main turns on Ray's token authentication for the local
+  cluster it starts (the members run under it)."""
+  setups = [e for events in population['members'].values() for e in events if e['event'] == 'setup']
+  assert setups and all(e['ray_auth_mode'] == 'token' for e in setups), setups
