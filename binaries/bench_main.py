@@ -24,6 +24,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from binaries import common  # noqa: E402
+from runtime import run_directory  # noqa: E402
 
 flags.DEFINE_string('output', 'BENCHMARKS.md', 'Markdown report to write.')
 flags.DEFINE_integer('atari_env_steps', 20_480, 'Agent steps of each ppo_atari end-to-end run.')
@@ -328,7 +329,7 @@ def main(argv):
       previous = f.read()
     if KEEP_MARKER in previous:
       kept = previous[previous.index(KEEP_MARKER):]
-  with open(path, 'w') as f:
+  with run_directory.atomic_file(path) as f:
     f.write(report + ('\n' + kept if kept else ''))
   print(report)
   print(f'Wrote {path}')

@@ -33,6 +33,7 @@ from absl import flags
 from binaries import common
 from binaries import run_comparison
 from runtime import errors
+from runtime import run_directory
 
 flags.DEFINE_multi_string('runs', [], 'LABEL:GLOB of train_main run directories (one method).')
 flags.DEFINE_multi_string('population', [], 'LABEL:DIR of a pbt_main run (one method, its members the runs).')
@@ -90,9 +91,9 @@ def main(argv):
       methods[label] = records
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     table = run_comparison.report(methods, grid, FLAGS.target)
-    with open(os.path.join(FLAGS.output_dir, 'comparison.md'), 'w') as f:
+    with run_directory.atomic_file(os.path.join(FLAGS.output_dir, 'comparison.md')) as f:
       f.write(table + '\n')
-    with open(os.path.join(FLAGS.output_dir, 'comparison.json'), 'w') as f:
+    with run_directory.atomic_file(os.path.join(FLAGS.output_dir, 'comparison.json')) as f:
       json.dump({'grid_env_steps': grid, 'target': FLAGS.target, 'methods': methods}, f, indent=1)
     run_comparison.plot(os.path.join(FLAGS.output_dir, 'curves.png'), methods, grid, FLAGS.target,
                         FLAGS.title)

@@ -43,6 +43,7 @@ from absl import flags
 import numpy as np
 
 from binaries import common
+from runtime import run_directory
 
 flags.DEFINE_string('root_dir', None, 'Study directory: teacher, real-data student, one run per variant.')
 flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'digits'], 'mnist (the benchmark) or digits (a fast check).')
@@ -114,7 +115,7 @@ def train_classifier(path: str, model_fn, train_x, train_y, test_x, test_y) -> d
   model.save(path)
   result = {'accuracy': accuracy(model, test_x, test_y), 'train_seconds': seconds,
             'parameters': int(model.count_params())}
-  with open(result_path, 'w') as f:
+  with run_directory.atomic_file(result_path) as f:
     json.dump(result, f)
   return result
 
@@ -239,7 +240,7 @@ def write_report(study: dict) -> None:
                  f'{row["mean_pairwise_distance"]:.3f} | '
                  f'{" ".join(str(c) for c in row["clusters_per_class"])} |')
   lines += ['', f'Wall time of the whole study: {study["wall_seconds"]:.0f} s.']
-  with open(os.path.join(study['root_dir'], 'study.md'), 'w') as f:
+  with run_directory.atomic_file(os.path.join(study['root_dir'], 'study.md')) as f:
     f.write('\n'.join(lines) + '\n')
 
 
@@ -290,7 +291,7 @@ def main(argv):
              'student_real': real_result, 'variants': rows, 'diversity': measures,
              'wall_seconds': time.time() - start, 'gin_files': FLAGS.gin_file,
              'gin_bindings': FLAGS.gin_bindings}
-    with open(os.path.join(root_dir, 'study.json'), 'w') as f:
+    with run_directory.atomic_file(os.path.join(root_dir, 'study.json')) as f:
       json.dump(study, f, indent=2)
     write_report(study)
     print(open(os.path.join(root_dir, 'study.md')).read(), flush=True)

@@ -24,6 +24,7 @@ from absl import flags
 
 from binaries import common
 from runtime import errors
+from runtime import run_directory
 
 common.define_gin_flags()
 flags.DEFINE_string('policy_dir', None, 'An exported policy (a run\'s policy/ SavedModel directory).')
@@ -68,7 +69,7 @@ def main(argv):
       result['video'] = {'path': FLAGS.video_path, 'frames': frames}
       print(f'Video of {FLAGS.video_episodes} episode(s), {frames} frames: {FLAGS.video_path}', flush=True)
     if FLAGS.output_json:
-      with open(FLAGS.output_json, 'w') as f:
+      with run_directory.atomic_file(FLAGS.output_json) as f:
         json.dump(result, f, indent=2)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from binaries import common
 from runtime import errors
+from runtime import run_directory
 
 flags.DEFINE_string('root_dir', None, 'Study directory: the teacher and one run directory per method and seed.')
 flags.DEFINE_multi_string('teacher_gin_file', ['ppo_minatar_breakout.gin'], 'Gin file(s) of the teacher.')
@@ -216,12 +217,12 @@ def main(argv):
   text = table(rows, teacher_score, target, score_source)
   print(text)
   plot(os.path.join(root_dir, 'curves.png'), runs, teacher_score, score_source)
-  with open(os.path.join(root_dir, 'study.md'), 'w') as f:
+  with run_directory.atomic_file(os.path.join(root_dir, 'study.md')) as f:
     f.write(f'Teacher: {FLAGS.teacher_policy or FLAGS.teacher_gin_file} {FLAGS.teacher_gin_bindings}; '
             f'students: {FLAGS.student_gin_file} {FLAGS.student_gin_bindings}; scratch students also '
             f'{FLAGS.scratch_gin_bindings}; {FLAGS.seeds} seeds.\n\n'
             f'{text}\n\n![learning curves](curves.png)\n')
-  with open(os.path.join(root_dir, 'study.json'), 'w') as f:
+  with run_directory.atomic_file(os.path.join(root_dir, 'study.json')) as f:
     json.dump({'teacher_policy': teacher_policy, 'teacher_score': teacher_score, 'teacher_eval': teacher_eval,
                'target': target, 'students': rows}, f, indent=2)
   print(f'Wrote {os.path.join(root_dir, "study.md")} and curves.png ({(time.time() - start) / 60:.1f} min)')

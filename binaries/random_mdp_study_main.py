@@ -94,6 +94,7 @@ import tensorflow as tf  # noqa: E402
 from agents import distillation_losses  # noqa: E402
 from agents import losses  # noqa: E402
 from envs import random_mdp  # noqa: E402
+from runtime import run_directory  # noqa: E402
 
 PARTS = ('sampling', 'actions', 'noisy')
 SAMPLING_VARIANTS = distillation_losses.VARIANTS
@@ -774,9 +775,9 @@ def run_study(config: StudyConfig, output_dir: str, plots: bool = True) -> dict:
 
   results['seconds'] = round(time.time() - start, 1)
   markdown.append(f'Wall time: {results["seconds"] / 60:.1f} min.')
-  with open(os.path.join(output_dir, 'study.md'), 'w') as f:
+  with run_directory.atomic_file(os.path.join(output_dir, 'study.md')) as f:
     f.write('\n'.join(markdown) + '\n')
-  with open(os.path.join(output_dir, 'study.json'), 'w') as f:
+  with run_directory.atomic_file(os.path.join(output_dir, 'study.json')) as f:
     json.dump(_json_safe(results), f, indent=1)
   print('\n'.join(markdown), flush=True)
   return results

@@ -24,6 +24,7 @@ from absl import flags
 import numpy as np
 
 from binaries import common
+from runtime import run_directory
 
 flags.DEFINE_string('root_dir', None, 'Study directory: one run directory per method and seed.')
 flags.DEFINE_multi_string('gin_file', ['rnd_deep_sea.gin'], 'Gin file(s) of the RND configuration.')
@@ -100,10 +101,10 @@ def main(argv):
     rows.append(summarize(method, summaries, FLAGS.success_return))
   text = table(rows)
   print(text)
-  with open(os.path.join(FLAGS.root_dir, 'study.md'), 'w') as f:
+  with run_directory.atomic_file(os.path.join(FLAGS.root_dir, 'study.md')) as f:
     f.write(f'Gin: {FLAGS.gin_file}, bindings: {FLAGS.gin_bindings}; success: a training episode with '
             f'return >= {FLAGS.success_return}.\n\n{text}\n')
-  with open(os.path.join(FLAGS.root_dir, 'study.json'), 'w') as f:
+  with run_directory.atomic_file(os.path.join(FLAGS.root_dir, 'study.json')) as f:
     json.dump(rows, f, indent=2)
   print(f'Wrote {os.path.join(FLAGS.root_dir, "study.md")}')
 

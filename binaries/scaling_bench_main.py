@@ -26,6 +26,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from binaries import common  # noqa: E402
+from runtime import run_directory  # noqa: E402
 
 common.define_gin_flags()
 flags.DEFINE_float('seconds', 30.0, 'Measuring window of each throughput figure, after a warm-up.')
@@ -208,7 +209,7 @@ def main(argv):
   with common.job('scaling_bench_main', argv):
     report = scaling_report()
   if FLAGS.output:
-    with open(FLAGS.output, 'w') as f:
+    with run_directory.atomic_file(FLAGS.output) as f:
       f.write(report)
 
 
