@@ -70,7 +70,7 @@ Coefficients may be Python floats or scalar tensors / `tf.Variable`s, read when 
 """
 
 import dataclasses
-from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import gin
 import tensorflow as tf
@@ -84,7 +84,6 @@ _float_tensor = losses._float_tensor
 _check_rank = losses._check_rank
 _time_major = losses._time_major
 _hyperparameter = losses._hyperparameter
-_mask_like = losses._mask_like
 # pylint: enable=protected-access
 
 VARIANTS = ('teacher_distill', 'on_policy_distill', 'on_policy_distill_with_reward',
@@ -719,81 +718,6 @@ def distillation_metrics(inputs: DistillationInputs) -> Dict[str, tf.Tensor]:
       'student_entropy': losses.masked_mean(student_entropy, c.mask),
       'teacher_entropy': losses.masked_mean(teacher_entropy, c.mask),
   }
-
-
-def kickstarting_loss(student_logits, teacher_logits: Sequence[tf.Tensor], lambdas,
-                      mask=None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-  """The kickstarting auxiliary loss, Σ_k λ_k · mean_t H×(π_Tk(s_t) ‖ π_S(s_t)) (Schmitt et al. 2018,
-  eq. for ℓ_kick; with one teacher, the paper's "on-policy distill" loss).
-
-  Added to the RL loss of a student that samples its own trajectories. Each teacher's cross-entropy is
-  averaged over the steps of its own mask, so in a multi-task batch a task's expert teaches only on its
-  task's steps. H× (not the KL) is used, as in the paper; it differs from KL(π_Tk‖π_S) by the teacher's
-  entropy, a constant for the student. For the paper's factorised weights λ_k = λ·λ̂_k, pass the
-  products (e.g. `global_scale * per_teacher[k]`, both variables).
-
-  Args:
-    student_logits: float `[T, B, A]`, the student's logits (any leading shape works; `[T, B]` is usual).
-    teacher_logits: a non-empty sequence of K float tensors with `student_logits`' shape and dtype
-      (gradients stopped inside).
-    lambdas: a sequence of K weights λ_k ≥ 0: Python floats, scalar tensors or `tf.Variable`s, read when
-      the compiled step runs (a PBT controller may assign them without a retrace).
-    mask: None; a float/bool tensor with `student_logits.shape[:-1]`, shared by all teachers; or a
-      sequence of K such masks, one per teacher.
-
-  Returns:
-    `(loss, metrics)`: the scalar loss and, per teacher k (gradients stopped), `cross_entropy_k`
-    (mean H×) and `kl_k` (mean KL(π_Tk‖π_S)).
-
-  Raises:
-    ValueError: on no teachers, a count mismatch between teachers, lambdas or masks, or shapes.
-    TypeError: on non-float logits or mixed dtypes.
-  """
-  student_logits = _float_tensor(student_logits, 'student_logits')
-  if student_logits.shape.rank is not None and student_logits.shape.rank < 1:
-    raise ValueError(f'`student_logits` must have an action axis [..., A]; got shape {student_logits.shape}.')
-  if isinstance(teacher_logits, (tf.Tensor, tf.Variable)) or not isinstance(teacher_logits, Sequence):
-    raise TypeError('`teacher_logits` must be a sequence (list or tuple) of K logit tensors, one per '
-                    'teacher; wrap a single teacher as [teacher_logits].')
-  lambdas = list(lambdas) if isinstance(lambdas, Sequence) else [lambdas]
-  num_teachers = len(teacher_logits)
-  if num_teachers == 0:
-    raise ValueError('`teacher_logits` is empty; pass at least one teacher\'s logits.')
-  if len(lambdas) != num_teachers:
-    raise ValueError(f'`lambdas` has {len(lambdas)} weights but there are {num_teachers} teachers; '
-                     'pass one λ_k per teacher.')
-  if mask is None or isinstance(mask, (tf.Tensor, tf.Variable)) or hasattr(mask, 'dtype'):
-    masks = [mask] * num_teachers
-  else:
-    masks = list(mask)
-    if len(masks) != num_teachers:
-      raise ValueError(f'`mask` holds {len(masks)} masks but there are {num_teachers} teachers; pass one '
-                       'mask, or one per teacher.')
-
-  dtype = student_logits.dtype
-  total = tf.zeros([], dtype)
-  metrics = {}
-  for k, (teacher, weight, teacher_mask) in enumerate(zip(teacher_logits, lambdas, masks)):
-    name = f'teacher_logits[{k}]'
-    teacher = _float_tensor(teacher, name, dtype=dtype)
-    if teacher.dtype != dtype:
-      raise TypeError(f'`{name}` has dtype {teacher.dtype.name} but `student_logits` has {dtype.name}; '
-                      'cast them to the same float dtype.')
-    if not teacher.shape.is_compatible_with(student_logits.shape):
-      raise ValueError(f'`{name}` has shape {teacher.shape} but must match `student_logits`\' shape '
-                       f'{student_logits.shape}.')
-    teacher = tf.stop_gradient(teacher)
-    weight = _coefficient(weight, f'lambdas[{k}]', dtype)
-    per_step = cross_entropy(teacher, student_logits)
-    if teacher_mask is not None:
-      teacher_mask = _mask_like(
-          teacher_mask, per_step, '`student_logits` without its action axis')
-    mean_cross_entropy = losses.masked_mean(per_step, teacher_mask)
-    total += weight * mean_cross_entropy
-    teacher_entropy = _entropy(teacher)
-    metrics[f'cross_entropy_{k}'] = tf.stop_gradient(mean_cross_entropy)
-    metrics[f'kl_{k}'] = tf.stop_gradient(losses.masked_mean(per_step - teacher_entropy, teacher_mask))
-  return total, metrics
 
 
 # ----------------------------------------------------------------------------------------------

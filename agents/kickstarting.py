@@ -169,6 +169,13 @@ class Kickstarter(tf.Module):
   def loss(self, student_logits, prepared, mask=None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """Σ_k λ_k·α·ℓ_k summed over the steps where teacher k teaches, divided by the policy's step count.
 
+    Normalised like the learner's own policy loss (a mean over the policy's steps): in a multi-task batch
+    a teacher that teaches a third of the steps adds a third of what it would add teaching all of them, so
+    each step of the batch carries the same weight whichever teacher teaches it. ℓ_k is the variant's
+    per-state loss (`distillation_losses.step_loss`): H×(π_S‖π_k) for expected entropy regularised (the
+    default), H×(π_k‖π_S) for the distill variants, 0 for the reward-only ones. Tested against
+    hand-computed values (`tests/test_kickstarting.py`).
+
     Args:
       student_logits: float `[T', B', A]`, differentiable.
       prepared: `prepare`'s output, sliced or gathered like `student_logits`.

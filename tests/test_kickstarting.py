@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_ppo_learner import B, OBS_SPEC, T, _batch, _learner, _network
+from test_ppo_learner import ACTION_SPEC, B, OBS_SPEC, T, _batch, _learner, _network
 from tf_agents.trajectories import time_step as ts
 
 from agents import distillation_losses
@@ -159,3 +159,121 @@ def test_lambdas_are_checkpointed():
   learner.kickstarter.weights.assign('teacher_0', 0.9)
   checkpoint.read(path).assert_consumed()
   assert float(learner.kickstarter.weights.values()[0]) == 0.25
+
+
+# --- Kickstarter.loss, the loss the learners call, against hand-computed values -----------------------
+
+
+def _softmax(z):
+  e = np.exp(np.asarray(z, np.float64) - np.max(z))
+  return e / e.sum()
+
+
+def _loss_reference(variant, student, teachers_logits, lambdas, alpha, policy_mask, teacher_masks):
+  """Σ_k λ_k·α·Σ_t ℓ_k(t)·m(t)·m_k(t) / Σ_t m(t), one state at a time: ℓ = H×(π_k‖π_S) for the distill
+  variants, H×(π_S‖π_k) for expected entropy regularised, 0 for the reward-only variants."""
+  total, count = 0.0, policy_mask.sum()
+  for logits_k, lambda_k, mask_k in zip(teachers_logits, lambdas, teacher_masks):
+    term = 0.0
+    for index in np.ndindex(student.shape[:-1]):
+      weight = policy_mask[index] * mask_k[index]
+      if not weight:
+        continue
+      p_student, p_teacher = _softmax(student[index]), _softmax(logits_k[index])
+      if variant == 'expected_entropy_regularised':
+        step = -np.sum(p_student * np.log(p_teacher))
+      elif variant in ('entropy_regularised', 'teacher_value_reward'):
+        step = 0.0
+      else:
+        step = -np.sum(p_teacher * np.log(p_student))
+      term += weight * step
+    total += lambda_k * alpha * term / count
+  return total
+
+
+def _kickstarter_with(num_teachers, variant, lambdas, alpha=1.0):
+  """A Kickstarter over `num_teachers` real (Keras) teachers, λ_k and α assigned as PBT would."""
+  models = [_keras_teacher(k % 2) for k in range(num_teachers)]
+  kickstarter = _kickstarter_fn(models, variant=variant, mode='pbt')(OBS_SPEC, ACTION_SPEC)
+  for k, value in enumerate(lambdas):
+    kickstarter.weights.assign(f'teacher_{k}', value)
+  kickstarter.distillation_coef.assign(alpha)
+  return kickstarter
+
+
+def _loss_inputs(seed, num_teachers, steps=4, batch=3, actions=2):
+  rng = np.random.default_rng(seed)
+  student = rng.normal(size=(steps, batch, actions)).astype(np.float32)
+  teachers_logits = [rng.normal(size=(steps, batch, actions)).astype(np.float32) for _ in range(num_teachers)]
+  policy_mask = rng.integers(0, 2, size=(steps, batch)).astype(np.float32)
+  policy_mask[0, 0] = 1.0
+  # A multi-task batch: each teacher teaches its own columns (and not every step of them).
+  teacher_masks = []
+  for k in range(num_teachers):
+    mask = np.zeros((steps, batch), np.float32)
+    mask[:, k % batch] = 1.0
+    mask[:, (k + 1) % batch] = rng.integers(0, 2, size=steps)
+    teacher_masks.append(mask)
+  return student, teachers_logits, policy_mask, teacher_masks
+
+
+@pytest.mark.parametrize('variant', ['expected_entropy_regularised', 'on_policy_distill',
+                                     'on_policy_distill_with_reward', 'n_distill', 'entropy_regularised'])
+def test_the_loss_the_learners_call_matches_hand_computed_values(variant):
+  lambdas, alpha = [0.5, 2.0, 1.25], 0.7
+  kickstarter = _kickstarter_with(3, variant, lambdas, alpha)
+  student, teachers_logits, policy_mask, teacher_masks = _loss_inputs(5, 3)
+  prepared = {'teacher_logits': tuple(tf.constant(t) for t in teachers_logits),
+              'teacher_masks': tuple(tf.constant(m) for m in teacher_masks)}
+  loss, metrics = kickstarter.loss(tf.constant(student), prepared, tf.constant(policy_mask))
+  expected = _loss_reference(variant, student, teachers_logits, lambdas, alpha, policy_mask, teacher_masks)
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5, atol=1e-7)
+  for k, (logits_k, mask_k) in enumerate(zip(teachers_logits, teacher_masks)):
+    # The metric: H×(π_k‖π_S), the mean over teacher k's own steps, whatever the variant.
+    steps = policy_mask * mask_k
+    cross = [-np.sum(_softmax(logits_k[i]) * np.log(_softmax(student[i]))) for i in np.ndindex(steps.shape)]
+    np.testing.assert_allclose(float(metrics[f'kickstart/cross_entropy_teacher_{k}']),
+                               np.dot(cross, steps.ravel()) / steps.sum(), rtol=1e-5)
+    assert float(metrics[f'kickstart/lambda_teacher_{k}']) == lambdas[k]
+
+
+def test_without_a_mask_every_step_counts_and_one_teacher_is_its_cross_entropy():
+  kickstarter = _kickstarter_with(1, 'on_policy_distill', [1.5])
+  student, teachers_logits, _, _ = _loss_inputs(6, 1)
+  ones = np.ones(student.shape[:-1], np.float32)
+  prepared = {'teacher_logits': (tf.constant(teachers_logits[0]),), 'teacher_masks': (tf.constant(ones),)}
+  loss, metrics = kickstarter.loss(tf.constant(student), prepared)
+  np.testing.assert_allclose(float(loss), _loss_reference('on_policy_distill', student, teachers_logits, [1.5], 1.0,
+                                                          ones, [ones]), rtol=1e-5)
+  np.testing.assert_allclose(float(loss), 1.5 * float(metrics['kickstart/cross_entropy_teacher_0']), rtol=1e-5)
+
+
+def test_the_loss_reads_lambda_at_run_time_and_its_gradient_reaches_only_the_student():
+  kickstarter = _kickstarter_with(2, 'on_policy_distill', [1.0, 0.0])
+  student, teachers_logits, policy_mask, teacher_masks = _loss_inputs(7, 2)
+  prepared = {'teacher_logits': tuple(tf.constant(t) for t in teachers_logits),
+              'teacher_masks': tuple(tf.constant(m) for m in teacher_masks)}
+  student_variable = tf.Variable(student)
+  traces = []
+
+  @tf.function
+  def loss_and_gradient():
+    traces.append(1)
+    with tf.GradientTape() as tape:
+      loss, _ = kickstarter.loss(student_variable, prepared, tf.constant(policy_mask))
+    return loss, tape.gradient(loss, student_variable)
+
+  first, _ = loss_and_gradient()
+  kickstarter.weights.assign('teacher_1', 3.0)
+  second, gradient = loss_and_gradient()
+  assert len(traces) == 1
+  for value, lambdas in ((first, [1.0, 0.0]), (second, [1.0, 3.0])):
+    np.testing.assert_allclose(float(value), _loss_reference('on_policy_distill', student, teachers_logits, lambdas,
+                                                             1.0, policy_mask, teacher_masks), rtol=1e-5)
+  # ∂/∂z of Σ_k λ_k Σ_t m m_k H×(π_k‖softmax(z_t)) / Σ m = Σ_k λ_k m m_k (softmax(z_t) − π_k) / Σ m.
+  expected = np.zeros_like(student, np.float64)
+  for lambda_k, logits_k, mask_k in zip([1.0, 3.0], teachers_logits, teacher_masks):
+    for index in np.ndindex(policy_mask.shape):
+      expected[index] += (lambda_k * policy_mask[index] * mask_k[index]
+                          * (_softmax(student[index]) - _softmax(logits_k[index])))
+  np.testing.assert_allclose(gradient.numpy(), expected / policy_mask.sum(), rtol=1e-4, atol=1e-7)
