@@ -34,9 +34,13 @@ Defaults follow DAFL's published MNIST settings where DAFL has one (one-hot 1, i
 log10 units, activation 0.1, Adam for both networks, learning rates 0.2 (generator) and 2e-3 (student)),
 and were otherwise chosen and measured on MNIST (BENCHMARKS.md, "Data-free distillation").
 
-Teachers come from `agents.teachers.load_teacher` (a Keras classifier or a PolicySaver export). The
-generator needs gradients THROUGH the teacher, which `Teacher.logits_and_value` stops, so this module
-calls the teacher's un-stopped step; the teacher's weights are still never trained.
+Teachers come from `agents.teachers.load_teacher` (a Keras classifier or a PolicySaver export of any kind:
+logits, a Categorical distribution, a DQN's Q-values taught as softmax(Q/τ), or, where none of these is
+reachable, its actions as an ε-smoothed one-hot; the kind is printed at load time and written in
+summary.json as `teacher_kind`). The generator needs gradients THROUGH the teacher, which
+`Teacher.logits_and_value` stops, so this module calls the teacher's un-stopped step; the teacher's weights
+are still never trained. An action-only teacher has no such gradient: its generator learns from the
+adversarial term alone.
 A policy export of uint8 frames (Atari) has no input gradient; `frame_teacher` builds its network again
 on frames scaled to [0, 1] (the view its torso computes), loads the export's weights and checks that the
 two agree, and the student learns in that view and is exported for uint8 frames.
@@ -940,7 +944,10 @@ class DataFreeDistiller(tf.Module):
           activation_weight=self.weights['activation'] if self._use_features else 0.0,
           adversarial_weight=self.weights['adversarial'] if self._use_adversarial else 0.0)
       s_loss = student_loss(teacher_logits, logits)
-    generator_gradients = tape.gradient(g_loss, self.generator.trainable_variables)
+    # An action-only teacher's targets have no gradient with respect to its input: the generator then
+    # moves by its adversarial term only (zeros, not None, keep the optimiser's step well defined).
+    generator_gradients = tape.gradient(g_loss, self.generator.trainable_variables,
+                                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
     student_gradients = tape.gradient(s_loss, student_variables)
     del tape
     self.generator_optimizer.apply_gradients(zip(generator_gradients, self.generator.trainable_variables))
@@ -1269,6 +1276,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
   from agents import policies  # pylint: disable=g-import-not-at-top
   # Every setting, and what the teacher path holds, before any work.
   check_distiller_settings(**_bound_distiller_settings())
+  teachers.check_target_settings(**teachers.teacher_targets())
   run_config.check_number('distill_data_free.checkpoint_interval_seconds', checkpoint_interval_seconds, 0,
                           meaning='seconds of training between checkpoints')
   for name, value in (('log_every', log_every), ('eval_episodes', eval_episodes),
@@ -1354,7 +1362,8 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     teacher_labels = np.argmax(teacher_logits(distiller.teacher, observations), axis=-1)
     with run_directory.atomic_file(os.path.join(root_dir, 'exemplars.npz'), 'wb') as f:
       np.savez_compressed(f, observations=observations, generation=generations, teacher_labels=teacher_labels)
-    summary = {'teacher': teacher_path, 'steps': result['steps'], 'generations': result['generations'],
+    summary = {'teacher': teacher_path, 'teacher_kind': distiller.teacher.kind_description,
+               'steps': result['steps'], 'generations': result['generations'],
                'pool_size': result['pool_size'], 'train_seconds': float(train_seconds.numpy()),
                'resumed_at_step': first_step if restored else None,
                'final': result['final'] or {k: v for k, v in (history[-1] if history else {}).items() if k != 'step'},

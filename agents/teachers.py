@@ -4,15 +4,36 @@ Kickstarting (Schmitt et al. 2018, arXiv 1803.03835; PAPERS.md §2) needs of a t
 distribution on the student's observations, so a teacher's architecture is free: `load_teacher` takes
 
 * a policy exported by TF-Agents' `PolicySaver` (a directory holding `policy_specs.pbtxt`), such as the
-  ones `train_main` writes with `agents.policies.export_policy`. Logits come from `PolicyStep.info`
-  `['logits']` when the policy emits them (Protégé's policies do, also when exported greedy: the info
-  carries the network's logits, the greedy action's point mass would carry none), otherwise from the
-  saved `distribution`'s logits when it is Categorical. The value is `info['values'][head]` (or
-  `info['value']`) when the policy has a critic. Recurrent policies keep their own state
-  (`get_initial_state(batch_size)`), separate from the student's;
+  ones `train_main` writes with `agents.policies.export_policy`, or a DQN agent's `agent.policy` /
+  `agent.collect_policy`. The value is `info['values'][head]` (or `info['value']`) when the policy has a
+  critic. Recurrent policies keep their own state (`get_initial_state(batch_size)`), separate from the
+  student's;
 * a Keras model mapping observations `[B, *obs_shape]` to logits `[B, A]`, or to `(logits, value)`, or
-  to a dict `{'logits': ..., 'value': ...}`; or the path of a saved Keras model (`.keras`, `.h5`, or a
-  Keras SavedModel directory).
+  to a dict `{'logits': ..., 'value': ...}` (a Q-network: `{'q_values': ..., 'value': ...}`); or the
+  path of a saved Keras model (`.keras`, `.h5`, or a Keras SavedModel directory).
+
+Every teacher gives the losses logits; what they are made of is the teacher's `kind`, printed in one line
+when it is loaded (`Teacher.kind`, `Teacher.kind_description`), tried in this order:
+
+* 'logits': `PolicyStep.info['logits']` (Protégé's policies emit them, also when exported greedy: the info
+  carries the network's logits, the greedy action's point mass would carry none), or a Keras model's logits;
+* 'Q-values softmax(Q/τ)': a Q-network's values Q taught as softmax(Q/τ) (Policy Distillation, Rusu et al.
+  2016, arXiv 1511.06295), τ = `teacher_targets.q_temperature`. A Q-value export is told by its structure,
+  not by its outputs: TF-Agents' `QPolicy` holds a `_q_network`, which the SavedModel keeps (as the
+  variables' owner) also below a `GreedyPolicy` (`_wrapped_policy`) or `EpsilonGreedyPolicy`
+  (`_greedy_policy`). An exported `QPolicy`'s Categorical distribution has Q as its logits; a greedy or
+  ε-greedy export's saved functions return only actions (its saved `distribution` is Deterministic, or
+  absent), so the Q-values are read inside the saved function's own graph: the input of the argmax its
+  Categorical's `mode()` takes, pruned into a function of the same inputs (`_pruned_q_values`). Q-values
+  are never read as logits;
+* 'Categorical distribution': the saved `distribution`'s logits when it is Categorical and not a raw
+  `QPolicy`'s (e.g. an `ActorPolicy`, or a Boltzmann policy over Q-values, whose distribution is the
+  policy itself);
+* 'action-only (ε-smoothed one-hot)': where neither logits nor Q-values can be reached (e.g. a greedy
+  `ActorPolicy` export), or when `teacher_targets.action_only` asks for it (Rusu et al.'s NLL target, the
+  teacher's choice without its preferences): the action of the saved `action` function as the
+  distribution (1 − ε)·onehot(a) + ε/A, ε = `teacher_targets.action_smoothing`. It carries less than a
+  distribution: an ε-greedy export acts randomly a share of the time, and its random actions are taught too.
 
 A teacher whose observation spec (shape and dtype) or action spec (dtype and set of discrete actions)
 does not match the student's is rejected at load time with a one-line error naming both specs.
@@ -42,7 +63,7 @@ where `step_type` is FIRST).
 import collections
 import os
 import re
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import gin
 import numpy as np
@@ -52,7 +73,10 @@ from tf_agents.policies import policy_saver
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
+# A restored function's graph pruned to an inner tensor (what TF's own SavedModel v1 loader uses).
+from tensorflow.python.eager import wrap_function  # pylint: disable=g-direct-tensorflow-import
 
+from runtime import config as run_config
 from runtime import errors
 
 # What a teacher gives for the rows of one batch (see `evaluate_on_task`):
@@ -65,6 +89,38 @@ TeacherOutput = collections.namedtuple('TeacherOutput', ['logits', 'value', 'mas
 _EXTRINSIC = 'extrinsic'
 # The names of `TeacherSet.peers`' teachers: 'peer_0', 'peer_1', ...
 PEER_PREFIX = 'peer_'
+
+# What a teacher's logits are made of (`Teacher.kind`; the module docstring says when each is taken).
+KIND_LOGITS = 'logits'
+KIND_DISTRIBUTION = 'Categorical distribution'
+KIND_Q_VALUES = 'Q-values softmax(Q/τ)'
+KIND_ACTION_ONLY = 'action-only (ε-smoothed one-hot)'
+KINDS = (KIND_LOGITS, KIND_DISTRIBUTION, KIND_Q_VALUES, KIND_ACTION_ONLY)
+
+# The smallest normal float32: an ε = 0 one-hot's zeros become log(this) ≈ −87 instead of −inf, so a loss
+# that forms p·(log p − log q) never meets 0·(−inf); softmax gives them back as 0 (below float32's epsilon).
+_SMALLEST_PROBABILITY = float(np.finfo(np.float32).tiny)
+
+
+def q_value_logits(q_values, temperature):
+  """Logits of softmax(Q/τ): the Q-values `[..., A]` divided by the temperature τ > 0.
+
+  Policy Distillation (Rusu et al. 2016, arXiv 1511.06295, Section 3) distils a DQN teacher through the
+  KL divergence from softmax(Q_T/τ); a small τ sharpens the teacher's values into a near-greedy policy.
+  """
+  return tf.cast(q_values, tf.float32) / tf.cast(temperature, tf.float32)
+
+
+def smoothed_one_hot_logits(actions, num_actions: int, smoothing):
+  """Logits of (1 − ε)·onehot(a) + ε/A for integer actions `a` `[...]` in [0, A): `[..., A]`.
+
+  Label smoothing (Szegedy et al. 2016) with ε = `smoothing` in [0, 1): the teacher's action keeps
+  1 − ε + ε/A, every other action ε/A. Zero probabilities (ε = 0) become log of the smallest normal float32.
+  """
+  smoothing = tf.cast(smoothing, tf.float32)
+  probabilities = ((1.0 - smoothing) * tf.one_hot(tf.cast(actions, tf.int32), num_actions, dtype=tf.float32)
+                   + smoothing / num_actions)
+  return tf.math.log(tf.maximum(probabilities, _SMALLEST_PROBABILITY))
 
 
 class _Untracked:
@@ -90,7 +146,8 @@ class Teacher(tf.Module):
   """
 
   def __init__(self, observation_spec, action_spec, num_actions: int, state_spec=(), has_value: bool = False,
-               name: str = 'teacher', source: Optional[str] = None):
+               name: str = 'teacher', source: Optional[str] = None, kind: str = KIND_LOGITS,
+               q_temperature: Optional[float] = None, action_smoothing: Optional[float] = None):
     """Records the specs; a subclass loads the weights.
 
     Args:
@@ -101,8 +158,22 @@ class Teacher(tf.Module):
       has_value: Whether `logits_and_value` returns a value. Default False.
       name: The teacher's name (`TeacherSet.names`, the keys of λ_k). Default 'teacher'.
       source: Where it came from, for messages. Default `name`.
+      kind: What `_step` returns as its first output, one of `KINDS`: logits [B, A] (`KIND_LOGITS`,
+        `KIND_DISTRIBUTION`), Q-values [B, A] (`KIND_Q_VALUES`, taught as softmax(Q/τ)) or actions [B]
+        (`KIND_ACTION_ONLY`, taught as their ε-smoothed one-hot). Default `KIND_LOGITS`.
+      q_temperature: τ > 0, for `KIND_Q_VALUES`.
+      action_smoothing: ε in [0, 1), for `KIND_ACTION_ONLY`.
     """
+    if kind not in KINDS:
+      raise ValueError(f'Teacher kind {kind!r} is none of {KINDS}.')
+    if kind == KIND_Q_VALUES:
+      check_target_settings(q_temperature=q_temperature)
+    if kind == KIND_ACTION_ONLY:
+      check_target_settings(action_smoothing=action_smoothing)
     super().__init__(name=_module_name(name))
+    self._kind = kind
+    self._q_temperature = q_temperature
+    self._action_smoothing = action_smoothing
     self._teacher_name = name
     self._observation_spec = observation_spec
     self._action_spec = action_spec
@@ -120,6 +191,20 @@ class Teacher(tf.Module):
   def source(self) -> str:
     """The path (or a description) the teacher was loaded from."""
     return self._source
+
+  @property
+  def kind(self) -> str:
+    """What the teacher's logits are made of: one of `KINDS` (see the module docstring)."""
+    return self._kind
+
+  @property
+  def kind_description(self) -> str:
+    """The kind with its parameter, for the line printed at load time, e.g. 'Q-values softmax(Q/τ), τ = 0.01'."""
+    if self._kind == KIND_Q_VALUES:
+      return f'{self._kind}, τ = {self._q_temperature:g}'
+    if self._kind == KIND_ACTION_ONLY:
+      return f'{self._kind}, ε = {self._action_smoothing:g}'
+    return self._kind
 
   @property
   def observation_spec(self):
@@ -221,8 +306,14 @@ class Teacher(tf.Module):
             tf.nest.map_structure(tf.stop_gradient, next_state))
 
   def _checked_step(self, observation, step_type, policy_state):
-    logits, value, next_state = self._step(observation, step_type, policy_state)
-    logits = tf.cast(logits, tf.float32)
+    outputs, value, next_state = self._step(observation, step_type, policy_state)
+    if self._kind == KIND_Q_VALUES:
+      logits = q_value_logits(outputs, self._q_temperature)
+    elif self._kind == KIND_ACTION_ONLY:
+      actions = tf.cast(outputs, tf.int64) - int(self._action_spec.minimum)
+      logits = smoothed_one_hot_logits(actions, self._num_actions, self._action_smoothing)
+    else:
+      logits = tf.cast(outputs, tf.float32)
     if value is not None:
       value = tf.cast(value, tf.float32)
       if value.shape.rank == 2 and value.shape[-1] == 1:
@@ -248,39 +339,49 @@ class Teacher(tf.Module):
     return logits, (values if self._has_value else None), final_state
 
   def _step(self, observation, step_type, policy_state):
-    """One batch-major step: `([B, A] logits, [B] value or None, next_state)`. Subclasses implement it."""
+    """One batch-major step: `(outputs, [B] value or None, next_state)`, the outputs as `kind` says (logits
+    or Q-values `[B, A]`, or actions `[B]`). Subclasses implement it."""
     raise NotImplementedError
 
   def __repr__(self):
     return (f'{type(self).__name__}(name={self._teacher_name!r}, source={self._source!r}, '
-            f'num_actions={self._num_actions}, recurrent={self.is_recurrent}, has_value={self._has_value})')
+            f'kind={self.kind_description!r}, num_actions={self._num_actions}, recurrent={self.is_recurrent}, '
+            f'has_value={self._has_value})')
 
 
 class SavedPolicyTeacher(Teacher):
   """A policy exported by TF-Agents' `PolicySaver`, called through its saved functions (`load_teacher`)."""
 
-  def __init__(self, saved_policy, policy_specs, function_name: str, logits_from: str,
-               value_head: Optional[str], name: str, source: str):
+  def __init__(self, saved_policy, policy_specs, reader: str, kind: str, value_head: Optional[str], name: str,
+               source: str, pruned_function=None, q_temperature: Optional[float] = None,
+               action_smoothing: Optional[float] = None):
     """Wraps an already loaded policy; use `load_teacher`.
 
     Args:
       saved_policy: What `tf.saved_model.load` returned for the export.
       policy_specs: `{'time_step_spec', 'action_spec', 'policy_state_spec', 'info_spec'}` (TensorSpecs).
-      function_name: 'distribution' or 'action', the saved function to call.
-      logits_from: 'info' (`info['logits']`) or 'distribution' (the Categorical's logits).
+      reader: Where `_step` reads its outputs: one of `_READERS` (`'<function>.<what>'` of a saved
+        function, or 'pruned' for `pruned_function`).
+      kind: One of `KINDS` (what the outputs are).
       value_head: The key of the value in `info['values']`, '' for `info['value']`, None for no value.
       name: The teacher's name.
       source: The export's path.
+      pruned_function: For reader 'pruned': `_pruned_q_values`' function.
+      q_temperature: τ, for `KIND_Q_VALUES`.
+      action_smoothing: ε, for `KIND_ACTION_ONLY`.
     """
     action_spec = policy_specs['action_spec']
     super().__init__(policy_specs['time_step_spec'].observation, action_spec,
                      num_actions=int(action_spec.maximum) - int(action_spec.minimum) + 1,
                      state_spec=policy_specs['policy_state_spec'], has_value=value_head is not None,
-                     name=name, source=source)
+                     name=name, source=source, kind=kind, q_temperature=q_temperature,
+                     action_smoothing=action_smoothing)
+    if reader not in _READERS:
+      raise ValueError(f'reader {reader!r} is none of {_READERS}.')
     self._policy = _Untracked(saved_policy)
+    self._pruned = _Untracked(pruned_function)
     self._time_step_spec = policy_specs['time_step_spec']
-    self._function_name = function_name
-    self._logits_from = logits_from
+    self._reader = reader
     self._value_head = value_head
 
   @property
@@ -293,27 +394,31 @@ class SavedPolicyTeacher(Teacher):
 
   def _step(self, observation, step_type, policy_state):
     time_step = _time_step(observation, step_type, self._time_step_spec)
-    policy_step = getattr(self._policy.value, self._function_name)(time_step, policy_state)
-    if self._logits_from == 'info':
-      logits = policy_step.info['logits']
-    else:
-      logits = policy_step.action.logits_parameter()
+    if self._reader == 'pruned':
+      outputs = self._pruned.value(*tf.nest.flatten((time_step, policy_state), expand_composites=True))
+      return outputs[0], None, tf.nest.pack_sequence_as(self._state_spec, list(outputs[1:]))
+    function_name, what = self._reader.split('.')
+    policy_step = getattr(self._policy.value, function_name)(time_step, policy_state)
+    outputs = {'info_logits': lambda: policy_step.info['logits'],
+               'logits': lambda: policy_step.action.logits_parameter(),
+               'action': lambda: policy_step.action}[what]()
     value = None
     if self._value_head == '':
       value = policy_step.info['value']
     elif self._value_head is not None:
       value = policy_step.info['values'][self._value_head]
-    return logits, value, policy_step.state
+    return outputs, value, policy_step.state
 
 
 class KerasTeacher(Teacher):
   """A Keras model as a feed-forward teacher (see `load_teacher` for the outputs it may have)."""
 
   def __init__(self, model, observation_spec, action_spec, num_actions: int, has_value: bool, name: str,
-               source: str):
-    """Wraps an already checked Keras model; use `load_teacher`."""
+               source: str, kind: str = KIND_LOGITS, q_temperature: Optional[float] = None):
+    """Wraps an already checked Keras model; use `load_teacher`. `kind` is `KIND_Q_VALUES` for a model
+    returning `{'q_values': ...}`."""
     super().__init__(observation_spec, action_spec, num_actions=num_actions, has_value=has_value, name=name,
-                     source=source)
+                     source=source, kind=kind, q_temperature=q_temperature)
     self._model = _Untracked(model)
     inputs = getattr(model, 'inputs', None)
     self._input_dtype = inputs[0].dtype if inputs else None
@@ -322,8 +427,8 @@ class KerasTeacher(Teacher):
     del step_type, policy_state  # Feed-forward.
     if self._input_dtype is not None:
       observation = tf.cast(observation, self._input_dtype)
-    logits, value = _keras_logits_and_value(self._model.value(observation, training=False), self._source)
-    return logits, value, ()
+    outputs, value, _ = _keras_outputs(self._model.value(observation, training=False), self._source)
+    return outputs, value, ()
 
 
 class NetworkTeacher(Teacher):
@@ -397,21 +502,24 @@ class PeerTeacher(NetworkTeacher):
     self.peer = peer
 
 
-def _keras_logits_and_value(outputs, source):
-  """Splits a Keras teacher's outputs into `(logits, value or None)`; raises on other structures."""
+def _keras_outputs(outputs, source):
+  """Splits a Keras teacher's outputs into `(logits or Q-values, value or None, kind)`; raises on other
+  structures. Q-values are marked by their key: a dict `{'q_values': [B, A]}`."""
   if isinstance(outputs, Mapping):
-    if 'logits' not in outputs:
-      raise errors.PolicyLoadError(f"Keras teacher {source!r} returns a dict without 'logits' (keys "
-                                   f"{sorted(outputs)}); return {{'logits': [B, A], 'value': [B]}}.")
-    return outputs['logits'], outputs.get('value')
+    keys = [key for key in ('logits', 'q_values') if key in outputs]
+    if len(keys) != 1:
+      raise errors.PolicyLoadError(f"Keras teacher {source!r} returns a dict with keys {sorted(outputs)}; "
+                                   "return {'logits': [B, A], 'value': [B]} or, for a Q-network, "
+                                   "{'q_values': [B, A]}.")
+    return outputs[keys[0]], outputs.get('value'), KIND_Q_VALUES if keys[0] == 'q_values' else KIND_LOGITS
   if isinstance(outputs, (list, tuple)):
     if len(outputs) == 1:
-      return outputs[0], None
+      return outputs[0], None, KIND_LOGITS
     if len(outputs) == 2 and all(tf.is_tensor(o) for o in outputs):
-      return outputs[0], outputs[1]
+      return outputs[0], outputs[1], KIND_LOGITS
     raise errors.PolicyLoadError(f'Keras teacher {source!r} returns {len(outputs)} outputs; return logits '
                                  '[B, A] or a pair (logits [B, A], value [B]).')
-  return outputs, None
+  return outputs, None, KIND_LOGITS
 
 
 def _discrete_action_count(spec, who: str, source: str) -> int:
@@ -491,8 +599,82 @@ def _probe_batch(observation_spec):
   return tf.nest.map_structure(lambda s: tf.zeros([1] + list(s.shape), s.dtype), observation_spec)
 
 
+# Where `SavedPolicyTeacher._step` reads: '<saved function>.<output>', or 'pruned' (`_pruned_q_values`).
+_READERS = ('distribution.info_logits', 'action.info_logits', 'distribution.logits', 'action.action', 'pruned')
+
+# The attributes through which TF-Agents' policy wrappers hold the policy they wrap (GreedyPolicy and
+# other PolicyWrappers: `_wrapped_policy`; EpsilonGreedyPolicy: `_greedy_policy`), and QPolicy's network.
+_WRAPPED_POLICY_ATTRIBUTES = ('_wrapped_policy', '_greedy_policy')
+_Q_NETWORK_ATTRIBUTE = '_q_network'
+# The argmax of a tfp Categorical's `mode()`: its input is the Categorical's logits (a QPolicy's: Q).
+_CATEGORICAL_MODE = re.compile(r'(^|/)Categorical(_\d+)?/mode/ArgMax$')
+
+
+def _q_network_depth(saved_policy) -> Optional[int]:
+  """How many policy wrappers lie above a QPolicy's Q-network in an export: 0 for an exported `QPolicy`,
+  1 for a `GreedyPolicy` over one, 2 for an `EpsilonGreedyPolicy`; None when the export holds no Q-network.
+
+  `PolicySaver` keeps the policy's checkpoint dependencies (`_all_assets`), so the restored object tree
+  has the classes' attributes though none of their Python methods."""
+  children = dict(getattr(saved_policy, '_all_assets', None) or {})
+  for depth in range(len(_WRAPPED_POLICY_ATTRIBUTES) + 2):
+    if _Q_NETWORK_ATTRIBUTE in children:
+      return depth
+    wrapped = next((children[key] for key in _WRAPPED_POLICY_ATTRIBUTES if key in children), None)
+    if wrapped is None:
+      return None
+    children = {reference.name: reference.ref for reference in wrapped._checkpoint_dependencies}  # pylint: disable=protected-access
+  return None
+
+
+def _pruned_q_values(saved_policy, num_actions: int):
+  """A function of a saved function's inputs returning `[Q [B, A], *next state]`, or None.
+
+  A greedy Q-policy's saved functions return its argmax action only; their graphs still compute the
+  Q-values, as the input of the one argmax a Categorical's `mode()` takes. The graph (its variables
+  captured from the loaded SavedModel) is pruned to that tensor and the policy state's outputs, as TF's
+  SavedModel v1 loader prunes signatures. Tried in `distribution`, then `action` (an ε-greedy export has no
+  distribution). The result is differentiable with respect to the observation, and callable in a
+  `tf.function`.
+  """
+  for function_name in ('distribution', 'action'):
+    for concrete in getattr(getattr(saved_policy, function_name, None), 'concrete_functions', ()):
+      graph = concrete.graph
+      modes = [op for op in graph.get_operations() if op.type == 'ArgMax' and _CATEGORICAL_MODE.search(op.name)]
+      if len(modes) != 1:
+        continue
+      q_values = modes[0].inputs[0]
+      if not q_values.dtype.is_floating or q_values.shape.rank != 2 or q_values.shape[-1] != num_actions:
+        continue
+      structure = graph.structured_outputs
+      if not hasattr(structure, 'state'):
+        continue
+      first_state = len(tf.nest.flatten(structure.action, expand_composites=True))
+      state_outputs = graph.outputs[first_state:first_state + len(tf.nest.flatten(structure.state))]
+      captured = {id(internal) for _, internal in graph.captures}
+      feeds = [tensor for tensor in graph.inputs if id(tensor) not in captured]
+      return wrap_function.WrappedFunction(graph, variable_holder=None).prune(feeds, [q_values] + state_outputs)
+  return None
+
+
+def _call_saved_distribution(saved_policy, probe, state):
+  """The saved `distribution`'s PolicyStep on `probe`, or None when the export could not serialise it."""
+  if not hasattr(saved_policy, 'distribution'):
+    return None
+  try:
+    return saved_policy.distribution(probe, state)
+  except (tf.errors.OpError, TypeError, ValueError):
+    return None
+
+
+def _has_info_logits(step) -> bool:
+  return step is not None and isinstance(step.info, Mapping) and 'logits' in step.info
+
+
 def _load_saved_policy(path: str, student_observation_spec, student_action_spec, name: str,
-                       value_head: Optional[str]) -> SavedPolicyTeacher:
+                       value_head: Optional[str], q_temperature: float, action_smoothing: float,
+                       action_only: bool) -> SavedPolicyTeacher:
+  """Loads a PolicySaver export and chooses what it teaches through (its kind; the module docstring)."""
   specs = policy_saver.specs_from_collect_data_spec(
       tensor_spec.from_pbtxt_file(os.path.join(path, policy_saver.POLICY_SPECS_PBTXT)))
   specs = {key: tensor_spec.from_spec(value) for key, value in specs.items()}
@@ -502,38 +684,56 @@ def _load_saved_policy(path: str, student_observation_spec, student_action_spec,
   num_actions = _discrete_action_count(specs['action_spec'], 'teacher', path)
 
   # Probe the saved functions once on a zero observation: `distribution` is absent or raises when the
-  # policy's distribution could not be serialised; then `action` with `info['logits']` is the way.
+  # policy's distribution could not be serialised (an ε-greedy policy's).
   probe = _time_step(_probe_batch(specs['time_step_spec'].observation), tf.constant([ts.StepType.FIRST]),
                      specs['time_step_spec'])
   state = saved_policy.get_initial_state(1)
-  choice = None
-  if hasattr(saved_policy, 'distribution'):
-    try:
-      step = saved_policy.distribution(probe, state)
-    except (tf.errors.OpError, TypeError, ValueError):
-      step = None
-    if step is not None and isinstance(step.info, Mapping) and 'logits' in step.info:
-      choice = ('distribution', 'info', step)
-    elif step is not None and isinstance(step.action, tfp.distributions.Categorical):
-      choice = ('distribution', 'distribution', step)
-  if choice is None:
-    step = saved_policy.action(probe, state)
-    if not (isinstance(step.info, Mapping) and 'logits' in step.info):
-      raise errors.PolicyLoadError(f"teacher {path!r} gives no logits: its PolicyStep.info has no 'logits' "
-                                   'and its saved distribution is not Categorical; export a policy whose '
-                                   'info carries its logits (agents.policies.export_policy does).')
-    choice = ('action', 'info', step)
-  function_name, logits_from, step = choice
-  logits = step.info['logits'] if logits_from == 'info' else step.action.logits_parameter()
-  if logits.shape[-1] != num_actions:
-    raise errors.PolicyLoadError(f'teacher {path!r} emits logits of width {logits.shape[-1]} for its '
-                                 f'{num_actions} actions ({specs["action_spec"]!r}); its export is '
-                                 'inconsistent.')
-  head = _select_value_head(step.info, value_head, path)
-  return SavedPolicyTeacher(saved_policy, specs, function_name, logits_from, head, name=name, source=path)
+  distribution_step = _call_saved_distribution(saved_policy, probe, state)
+  action_step = saved_policy.action(probe, state)
+  is_categorical = distribution_step is not None and isinstance(distribution_step.action,
+                                                                tfp.distributions.Categorical)
+  q_depth = _q_network_depth(saved_policy)
+  pruned = None
+  if action_only:
+    reader, kind, step = 'action.action', KIND_ACTION_ONLY, action_step
+  elif _has_info_logits(distribution_step):
+    reader, kind, step = 'distribution.info_logits', KIND_LOGITS, distribution_step
+  elif q_depth == 0 and is_categorical:  # an exported QPolicy: its Categorical's logits are Q
+    reader, kind, step = 'distribution.logits', KIND_Q_VALUES, distribution_step
+  elif q_depth is not None and (pruned := _pruned_q_values(saved_policy, num_actions)) is not None:
+    reader, kind, step = 'pruned', KIND_Q_VALUES, None
+  elif is_categorical:
+    reader, kind, step = 'distribution.logits', KIND_DISTRIBUTION, distribution_step
+  elif _has_info_logits(action_step):
+    reader, kind, step = 'action.info_logits', KIND_LOGITS, action_step
+  else:
+    reader, kind, step = 'action.action', KIND_ACTION_ONLY, action_step
+    print(f"Teacher {path!r} gives no logits and no Categorical distribution"
+          f"{', and its Q-values are not reachable in its saved graph' if q_depth is not None else ''}: it "
+          'teaches through its actions only.', flush=True)
+  if reader == 'action.action':
+    if action_step.action.shape.rank != 1:
+      raise errors.PolicyLoadError(f'teacher {path!r} acts with shape {tuple(action_step.action.shape)} on a '
+                                   'batch of 1; a discrete teacher acts with one action per row.')
+  elif reader == 'pruned':
+    outputs = pruned(*tf.nest.flatten((probe, state), expand_composites=True))
+    if tuple(outputs[0].shape) != (1, num_actions):
+      raise errors.PolicyLoadError(f'teacher {path!r} computes Q-values of shape {tuple(outputs[0].shape)} '
+                                   f'for its {num_actions} actions ({specs["action_spec"]!r}) on a batch of 1; '
+                                   'its export is inconsistent.')
+  else:
+    width = (step.info['logits'] if reader.endswith('info_logits') else step.action.logits_parameter()).shape[-1]
+    if width != num_actions:
+      raise errors.PolicyLoadError(f'teacher {path!r} emits logits of width {width} for its {num_actions} '
+                                   f'actions ({specs["action_spec"]!r}); its export is inconsistent.')
+  head = _select_value_head(() if step is None else step.info, value_head, path)
+  return SavedPolicyTeacher(saved_policy, specs, reader, kind, head, name=name, source=path,
+                            pruned_function=pruned, q_temperature=q_temperature,
+                            action_smoothing=action_smoothing)
 
 
-def _load_keras(model, student_observation_spec, student_action_spec, name: str, source: str) -> KerasTeacher:
+def _load_keras(model, student_observation_spec, student_action_spec, name: str, source: str,
+                q_temperature: float) -> KerasTeacher:
   num_actions = _discrete_action_count(student_action_spec, 'student', source)
   if tf.nest.is_nested(student_observation_spec):
     raise errors.PolicyLoadError(f'Keras teacher {source!r} takes one tensor but the student observes the '
@@ -557,7 +757,7 @@ def _load_keras(model, student_observation_spec, student_action_spec, name: str,
   except (ValueError, TypeError, tf.errors.OpError) as error:
     raise errors.PolicyLoadError(f'teacher {source!r} cannot take observations of the student\'s spec '
                                  f'{student_observation_spec!r}: {str(error).splitlines()[0]}') from error
-  logits, value = _keras_logits_and_value(outputs, source)
+  logits, value, kind = _keras_outputs(outputs, source)
   if logits.shape.rank != 2 or logits.shape[-1] != num_actions:
     raise errors.PolicyLoadError(f'teacher {source!r} outputs logits of shape {tuple(logits.shape[1:])} (a '
                                  f'batch of 1) but the student acts over {num_actions} actions '
@@ -566,15 +766,62 @@ def _load_keras(model, student_observation_spec, student_action_spec, name: str,
     raise errors.PolicyLoadError(f'teacher {source!r} outputs a value of shape {tuple(value.shape)}; it must '
                                  'be [B] or [B, 1].')
   return KerasTeacher(model, student_observation_spec, student_action_spec, num_actions,
-                      has_value=value is not None, name=name, source=source)
+                      has_value=value is not None, name=name, source=source, kind=kind,
+                      q_temperature=q_temperature)
+
+
+@gin.configurable
+def teacher_targets(q_temperature: float = 0.01, action_smoothing: float = 0.01,
+                    action_only: bool = False) -> Dict[str, Any]:
+  """How teachers that give no logits teach (gin); `load_teacher` takes these unless given its own.
+
+  Args:
+    q_temperature: τ > 0 of a Q-value teacher's softmax(Q/τ). Default 0.01, Rusu et al.'s (Policy
+      Distillation, 2016, Section 4) best temperature for distilling DQN Q-values with the KL loss: the
+      Q-values of near-equal actions differ by little (return units; 0.01–1 with clipped rewards), and at
+      τ = 1 their softmax is close to uniform, a target that teaches almost nothing; τ = 0.01 sharpens it
+      into the teacher's greedy policy while a gap of about τ between two actions still shows as a
+      preference. The right τ scales with the teacher's return scale: raise it for Q-values of larger spread.
+    action_smoothing: ε in [0, 1) of an action-only teacher's (1 − ε)·onehot(a) + ε/A. Default 0.01: the
+      target stays the teacher's choice (its action keeps 99%), and no action's probability is 0, so a KL
+      toward it stays finite and does not drive the student's other actions to probability 0 (a kickstarted
+      student still explores them).
+    action_only: Teach through a policy export's actions even when it gives logits, a distribution or
+      Q-values (Rusu et al.'s NLL target: the teacher's choice without its preferences). Default False.
+
+  Returns:
+    `{'q_temperature', 'action_smoothing', 'action_only'}` as bound; checked by `check_target_settings`.
+  """
+  return {'q_temperature': q_temperature, 'action_smoothing': action_smoothing, 'action_only': action_only}
+
+
+def check_target_settings(q_temperature: Optional[float] = None, action_smoothing: Optional[float] = None,
+                          action_only: bool = False) -> None:
+  """Raises ConfigError, one line naming the `teacher_targets` setting and the fix: τ must be a number > 0,
+  ε a number in [0, 1), `action_only` a bool. None skips a value. `load_teacher` checks before it loads
+  anything; the binaries check `teacher_targets()` before any other work."""
+  if q_temperature is not None:
+    run_config.check_number('teacher_targets.q_temperature', q_temperature, 0,
+                            meaning='the temperature τ of a Q-value teacher\'s softmax(Q/τ)')
+  if action_smoothing is not None:
+    is_number = isinstance(action_smoothing, (int, float, np.floating)) and not isinstance(action_smoothing, bool)
+    if not (is_number and 0.0 <= action_smoothing < 1.0):
+      raise errors.ConfigError(f'teacher_targets.action_smoothing must be a number in [0, 1) (the ε of an '
+                               f'action-only teacher\'s (1 − ε)·onehot + ε/A), got {action_smoothing!r}; fix it '
+                               'in the gin file or --gin_bindings.')
+  if not isinstance(action_only, bool):
+    raise errors.ConfigError(f'teacher_targets.action_only must be True or False, got {action_only!r}; fix it '
+                             'in the gin file or --gin_bindings.')
 
 
 def load_teacher(path_or_model: Union[str, os.PathLike, tf.keras.Model, Teacher], student_observation_spec,
-                 student_action_spec, name: Optional[str] = None,
-                 value_head: Optional[str] = None) -> Teacher:
-  """Loads a teacher and checks it against the student's specs (see the module docstring).
+                 student_action_spec, name: Optional[str] = None, value_head: Optional[str] = None,
+                 q_temperature: Optional[float] = None, action_smoothing: Optional[float] = None,
+                 action_only: Optional[bool] = None) -> Teacher:
+  """Loads a teacher, checks it against the student's specs and prints the kind it took.
 
-  Call eagerly, once, outside `tf.function` and strategy scopes.
+  Call eagerly, once, outside `tf.function` and strategy scopes. The module docstring lists the kinds
+  (`Teacher.kind`) and when each is taken; one line, 'Teacher <name> (<source>): <kind>', says which.
 
   Args:
     path_or_model: A PolicySaver export directory; a Keras model file (`.keras`, `.h5`) or Keras SavedModel
@@ -586,6 +833,10 @@ def load_teacher(path_or_model: Union[str, os.PathLike, tf.keras.Model, Teacher]
     name: The teacher's name. Default: the directory's or file's base name, or the model's name.
     value_head: Which of a policy's `info['values']` heads is its value. Default None: 'extrinsic' when
       present, else its only head; no value when the policy has no critic.
+    q_temperature: τ > 0 of a Q-value teacher's softmax(Q/τ). Default None: `teacher_targets`' (gin; 0.01).
+    action_smoothing: ε in [0, 1) of an action-only teacher. Default None: `teacher_targets`' (gin; 0.01).
+    action_only: Teach through the export's actions whatever else it gives. Default None:
+      `teacher_targets`' (gin; False).
 
   Returns:
     A `Teacher`.
@@ -593,8 +844,14 @@ def load_teacher(path_or_model: Union[str, os.PathLike, tf.keras.Model, Teacher]
   Raises:
     PolicyLoadError: If the source does not exist or holds no policy (`teacher_kind`), or its observation or
       action spec does not match the student's (a one-line message naming both specs and the path).
-    ConfigError: If `value_head` names no head of the teacher.
+    ConfigError: If `value_head` names no head of the teacher, or τ, ε or `action_only` is out of range
+      (checked before anything is loaded).
   """
+  targets = teacher_targets()
+  q_temperature = targets['q_temperature'] if q_temperature is None else q_temperature
+  action_smoothing = targets['action_smoothing'] if action_smoothing is None else action_smoothing
+  action_only = targets['action_only'] if action_only is None else action_only
+  check_target_settings(q_temperature, action_smoothing, action_only)
   student_observation_spec = tensor_spec.from_spec(student_observation_spec)
   student_action_spec = tensor_spec.from_spec(student_action_spec)
   if isinstance(path_or_model, Teacher):
@@ -603,17 +860,26 @@ def load_teacher(path_or_model: Union[str, os.PathLike, tf.keras.Model, Teacher]
     return path_or_model
   if isinstance(path_or_model, tf.keras.Model):
     model = path_or_model
-    return _load_keras(model, student_observation_spec, student_action_spec, name=name or model.name,
-                       source=f'Keras model {model.name!r}')
-  if not isinstance(path_or_model, (str, os.PathLike)):
+    teacher = _load_keras(model, student_observation_spec, student_action_spec, name=name or model.name,
+                          source=f'Keras model {model.name!r}', q_temperature=q_temperature)
+  elif not isinstance(path_or_model, (str, os.PathLike)):
     raise TypeError(f'load_teacher takes a path, a tf.keras.Model or a Teacher, got {path_or_model!r}.')
-  path = os.fspath(path_or_model)
-  default_name = os.path.basename(path.rstrip('/')) or 'teacher'
-  name = name or os.path.splitext(default_name)[0]
-  if teacher_kind(path) == 'policy':
-    return _load_saved_policy(path, student_observation_spec, student_action_spec, name, value_head)
-  model = tf.keras.models.load_model(path, compile=False)
-  return _load_keras(model, student_observation_spec, student_action_spec, name=name, source=path)
+  else:
+    path = os.fspath(path_or_model)
+    default_name = os.path.basename(path.rstrip('/')) or 'teacher'
+    name = name or os.path.splitext(default_name)[0]
+    if teacher_kind(path) == 'policy':
+      teacher = _load_saved_policy(path, student_observation_spec, student_action_spec, name, value_head,
+                                   q_temperature, action_smoothing, action_only)
+    else:
+      model = tf.keras.models.load_model(path, compile=False)
+      teacher = _load_keras(model, student_observation_spec, student_action_spec, name=name, source=path,
+                            q_temperature=q_temperature)
+  if action_only and teacher.kind != KIND_ACTION_ONLY:
+    raise errors.ConfigError(f'teacher_targets.action_only = True, but teacher {teacher.source!r} is a Keras '
+                             'model, which has no action of its own to teach; set it to False.')
+  print(f'Teacher {teacher.name!r} ({teacher.source}): {teacher.kind_description}.', flush=True)
+  return teacher
 
 
 # What a teacher path may hold, for the messages that refuse one.
@@ -624,7 +890,8 @@ EXPECTED_TEACHER = ('a PolicySaver export (a directory with saved_model.pb and '
 
 def teacher_kind(path: str) -> str:
   """What the teacher at `path` is, from its files alone (nothing is loaded): 'policy' for a PolicySaver
-  export, 'keras' for a Keras model file or SavedModel directory.
+  export, 'keras' for a Keras model file or SavedModel directory. What a loaded teacher teaches through
+  (logits, a Categorical distribution, Q-values or its actions) is its `Teacher.kind`.
 
   Raises:
     PolicyLoadError: `path` does not exist or holds neither (one line naming the path and what is

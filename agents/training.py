@@ -34,6 +34,7 @@ from agents import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSe
 from agents import policies
 from agents import ppo_learner
 from agents import rnd  # noqa: F401  (registers RNDLearner with gin)
+from agents import teachers
 from envs import suite
 from networks import actor_critic
 from replay import local_queue
@@ -269,6 +270,7 @@ class Trainer:
                    settings.eval_interval_env_steps, settings.eval_episodes,
                    settings.checkpoint_interval_seconds, settings.progress_interval_seconds,
                    settings.summary_interval_iterations, local_actor, reverb_address)
+    teachers.check_target_settings(**teachers.teacher_targets())  # a kickstarting teacher's τ and ε
     self.settings = settings
     self.stop_requested = stop_request or (lambda: False)
     (table_name, total_env_steps, sequence_length, items_per_replica, seed, network_fn, learner_fn,

@@ -6,7 +6,10 @@ r"""Distils a teacher into a student with no simulator and no data (Generative A
       --gin_file=gin/data_free_cartpole.gin --root_dir=runs/cartpole_data_free
 
 `--teacher` is a Keras classifier (a `.keras`/`.h5` file or a Keras SavedModel) or a policy exported by
-`binaries/train_main.py` (its `<root_dir>/policy`). A generator synthesises observations, the teacher
+TF-Agents' `PolicySaver`: `binaries/train_main.py`'s `<root_dir>/policy`, or any other, e.g. a DQN agent's
+greedy or ε-greedy policy. The run prints which kind of teacher it took (logits, a Categorical
+distribution, Q-values taught as softmax(Q/τ), or actions only as an ε-smoothed one-hot; `agents.teachers`,
+gin `teacher_targets`) and writes it in summary.json. A generator synthesises observations, the teacher
 labels them and the student learns the teacher's distribution on them (`agents.data_free`); the student
 never reads a data set or builds an environment while it trains. It is written into `--root_dir` as
 `student.keras` (classifier teachers) or as a PolicySaver `policy/` like train_main's (policy teachers),
@@ -28,7 +31,8 @@ from absl import flags
 from binaries import common
 
 flags.DEFINE_string('teacher', None,
-                    'The teacher: a Keras classifier file or a policy/ directory of train_main.')
+                    'The teacher: a Keras classifier file or a PolicySaver export (e.g. a policy/ of '
+                    'train_main, or a DQN policy).')
 flags.DEFINE_string('root_dir', None, 'Output directory: the student, exemplars.npz, summary.json.')
 common.define_gin_flags()
 flags.mark_flags_as_required(['teacher', 'root_dir'])
@@ -39,7 +43,8 @@ def main(argv):
   from agents import data_free  # pylint: disable=g-import-not-at-top  (registers its gin configurables)
   with common.job('distill_data_free_main', argv):
     summary = data_free.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher)
-    line = (f'Done: {summary["steps"]:,} steps in {summary["train_seconds"]:.0f} s, '
+    line = (f'Done: {summary["steps"]:,} steps in {summary["train_seconds"]:.0f} s from a '
+            f'{summary["teacher_kind"]} teacher, '
             f'{summary["generations"]} generator(s)')
     if 'student_eval' in summary:
       line += (f'; student return {summary["student_eval"]["return_mean"]:.1f}, teacher '

@@ -56,6 +56,8 @@ TRAIN_CASES = [
     ('summary_interval', ['--gin_bindings=train.summary_interval_iterations = 0'],
      'train.summary_interval_iterations'),
     ('eval_interval', ['--gin_bindings=train.eval_interval_env_steps = -1'], 'train.eval_interval_env_steps'),
+    ('teacher_q_temperature', ['--gin_bindings=teacher_targets.q_temperature = -1.0'],
+     'teacher_targets.q_temperature'),
     ('gin_type', ["--gin_bindings=make_environment.num_envs = 'eight'"],
      "make_environment.num_envs = 'eight' is a str; it must be an int"),
     ('dev_null', ['--gin_file=/dev/null'], "'/dev/null'"),
@@ -90,6 +92,9 @@ DATA_FREE_CASES = [
     ('num_steps', ['--gin_bindings=DataFreeDistiller.num_steps = 0'], 'DataFreeDistiller.num_steps'),
     ('checkpoint_interval', ['--gin_bindings=distill_data_free.checkpoint_interval_seconds = -5.0'],
      'distill_data_free.checkpoint_interval_seconds'),
+    ('q_temperature', ['--gin_bindings=teacher_targets.q_temperature = 0.0'], 'teacher_targets.q_temperature'),
+    ('action_smoothing', ['--gin_bindings=teacher_targets.action_smoothing = 1.0'],
+     'teacher_targets.action_smoothing'),
     ('teacher_without_policy', [], 'holds no policy'),
 ]
 
@@ -340,6 +345,20 @@ def test_pbt_refuses_a_learning_rate_range_that_reaches_zero_and_a_negative_burn
     scheduler.hyperparameter('learning_rate', (0.0, 1e-3, 'linear'))
   with pytest.raises(errors.ConfigError, match='PBTScheduler.burn_in_env_steps=-1 must be an int >= 0'):
     scheduler.PBTScheduler(space={'learning_rate': (1e-4, 1e-3, 'log')}, ready_env_steps=64, burn_in_env_steps=-1)
+
+
+@pytest.mark.parametrize('setting, value', [('q_temperature', 0.0), ('q_temperature', -0.5),
+                                            ('q_temperature', float('inf')), ('action_smoothing', -0.1),
+                                            ('action_smoothing', 1.0), ('action_only', 'yes')])
+def test_a_teachers_target_setting_out_of_range_is_one_line_before_anything_is_loaded(setting, value, tmp_path):
+  from agents import teachers  # pylint: disable=g-import-not-at-top
+  from tf_agents.specs import tensor_spec  # pylint: disable=g-import-not-at-top
+  # The path does not exist: a ConfigError, not a PolicyLoadError, shows the setting is checked first.
+  with pytest.raises(errors.ConfigError) as error:
+    teachers.load_teacher(str(tmp_path / 'nothing'), tensor_spec.TensorSpec([4]),
+                          tensor_spec.BoundedTensorSpec([], 'int64', 0, 1), **{setting: value})
+  message = str(error.value)
+  assert f'teacher_targets.{setting}' in message and repr(value) in message and '\n' not in message, message
 
 
 def test_check_number_names_the_setting_its_value_and_the_fix():

@@ -64,7 +64,7 @@ def exported(tmp_path_factory):
 def test_policy_saver_round_trip_gives_identical_logits_and_value(exported):
   nets, paths = exported
   teacher = teachers.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC)
-  assert (teacher.name, teacher.num_actions) == ('ff', 2)
+  assert (teacher.name, teacher.num_actions, teacher.kind) == ('ff', 2, teachers.KIND_LOGITS)
   assert teacher.has_value and not teacher.is_recurrent
   observation = _observations(6)
   (expected_logits, expected_values), _ = nets['ff'](observation)
@@ -219,6 +219,7 @@ def test_policy_without_info_logits_teaches_through_its_distribution(exported, t
     policy_saver.PolicySaver(_NoInfoPolicy(nets['ff']), batch_size=None).save(str(tmp_path / 'no_info'))
   teacher = teachers.load_teacher(str(tmp_path / 'no_info'), OBSERVATION_SPEC, ACTION_SPEC, name='plain')
   assert not teacher.has_value and teacher.name == 'plain'
+  assert teacher.kind == teachers.KIND_DISTRIBUTION  # a Categorical policy holding no Q-network
   observation = _observations(5, seed=2)
   logits, value, _ = teacher.logits_and_value(observation)
   (expected, _), _ = nets['ff'](observation)

@@ -1,0 +1,217 @@
+"""Teachers of every kind from real exports: TF-Agents DQN agents trained on CartPole and exported with
+PolicySaver (greedy `agent.policy`, ε-greedy `agent.collect_policy`, the inner `QPolicy`) teach through
+softmax(Q/τ); a greedy export without Q-values teaches through its ε-smoothed actions; Protégé's own
+exports still teach through their logits."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.agents.dqn import dqn_agent
+from tf_agents.drivers import dynamic_step_driver
+from tf_agents.environments import tf_py_environment
+from tf_agents.networks import actor_distribution_network
+from tf_agents.networks import q_network
+from tf_agents.policies import actor_policy
+from tf_agents.policies import greedy_policy
+from tf_agents.policies import policy_saver
+from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import common
+
+from agents import data_free
+from agents import policies
+from agents import teachers
+from envs import suite
+from networks import actor_critic
+from networks import torsos
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HIDDEN = 16  # the Q-network's one hidden ReLU layer
+
+
+def _train_dqn(seed=0, iterations=200):
+  """A DqnAgent with a QNetwork (4 → 16 ReLU → 2) trained on CartPole for `iterations` updates of 32
+  transitions (4 envs × 4 steps collected per update), as TF-Agents' dqn_train_eval does, shrunk."""
+  tf.keras.utils.set_random_seed(seed)
+  env = tf_py_environment.TFPyEnvironment(suite.make_environment('CartPole-v1', num_envs=4, seed=seed))
+  network = q_network.QNetwork(env.observation_spec(), env.action_spec(), fc_layer_params=(HIDDEN,))
+  agent = dqn_agent.DqnAgent(env.time_step_spec(), env.action_spec(), q_network=network,
+                             optimizer=tf.keras.optimizers.Adam(1e-3), epsilon_greedy=0.1,
+                             train_step_counter=tf.Variable(0, dtype=tf.int64))
+  agent.initialize()
+  replay = tf_uniform_replay_buffer.TFUniformReplayBuffer(agent.collect_data_spec, batch_size=4, max_length=1000)
+  collect = common.function(dynamic_step_driver.DynamicStepDriver(env, agent.collect_policy,
+                                                                  observers=[replay.add_batch], num_steps=4).run)
+  batches = iter(replay.as_dataset(sample_batch_size=32, num_steps=2))
+  train = common.function(agent.train)
+  time_step, _ = collect()
+  for _ in range(50):  # seed the replay with 800 transitions
+    time_step, _ = collect(time_step)
+  for _ in range(iterations):
+    time_step, _ = collect(time_step)
+    train(next(batches)[0])
+  return env, agent, network
+
+
+def _numpy_q_values(network, observations):
+  """The reference: the QNetwork's forward pass in NumPy, relu(x W0 + b0) W1 + b1, from its variables."""
+  weights = {v.name.split('/', 1)[1]: v.numpy() for v in network.variables}
+  hidden = np.maximum(observations @ weights['EncodingNetwork/dense/kernel:0']
+                      + weights['EncodingNetwork/dense/bias:0'], 0.0)
+  return hidden @ weights['dense_1/kernel:0'] + weights['dense_1/bias:0']
+
+
+def _numpy_softmax(x):
+  z = np.exp(x - x.max(axis=-1, keepdims=True))
+  return z / z.sum(axis=-1, keepdims=True)
+
+
+def _smoothed_one_hot(actions, num_actions, epsilon):
+  return (1.0 - epsilon) * np.eye(num_actions)[actions] + epsilon / num_actions
+
+
+@pytest.fixture(scope='module')
+def dqn(tmp_path_factory):
+  """A trained DQN's exports: greedy, ε-greedy and the inner QPolicy, and a greedy ActorPolicy (no Q)."""
+  root = tmp_path_factory.mktemp('dqn')
+  env, agent, network = _train_dqn()
+  paths = {'greedy': str(root / 'greedy'), 'collect': str(root / 'collect'), 'q_policy': str(root / 'q_policy'),
+           'greedy_actor': str(root / 'greedy_actor')}
+  policy_saver.PolicySaver(agent.policy, batch_size=None).save(paths['greedy'])
+  policy_saver.PolicySaver(agent.collect_policy, batch_size=None).save(paths['collect'])
+  policy_saver.PolicySaver(agent.policy.wrapped_policy, batch_size=None).save(paths['q_policy'])
+  actor = actor_distribution_network.ActorDistributionNetwork(env.observation_spec(), env.action_spec(),
+                                                              fc_layer_params=(8,))
+  greedy_actor = greedy_policy.GreedyPolicy(actor_policy.ActorPolicy(env.time_step_spec(), env.action_spec(),
+                                                                     actor))
+  policy_saver.PolicySaver(greedy_actor, batch_size=None).save(paths['greedy_actor'])
+  # A spread of CartPole states: the 800+ observations of the replay would do; fixed random ones are simpler.
+  observations = np.random.default_rng(1).normal(scale=[1.0, 1.0, 0.1, 1.0], size=(64, 4)).astype(np.float32)
+  return {'paths': paths, 'network': network, 'observation_spec': env.observation_spec(),
+          'action_spec': env.action_spec(), 'observations': observations}
+
+
+def _load(dqn, name, **kwargs):
+  return teachers.load_teacher(dqn['paths'][name], dqn['observation_spec'], dqn['action_spec'], **kwargs)
+
+
+def _saved_greedy_actions(path, observations):
+  saved = tf.saved_model.load(path)
+  batch = len(observations)
+  time_step = ts.TimeStep(tf.fill([batch], ts.StepType.MID), tf.zeros([batch]), tf.ones([batch]),
+                          tf.constant(observations))
+  return saved.action(time_step, ()).action.numpy()
+
+
+@pytest.mark.parametrize('name', ['greedy', 'collect', 'q_policy'])
+def test_dqn_exports_teach_softmax_of_q_over_tau(dqn, name, capsys):
+  teacher = _load(dqn, name)
+  assert teacher.kind == teachers.KIND_Q_VALUES
+  line = capsys.readouterr().out
+  assert f"Teacher '{name}' ({dqn['paths'][name]}): Q-values softmax(Q/τ), τ = 0.01." in line, line
+  assert not teacher.has_value and not teacher.is_recurrent
+  observations = dqn['observations']
+  q_values = _numpy_q_values(dqn['network'], observations)
+  assert np.ptp(q_values) > 0.1  # trained values, not an untrained network's near-zero outputs
+  for temperature in (0.01, 1.0):
+    teacher = _load(dqn, name, q_temperature=temperature)
+    for call in (teacher.logits_and_value, tf.function(teacher.logits_and_value)):
+      logits, value, _ = call(tf.constant(observations))
+      assert value is None
+      np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), _numpy_softmax(q_values / temperature),
+                                 rtol=1e-4, atol=1e-5)
+
+
+def test_the_greedy_export_acts_as_the_argmax_of_the_q_values_it_teaches(dqn):
+  observations = dqn['observations']
+  logits, _, _ = _load(dqn, 'greedy').logits_and_value(tf.constant(observations))
+  np.testing.assert_array_equal(np.argmax(logits.numpy(), -1),
+                                _saved_greedy_actions(dqn['paths']['greedy'], observations))
+
+
+@pytest.mark.parametrize('epsilon', [0.01, 0.2, 0.0])
+def test_action_only_targets_are_the_smoothed_one_hot_of_the_exported_greedy_action(dqn, epsilon, capsys):
+  teacher = _load(dqn, 'greedy', action_only=True, action_smoothing=epsilon)
+  assert teacher.kind == teachers.KIND_ACTION_ONLY
+  assert f'action-only (ε-smoothed one-hot), ε = {epsilon:g}.' in capsys.readouterr().out
+  observations = dqn['observations']
+  actions = _saved_greedy_actions(dqn['paths']['greedy'], observations)
+  assert 0 < actions.mean() < 1  # both actions occur, so the check covers both rows of the one-hot
+  logits, _, _ = teacher.logits_and_value(tf.constant(observations))
+  assert np.isfinite(logits.numpy()).all()
+  np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), _smoothed_one_hot(actions, 2, epsilon), atol=1e-6)
+
+
+def test_a_greedy_export_without_q_values_or_logits_teaches_through_its_actions(dqn, capsys):
+  path = dqn['paths']['greedy_actor']
+  teacher = _load(dqn, 'greedy_actor')
+  assert teacher.kind == teachers.KIND_ACTION_ONLY
+  out = capsys.readouterr().out
+  assert 'gives no logits and no Categorical distribution' in out and 'ε = 0.01.' in out, out
+  observations = dqn['observations']
+  logits, _, _ = teacher.logits_and_value(tf.constant(observations))
+  np.testing.assert_allclose(tf.nn.softmax(logits).numpy(),
+                             _smoothed_one_hot(_saved_greedy_actions(path, observations), 2, 0.01), atol=1e-6)
+
+
+def test_protege_exports_are_still_taken_as_logits(dqn, tmp_path):
+  spec = dqn['observation_spec']
+  network = actor_critic.ActorCriticNetwork(spec, dqn['action_spec'], torso_fn=lambda: torsos.MLPTorso((8,)))
+  network.create_variables()
+  observations = tf.constant(dqn['observations'])
+  (expected, _), _ = network(observations)
+  for greedy in (False, True):
+    path = policies.export_policy(network, ts.time_step_spec(spec), dqn['action_spec'],
+                                  str(tmp_path / f'greedy_{greedy}'), greedy=greedy)
+    teacher = teachers.load_teacher(path, spec, dqn['action_spec'])
+    assert teacher.kind == teachers.KIND_LOGITS
+    np.testing.assert_allclose(teacher.logits_and_value(observations)[0].numpy(), expected.numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_q_teacher_is_differentiable_in_its_input_for_data_free_distillation(dqn):
+  teacher = _load(dqn, 'greedy')
+  observations = tf.constant(dqn['observations'][:8])
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(observations)
+    logits = data_free.differentiable_teacher_logits(teacher, observations)
+    q_values, _ = dqn['network'](observations)
+    first_logit, first_q = logits[:, 0], q_values[:, 0] / 0.01
+  np.testing.assert_allclose(tape.gradient(first_logit, observations).numpy(),
+                             tape.gradient(first_q, observations).numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_a_keras_model_marked_as_q_values_teaches_softmax_of_q_over_tau(dqn):
+  inputs = tf.keras.Input([4])
+  q_values = tf.keras.layers.Dense(2)(inputs)
+  model = tf.keras.Model(inputs, {'q_values': q_values})
+  teacher = teachers.load_teacher(model, dqn['observation_spec'], dqn['action_spec'], q_temperature=0.5)
+  assert teacher.kind == teachers.KIND_Q_VALUES
+  observations = dqn['observations']
+  kernel, bias = (w.numpy() for w in model.weights)
+  np.testing.assert_allclose(tf.nn.softmax(teacher.logits_and_value(tf.constant(observations))[0]).numpy(),
+                             _numpy_softmax((observations @ kernel + bias) / 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_distill_data_free_main_takes_a_dqn_teacher_and_says_so(dqn, tmp_path):
+  root = tmp_path / 'student'
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'binaries', 'distill_data_free_main.py'),
+       f'--teacher={dqn["paths"]["collect"]}', '--gin_file=data_free_cartpole.gin', f'--root_dir={root}',
+       '--gin_bindings=DataFreeDistiller.num_steps = 20', '--gin_bindings=DataFreeDistiller.batch_size = 32',
+       '--gin_bindings=distill_data_free.eval_episodes = 0', '--gin_bindings=teacher_targets.q_temperature = 0.1'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  assert 'Q-values softmax(Q/τ), τ = 0.1.' in result.stdout, result.stdout[-2000:]
+  summary = json.loads((root / 'summary.json').read_text())
+  assert summary['teacher_kind'] == 'Q-values softmax(Q/τ), τ = 0.1' and summary['steps'] == 20
+  # The labels of the generated observations are the Q-network's argmax.
+  exemplars = np.load(root / 'exemplars.npz')
+  np.testing.assert_array_equal(
+      exemplars['teacher_labels'],
+      np.argmax(_numpy_q_values(dqn['network'], exemplars['observations']), axis=-1))
