@@ -60,10 +60,15 @@ def _train_dqn(seed=0, iterations=200):
 
 def _numpy_q_values(network, observations):
   """The reference: the QNetwork's forward pass in NumPy, relu(x W0 + b0) W1 + b1, from its variables."""
-  weights = {v.name.split('/', 1)[1]: v.numpy() for v in network.variables}
-  hidden = np.maximum(observations @ weights['EncodingNetwork/dense/kernel:0']
-                      + weights['EncodingNetwork/dense/bias:0'], 0.0)
-  return hidden @ weights['dense_1/kernel:0'] + weights['dense_1/bias:0']
+  # In the order the layers were built: the encoder's dense layer, then the Q-value layer (Keras numbers
+  # layer names per process, so the names depend on what other tests built first).
+  (hidden_kernel, hidden_bias), (q_kernel, q_bias) = (
+      [v.numpy() for v in layer.variables] for layer in (network._encoder._postprocessing_layers[-1],  # pylint: disable=protected-access
+                                                          network._q_value_layer))  # pylint: disable=protected-access
+  assert [v.shape for v in network.variables] == [hidden_kernel.shape, hidden_bias.shape, q_kernel.shape,
+                                                  q_bias.shape]
+  hidden = np.maximum(observations @ hidden_kernel + hidden_bias, 0.0)
+  return hidden @ q_kernel + q_bias
 
 
 def _numpy_softmax(x):
