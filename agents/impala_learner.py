@@ -208,6 +208,11 @@ class IMPALALearner:
       self._iterator = iter(self._strategy.distribute_datasets_from_function(self._dataset_fn))
     return self._iterator
 
+  def release_iterator(self) -> None:
+    """Drops the dataset's iterator (a later `run()` makes a new one). The run calls it once its input has
+    ended, so the iterator's threads stop while the interpreter is whole, not at its exit."""
+    self._iterator = None
+
   def run(self) -> Dict[str, tf.Tensor]:
     """One learner iteration on the next batch of the dataset; returns scalar metrics."""
     return self._compiled_run(self.iterator())

@@ -18,6 +18,7 @@ spent, or `stop_at_eval_return` reached while that option is still set) only re-
 
 import collections
 import dataclasses
+import gc
 import os
 import time
 from typing import Any, Callable, Dict, Optional
@@ -610,6 +611,13 @@ class Trainer:
       self._writer.close()
     if self._queue is not None:
       self._queue.close()  # ends the learner's readers, which may be waiting for the next item
+    # The input pipeline's threads are stopped now: left to the interpreter's exit (an exception's
+    # traceback can hold the iterator until then), a reader in a `numpy_function` could wait for the
+    # interpreter's lock for ever.
+    for owner in (self.learner, getattr(self.learner, 'inner', None)):
+      if hasattr(owner, 'release_iterator'):
+        owner.release_iterator()
+    gc.collect()
     self._env.close()
 
   def finish(self) -> Dict[str, Any]:

@@ -1,6 +1,7 @@
 """What every binary shares: strict gin parsing and one-line errors for bad input."""
 
 import contextlib
+import gc
 import errno
 import json
 import os
@@ -75,6 +76,7 @@ def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None
   permission. Anything else, a plain ValueError or KeyError included, is a bug and keeps its traceback.
   `show_traceback` (the --traceback flag) re-raises the user's errors whole as well.
   """
+  line = None
   try:
     yield
   except Exception as error:  # pylint: disable=broad-except  (sorted by kind below; the rest re-raised)
@@ -82,6 +84,11 @@ def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None
     if line is None:
       raise
     print(f'{program}: error: {line}  (--traceback shows details)', file=sys.stderr, flush=True)
+  if line is not None:
+    # Exits outside the handler: the error's traceback, which can hold a learner's input iterator, is freed
+    # and collected while the interpreter is whole. Left to the interpreter's exit, that iterator's reader
+    # thread (waiting to enter Python) kept the process from ending.
+    gc.collect()
     sys.exit(2)
 
 
