@@ -44,9 +44,11 @@ def is_multi_task(environment) -> bool:
   return len(np.unique(getattr(environment, 'task_ids', [0]))) > 1
 
 
-def step_spec(observation_spec, action_spec, network, multi_task: bool = False) -> Dict[str, Any]:
+def step_spec(observation_spec, action_spec, network, multi_task: bool = False,
+              teachers=None) -> Dict[str, Any]:
   """Spec of one appended step of ONE environment (see the module docstring); with `multi_task`, the
-  step also holds the environment's `task_id`."""
+  step also holds the environment's `task_id`; with `teachers` (`kickstarting.actor_teachers`), each
+  recurrent teacher's state before the step ('teacher_state')."""
   spec = {
       'observation': tensor_spec.from_spec(observation_spec),
       'step_type': tf.TensorSpec([], tf.int32, 'step_type'),
@@ -64,6 +66,8 @@ def step_spec(observation_spec, action_spec, network, multi_task: bool = False) 
     spec['core_state'] = network.state_spec
   if multi_task:
     spec['task_id'] = tf.TensorSpec([], tf.int32, 'task_id')
+  if teachers is not None and teachers.recorded_state_specs():
+    spec['teacher_state'] = teachers.recorded_state_specs()
   return spec
 
 
@@ -89,7 +93,7 @@ class Actor:
   """
 
   def __init__(self, environment, network, writer, seed: int = 0, greedy: bool = False,
-               numpy_inference_for_mlps: Optional[bool] = None):
+               numpy_inference_for_mlps: Optional[bool] = None, teachers=None):
     """Args:
       environment: a batched environment (`batch_size` N) stepped with `send`/`receive` (`envs.suite`).
       network: the actor's own copy of the network, its variables created.
@@ -102,6 +106,8 @@ class Actor:
         (`networks.numpy_inference`: a compiled TensorFlow call costs ~0.5 ms on the 2-core machine of
         BENCHMARKS.md, the NumPy pass ~20 µs); other networks always use TensorFlow. None (default): the
         gin setting `actor_options.numpy_inference_for_mlps` (default True).
+      teachers: `kickstarting.actor_teachers`' set, or None: the recurrent teachers the actor steps beside
+        its policy, recording each one's state before every step (the step spec's 'teacher_state').
     """
     if numpy_inference_for_mlps is None:
       numpy_inference_for_mlps = actor_options()['numpy_inference_for_mlps']
@@ -122,6 +128,10 @@ class Actor:
     if numpy_inference_for_mlps and not self._recurrent:
       self._numpy_forward = numpy_inference.numpy_forward(network)
     self._assign = None
+    self._teachers = teachers if teachers is not None and teachers.recorded_state_specs() else None
+    if self._teachers is not None:
+      self._teacher_states = self._teachers.initial_recorded_states(self._num_envs)
+      self._step_teachers = tf.function(self._teachers.step_recorded_states)
     self.env_steps = 0  # agent steps summed over environments
 
   @property
@@ -233,6 +243,11 @@ class Actor:
         step['core_state'] = tf.nest.map_structure(lambda s: s.numpy(), self._state)
       if self._task_ids is not None:
         step['task_id'] = self._task_ids
+      if self._teachers is not None:
+        step['teacher_state'] = tf.nest.map_structure(lambda s: s.numpy(), self._teacher_states)
+        self._teacher_states = self._step_teachers(
+            tf.convert_to_tensor(time_step.observation), tf.convert_to_tensor(time_step.step_type),
+            self._teacher_states, task_ids=self._task_ids)
       if self._writer.append(step):
         items += 1
       self._state = next_state

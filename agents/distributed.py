@@ -38,6 +38,7 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from agents import actor as actor_lib
+from agents import kickstarting
 from agents import training
 from envs import suite
 from replay import reverb_replay
@@ -214,7 +215,8 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
     seed += published.version
     env = suite.make_environment(seed=seed)
   writer = reverb_replay.SequenceWriter(client, table, sequence_length)
-  actor = actor_lib.Actor(env, network, writer, seed=seed)
+  actor = actor_lib.Actor(env, network, writer, seed=seed,
+                          teachers=kickstarting.actor_teachers(*training.environment_specs(env)))
   version, steps, items, episodes = None, sequence_length + 1, 0, 0
   recent: List[float] = []
   last_print = time.time()

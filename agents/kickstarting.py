@@ -33,11 +33,39 @@ from agents import distillation_losses
 from agents import schedules
 from agents import teachers as teachers_lib
 from replay import frame_stacks
+from runtime import config as run_config
 from runtime import errors
 
 # Variants whose update has no per-step loss towards the teacher's action distribution, or which
 # need trajectories sampled by the teacher.
 _NEEDS_TEACHER_VALUES = ('teacher_value_reward', 'value_gated')
+
+
+# The learners that take a `kickstarter_fn` (RND's inner learner is one of them).
+_LEARNERS = ('PPOLearner', 'IMPALALearner')
+
+
+def kickstarter_configured() -> bool:
+  """Whether the parsed gin gives the run's learner a kickstarter (`<Learner>.kickstarter_fn`)."""
+  return any(run_config.bound(f'{learner}.kickstarter_fn', None) is not None for learner in _LEARNERS)
+
+
+def actor_teachers(observation_spec, action_spec,
+                   kickstarter: Optional['Kickstarter'] = None) -> Optional[teachers_lib.TeacherSet]:
+  """The teachers whose states an actor records, or None when there is none to record.
+
+  A kickstarted run's recurrent teachers (`TeacherSet.recorded_state_specs`): `kickstarter`'s own, when the
+  actor shares the learner's process, else loaded from gin (a separate actor or the Reverb server, which
+  needs their specs for its table signature). Every process of a run reads the same gin, so all agree on
+  what a step holds.
+  """
+  if kickstarter is not None:
+    teacher_set = kickstarter.teacher_set
+  elif kickstarter_configured():
+    teacher_set = teachers_lib.TeacherSet(observation_spec, action_spec, recurrent_only=True)
+  else:
+    return None
+  return teacher_set if teacher_set.recorded_state_specs() else None
 
 
 @gin.configurable
@@ -104,6 +132,10 @@ class Kickstarter(tf.Module):
     return self._config.variant
 
   @property
+  def teacher_set(self) -> teachers_lib.TeacherSet:
+    return self._teachers
+
+  @property
   def teacher_names(self) -> Tuple[str, ...]:
     return self._teachers.names
 
@@ -137,7 +169,8 @@ class Kickstarter(tf.Module):
     task_ids = batch.get('task_id')
     if task_ids is not None and task_ids.shape.rank == 2:
       task_ids = task_ids[0]  # one task per batch column
-    outputs = self._teachers.outputs(observation, task_ids=task_ids, step_type=step_type)
+    outputs = self._teachers.outputs(observation, task_ids=task_ids, step_type=step_type,
+                                     policy_states=self._recorded_states(batch))
     not_last = tf.cast(tf.not_equal(step_type, ts.StepType.LAST), tf.float32)
     policy_mask = not_last[:-1]  # a reset transition's action was ignored by the environment
     discounts = discount * tf.cast(batch['discount'][1:], tf.float32)
@@ -165,6 +198,18 @@ class Kickstarter(tf.Module):
       teacher_masks.append(tf.stop_gradient(mask))
     return {'teacher_logits': tuple(teacher_logits), 'teacher_masks': tuple(teacher_masks),
             'pseudo_rewards': tf.stop_gradient(pseudo_rewards)}
+
+  def _recorded_states(self, batch) -> List[Any]:
+    """Each teacher's state at the batch's first step as the actors recorded it (None: its initial state)."""
+    recorded = batch.get('teacher_state', {})
+    states = []
+    for name, teacher in zip(self.teacher_names, self._teachers.teachers):
+      if name in recorded:
+        first = [x[0] for x in tf.nest.flatten(recorded[name])]
+        states.append(tf.nest.pack_sequence_as(teacher.state_spec, first))
+      else:
+        states.append(None)
+    return states
 
   def loss(self, student_logits, prepared, mask=None) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """Σ_k λ_k·α·ℓ_k summed over the steps where teacher k teaches, divided by the policy's step count.

@@ -888,6 +888,17 @@ EXPECTED_TEACHER = ('a PolicySaver export (a directory with saved_model.pb and '
                     'model (a .keras or .h5 file, or a Keras SavedModel directory)')
 
 
+def _is_recurrent_source(path_or_model) -> bool:
+  """Whether a `load_teacher` source keeps a policy state, from its exported specs (nothing is loaded)."""
+  if isinstance(path_or_model, Teacher):
+    return path_or_model.is_recurrent
+  if isinstance(path_or_model, (str, os.PathLike)) and teacher_kind(os.fspath(path_or_model)) == 'policy':
+    specs = policy_saver.specs_from_collect_data_spec(tensor_spec.from_pbtxt_file(
+        os.path.join(os.fspath(path_or_model), policy_saver.POLICY_SPECS_PBTXT)))
+    return bool(tf.nest.flatten(specs['policy_state_spec']))
+  return False  # a Keras model teaches feed-forward
+
+
 def teacher_kind(path: str) -> str:
   """What the teacher at `path` is, from its files alone (nothing is loaded): 'policy' for a PolicySaver
   export, 'keras' for a Keras model file or SavedModel directory. What a loaded teacher teaches through
@@ -1077,7 +1088,7 @@ class TeacherSet(tf.Module):
   def __init__(self, student_observation_spec, student_action_spec, paths: Sequence[Any] = (),
                names: Optional[Sequence[str]] = None, tasks: Optional[Sequence[Optional[int]]] = None,
                value_head: Optional[str] = None, gather_rows: bool = True, peers: int = 0,
-               student_network=None, name: str = 'TeacherSet'):
+               student_network=None, recurrent_only: bool = False, name: str = 'TeacherSet'):
     """Loads every teacher (eagerly, once) and checks it against the student's specs.
 
     Args:
@@ -1096,6 +1107,8 @@ class TeacherSet(tf.Module):
         of those names. Default 0.
       student_network: The student's network (TF-Agents `Network`), copied for the peer teachers; the
         learners pass it. Needed when `peers` > 0.
+      recurrent_only: Load only the recurrent teachers of `paths` (told from their exported specs), no peers:
+        the set an actor steps to record their states (`recorded_state_specs`). Set by code, not gin.
       name: Module name.
 
     Raises:
@@ -1117,6 +1130,9 @@ class TeacherSet(tf.Module):
     for task in tasks:
       if task is not None and (isinstance(task, bool) or not isinstance(task, (int, np.integer))):
         raise errors.ConfigError(f'TeacherSet.tasks holds {task!r}; task ids are ints (None: every task).')
+    if recurrent_only:
+      kept = [k for k, path in enumerate(paths) if _is_recurrent_source(path)]
+      paths, names, tasks, peers = [paths[k] for k in kept], [names[k] for k in kept], [tasks[k] for k in kept], 0
     if isinstance(peers, bool) or not isinstance(peers, (int, np.integer)) or peers < 0:
       raise errors.ConfigError(f'TeacherSet.peers={peers!r} must be a count >= 0 of peer teachers '
                                '(codistillation).')
@@ -1163,6 +1179,42 @@ class TeacherSet(tf.Module):
   def get_initial_state(self, batch_size) -> tuple:
     """One initial policy state per teacher (`()` for feed-forward ones)."""
     return tuple(teacher.get_initial_state(batch_size) for teacher in self._teachers)
+
+  # A recurrent teacher's memory follows each environment across batches, as the student's does: the actors
+  # step the recurrent teachers beside the policy and record each one's state before every step
+  # (`recorded_state_specs`, `step_recorded_states`; the batch's 'teacher_state'), and the learner unrolls
+  # each teacher from the state recorded at the batch's first step (`Kickstarter.prepare`). Peer teachers
+  # are not recorded (their weights live in the learner and change as they train): a recurrent peer starts
+  # each batch from its initial state.
+
+  def recorded_state_specs(self) -> Dict[str, Any]:
+    """`{name: policy state spec}` of the teachers whose state the actors record: the recurrent ones,
+    peers excepted. Empty when every teacher is feed-forward."""
+    return {name: teacher.state_spec for name, teacher in zip(self._names, self._teachers)
+            if teacher.is_recurrent and not isinstance(teacher, PeerTeacher)}
+
+  def initial_recorded_states(self, batch_size) -> Dict[str, Any]:
+    """`recorded_state_specs`' teachers' initial states for `batch_size` environments."""
+    return {name: self._teachers[self._names.index(name)].get_initial_state(batch_size)
+            for name in self.recorded_state_specs()}
+
+  def step_recorded_states(self, observation, step_type, states: Mapping[str, Any],
+                           task_ids=None) -> Dict[str, Any]:
+    """The recorded teachers' states after one batch-major step `[B, ...]` of the environments.
+
+    Args:
+      observation: `[B, *obs_shape]`, the observations the policy acts on.
+      step_type: `[B]`; a teacher resets its state where FIRST, as in training.
+      states: `initial_recorded_states`' structure, the states before this step.
+      task_ids: int `[B]`, each environment's task; needed when a recorded teacher has a task (a teacher
+        keeps its state on the other tasks' rows).
+    """
+    next_states = {}
+    for name, teacher, task in zip(self._names, self._teachers, self._tasks):
+      if name in states:
+        next_states[name] = evaluate_on_task(teacher, task, observation, task_ids=task_ids, step_type=step_type,
+                                             policy_state=states[name], gather_rows=self._gather_rows).state
+    return next_states
 
   def outputs(self, observation, task_ids=None, step_type=None, policy_states=None) -> List[TeacherOutput]:
     """Every teacher's `TeacherOutput` on the rows of its task (see `evaluate_on_task`).

@@ -312,11 +312,26 @@ class Trainer:
       num_replicas = strategy.num_replicas_in_sync
       self._items_per_iteration = items_per_iteration = num_replicas * items_per_replica
       self._writer = self._variables = self._queue = self._reverb_items = None
+      self._env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
+      total_iterations = max(1, int(np.ceil(total_env_steps / self._env_steps_per_iteration)))
+
+      def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        del context  # every replica reads its own items from the same queue or table
+        if self._queue is not None:
+          return self._queue.dataset(items_per_replica)
+        return reverb_replay.make_dataset(reverb_address, table_name, items_per_replica)
+
+      # (`dataset_fn` runs at the learner's first step, after the queue or table below is open.)
+      self.learner = learner = learner_fn(network=self.network, dataset_fn=dataset_fn, strategy=strategy,
+                                          total_iterations=total_iterations)
+      # The kickstarter's recurrent teachers the actor steps beside its policy (their states go with the steps).
+      self._actor_teachers = kickstarting.actor_teachers(
+          *environment_specs(env), kickstarter=learner_attribute(learner, 'kickstarter'))
       if reverb_address is None:
         # One process: the trajectories stay in it (`replay.local_queue`), and it listens on no socket; an
         # in-process Reverb server would listen on every interface, unauthenticated.
         step_spec = actor_lib.step_spec(*environment_specs(env), self.network,
-                                        multi_task=actor_lib.is_multi_task(env))
+                                        multi_task=actor_lib.is_multi_task(env), teachers=self._actor_teachers)
         self._queue = local_queue.TrajectoryQueue(
             reverb_replay.sequence_signature(step_spec, sequence_length, num_envs,
                                              stored_frames=reverb_replay.frame_storage(env)),
@@ -331,18 +346,6 @@ class Trainer:
           self._variables = reverb_replay.VariableContainer(
               client, reverb_replay.variables_signature(self.network.variables), address=reverb_address)
           self._reverb_items = reverb_replay.ItemsAvailable(client, table_name)
-
-      self._env_steps_per_iteration = items_per_iteration * sequence_length * num_envs
-      total_iterations = max(1, int(np.ceil(total_env_steps / self._env_steps_per_iteration)))
-
-      def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        del context  # every replica reads its own items from the same queue or table
-        if self._queue is not None:
-          return self._queue.dataset(items_per_replica)
-        return reverb_replay.make_dataset(reverb_address, table_name, items_per_replica)
-
-      self.learner = learner = learner_fn(network=self.network, dataset_fn=dataset_fn, strategy=strategy,
-                                          total_iterations=total_iterations)
       self._env_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name='env_steps')
       # Set when an evaluation reached stop_at_eval_return: rerunning the directory then does not train on.
       self._reached_stop_return = tf.Variable(False, trainable=False, name='reached_stop_return')
@@ -386,7 +389,8 @@ class Trainer:
       self._env = env
       self._actor = self._actor_thread = None
       if local_actor:
-        self._actor = actor_lib.Actor(env, actor_network, self._writer, seed=resume_seed)
+        self._actor = actor_lib.Actor(env, actor_network, self._writer, seed=resume_seed,
+                                      teachers=self._actor_teachers)
       if asynchronous_actor and local_actor:
         self._actor_thread = actor_lib.ActorThread(
             self._actor, env, self._writer, sequence_length,
@@ -673,6 +677,14 @@ class Trainer:
     return summary
 
 
+def learner_attribute(learner, name: str):
+  """`learner.<name>`, or that of the learner it wraps (`learner.inner`, e.g. RND's PPO); None if neither has it."""
+  for owner in (learner, getattr(learner, 'inner', None)):
+    if owner is not None and getattr(owner, name, None) is not None:
+      return getattr(owner, name)
+  return None
+
+
 def environment_specs(env):
   """`(observation_spec, action_spec)` of one environment of a batched environment, as TensorSpecs."""
   return tensor_spec.from_spec(env.observation_spec()), tensor_spec.from_spec(env.action_spec())
@@ -689,8 +701,8 @@ def make_tables(env, network, sequence_length: int, table_name: str = 'trajector
                 items_per_learner_step: int = 1) -> list:
   """The Reverb tables of a run: the trajectory queue the actors fill and the learner reads, and the
   variables table through which a learner in another process publishes its weights."""
-  step_spec = actor_lib.step_spec(*environment_specs(env), network,
-                                  multi_task=actor_lib.is_multi_task(env))
+  step_spec = actor_lib.step_spec(*environment_specs(env), network, multi_task=actor_lib.is_multi_task(env),
+                                  teachers=kickstarting.actor_teachers(*environment_specs(env)))
   signature = reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size,
                                                stored_frames=reverb_replay.frame_storage(env))
   return [reverb_replay.on_policy_table(signature, name=table_name,

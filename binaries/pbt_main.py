@@ -68,15 +68,16 @@ def resolve_gin_files(paths):
 def check_configuration(space, teacher_names) -> None:
   """What would make every member fail in its own process, found here first (one line each)."""
   from agents import distributed  # pylint: disable=g-import-not-at-top
+  from agents import kickstarting  # pylint: disable=g-import-not-at-top
   from agents import teachers  # pylint: disable=g-import-not-at-top
-  from pbt.member import bound  # pylint: disable=g-import-not-at-top
+  from runtime.config import bound  # pylint: disable=g-import-not-at-top
 
   # The members' train.* settings (budget, intervals), checked as each member's Trainer would check them.
   distributed.train_settings()
 
-  if bound('PPOLearner.kickstarter_fn', None) is not None:
+  if kickstarting.kickstarter_configured():
     if not teacher_names:
-      raise errors.ConfigError('PPOLearner.kickstarter_fn is set but TeacherSet.paths is empty: pass the '
+      raise errors.ConfigError('The learner kickstarts (kickstarter_fn = @Kickstarter) but TeacherSet.paths is empty: pass the '
                                'teachers\' policy directories, e.g. --gin_bindings="TeacherSet.paths = '
                                '[\'/tmp/pbt_teacher/policy\']".')
     paths = bound('TeacherSet.paths', ())

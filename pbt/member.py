@@ -59,6 +59,7 @@ import tensorflow as tf
 from pbt import codistillation
 from pbt import lineage as lineage_lib
 from pbt import scheduler as scheduler_lib
+from runtime import config as run_config
 from runtime import errors
 from runtime import interrupts
 from runtime import run_directory
@@ -199,11 +200,9 @@ def read_checkpoint(checkpoint, directory: str, attempts: int = 3) -> Dict[str, 
 
 
 def _attribute(learner, name: str):
-  """`learner.<name>`, or that of the learner it wraps (`learner.inner`, e.g. RND's PPO)."""
-  for owner in (learner, getattr(learner, 'inner', None)):
-    if owner is not None and getattr(owner, name, None) is not None:
-      return getattr(owner, name)
-  return None
+  """`learner.<name>`, or that of the learner it wraps (`training.learner_attribute`)."""
+  from agents import training  # pylint: disable=g-import-not-at-top
+  return training.learner_attribute(learner, name)
 
 
 def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any, Callable[[float], None]]]:
@@ -248,32 +247,26 @@ def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any
   return setters
 
 
-def bound(selector: str, default: Any) -> Any:
-  """The value the parsed gin binds to `selector` ('Configurable.parameter'), or `default` if none."""
-  try:
-    return gin.query_parameter(selector)
-  except ValueError:
-    return default
-
-
 def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   """The kickstarting teachers' names and whether λ is factorised, as the parsed gin configures them.
 
-  Read from `PPOLearner.kickstarter_fn`, `TeacherSet.paths`/`.names`/`.peers` and
-  `TeacherWeights.scale_schedule` (the same defaults as `TeacherSet`: 'teacher_0', 'teacher_1', ..., then
-  the peer teachers 'peer_0', ...); ((), False) without kickstarting.
+  Read from the learner's `kickstarter_fn` (`kickstarting.kickstarter_configured`),
+  `TeacherSet.paths`/`.names`/`.peers` and `TeacherWeights.scale_schedule` (the same defaults as
+  `TeacherSet`: 'teacher_0', 'teacher_1', ..., then the peer teachers 'peer_0', ...); ((), False) without
+  kickstarting.
   """
-  if bound('PPOLearner.kickstarter_fn', None) is None:
+  from agents import kickstarting  # pylint: disable=g-import-not-at-top
+  from agents import teachers  # pylint: disable=g-import-not-at-top
+  if not kickstarting.kickstarter_configured():
     return (), False
-  paths = bound('TeacherSet.paths', ())
+  paths = run_config.bound('TeacherSet.paths', ())
   paths = [paths] if isinstance(paths, str) else list(paths)
-  names = bound('TeacherSet.names', None)
+  names = run_config.bound('TeacherSet.names', None)
   if names is None:
     names = [f'teacher_{k}' for k in range(len(paths))]
   names = [names] if isinstance(names, str) else list(names)
-  from agents import teachers  # pylint: disable=g-import-not-at-top
-  names += [f'{teachers.PEER_PREFIX}{k}' for k in range(int(bound('TeacherSet.peers', 0) or 0))]
-  return tuple(names), bound('TeacherWeights.scale_schedule', None) is not None
+  names += [f'{teachers.PEER_PREFIX}{k}' for k in range(int(run_config.bound('TeacherSet.peers', 0) or 0))]
+  return tuple(names), run_config.bound('TeacherWeights.scale_schedule', None) is not None
 
 
 # --- the Trainable --------------------------------------------------------------------------------------

@@ -95,6 +95,14 @@ def tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
                        f'the gin file of a binary, not after the run started ({error}).') from None
 
 
+def bound(selector: str, default: Any) -> Any:
+  """The value the parsed gin binds to `selector` ('Configurable.parameter'), or `default` if none."""
+  try:
+    return gin.query_parameter(selector)
+  except ValueError:
+    return default
+
+
 def check_number(name: str, value: Any, minimum: float, inclusive: bool = False, integer: bool = False,
                  meaning: str = '') -> None:
   """Raises ConfigError unless `value` is a finite number (an int if `integer`) above `minimum` (or equal
