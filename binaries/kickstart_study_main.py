@@ -16,9 +16,12 @@ r"""Kickstarting against learning from scratch: a teacher, then kickstarted and 
    kickstarted (`TeacherSet.paths = [<teacher policy>]`) and from scratch (`PPOLearner.kickstarter_fn =
    None`, nothing else changed; `--scratch_gin_bindings` may give the scratch students a longer budget
    when they do not reach the teacher within the kickstarted one).
-3. The table: per method, the env steps at which each seed's evaluation first reaches the teacher's score
-   (times `--reach_fraction`), their median, the ratio scratch / kickstarted, and the final scores;
-   the learning curves (evaluation return against env steps) as `curves.png`.
+3. The report (`binaries/kickstart_report.py`): per method, the env steps at which each seed first holds the
+   teacher's score (times `--reach_fraction`) for `--reach_evaluations` consecutive evaluations, their
+   median, the final returns (per seed with their standard errors; mean ± std over seeds) beside the
+   teacher's, and the ratio scratch / kickstarted — printed as a success only when the kickstarted
+   students also end at or above the target and their scratch twins; the learning curves (evaluation
+   return against env steps) as `curves.png`.
 
 Every run is its own process; finished runs in `root_dir` are read back, not rerun. Written to
 `<root_dir>/study.md`, `study.json` and `curves.png`.
@@ -34,9 +37,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from binaries import common
+from binaries import kickstart_report
 from runtime import errors
 from runtime import run_directory
 
@@ -59,6 +62,8 @@ flags.DEFINE_multi_string('scratch_gin_bindings', [], 'Extra gin bindings for th
 flags.DEFINE_integer('seeds', 3, 'Seeds per student (0 .. seeds-1).')
 flags.DEFINE_float('reach_fraction', 1.0, 'A student reaches the teacher at an evaluation return of at '
                    'least this fraction of the teacher\'s score.')
+flags.DEFINE_integer('reach_evaluations', 3, 'Consecutive evaluations that must all reach the target for a '
+                     'student to count as reaching the teacher (the first of them is the step reported).')
 flags.mark_flag_as_required('root_dir')
 FLAGS = flags.FLAGS
 
@@ -67,7 +72,7 @@ EVAL_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'eval_main.
 
 
 def train_teacher(root_dir: str):
-  """Returns (policy directory, score) of the teacher, training it unless `--teacher_policy` is given."""
+  """Returns (policy directory, run summary) of the teacher, training it unless `--teacher_policy` is given."""
   if FLAGS.teacher_policy:
     summary_path = os.path.join(os.path.dirname(os.path.abspath(FLAGS.teacher_policy)), 'summary.json')
     if not os.path.exists(summary_path):
@@ -75,10 +80,10 @@ def train_teacher(root_dir: str):
                                    'read the teacher\'s score from; pass the policy/ directory of a '
                                    'train_main run.')
     with open(summary_path) as f:
-      return FLAGS.teacher_policy, json.load(f)['eval_return_mean']
+      return FLAGS.teacher_policy, json.load(f)
   run_dir = os.path.join(root_dir, 'teacher')
   summary = common.run_train_main(run_dir, FLAGS.teacher_gin_file, FLAGS.teacher_gin_bindings, 'the teacher')
-  return os.path.join(run_dir, 'policy'), summary['eval_return_mean']
+  return os.path.join(run_dir, 'policy'), summary
 
 
 def evaluate_teacher(root_dir: str, teacher_policy: str) -> dict:
@@ -111,54 +116,6 @@ def run_student(method: str, seed: int, root_dir: str, teacher_policy: str) -> d
                                bindings, f'{method} student seed {seed}')
 
 
-def steps_to_reach(summary: dict, target: float):
-  """Env steps of the first evaluation whose mean return reaches `target` (None if none does)."""
-  return next((e['env_steps'] for e in summary['evaluations'] if e['return_mean'] >= target), None)
-
-
-def summarize(method: str, summaries: list, target: float) -> dict:
-  reached = [steps_to_reach(s, target) for s in summaries]
-  hits = [r for r in reached if r is not None]
-  return {
-      'method': method,
-      'seeds': len(summaries),
-      'reached': len(hits),
-      'steps_to_reach': reached,
-      # Seeds that never reach count as "beyond the budget" (infinite) in the median.
-      'median_steps_to_reach': (float(np.median([np.inf if r is None else r for r in reached]))
-                                if summaries else None),
-      'final_returns': [s['eval_return_mean'] for s in summaries],
-      'median_final_return': float(np.median([s['eval_return_mean'] for s in summaries])),
-      'budget_env_steps': max(s['env_steps'] for s in summaries),
-      'train_seconds': [round(s['train_seconds_this_run'], 1) for s in summaries],
-  }
-
-
-def table(rows: list, teacher_score: float, target: float, score_source: str = 'final evaluation') -> str:
-  lines = [f'Teacher score ({score_source}): {teacher_score:.2f}; a student reaches it at an evaluation '
-           f'mean return >= {target:.2f}.', '',
-           '| student | budget (env steps) | seeds reaching the teacher | median env steps to reach it | '
-           'per seed | median final return | final returns |', '|---|---|---|---|---|---|---|']
-  for row in rows:
-    median = row['median_steps_to_reach']
-    median_text = '—' if median is None or not np.isfinite(median) else f'{median:,.0f}'
-    per_seed = ', '.join('never' if r is None else f'{r:,}' for r in row['steps_to_reach'])
-    finals = ', '.join(f'{r:.1f}' for r in row['final_returns'])
-    lines.append(f'| {row["method"]} | {row["budget_env_steps"]:,} | {row["reached"]}/{row["seeds"]} | '
-                 f'{median_text} | {per_seed} | '
-                 f'{row["median_final_return"]:.1f} | {finals} |')
-  by_method = {row['method']: row for row in rows}
-  kick, scratch = by_method['kickstarted']['median_steps_to_reach'], by_method['scratch']['median_steps_to_reach']
-  if kick is not None and np.isfinite(kick) and kick > 0:
-    if np.isfinite(scratch):
-      lines += ['', f'Scratch / kickstarted steps to reach the teacher (medians): **{scratch / kick:.1f}×**.']
-    else:
-      budget = by_method['scratch']['budget_env_steps']
-      lines += ['', f'Scratch / kickstarted steps to reach the teacher (medians): **> {budget / kick:.1f}×** '
-                    f'(the scratch median did not reach it within {budget:,} env steps).']
-  return '\n'.join(lines)
-
-
 def plot(path: str, runs: dict, teacher_score: float, score_source: str = 'final evaluation') -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -188,13 +145,16 @@ def main(argv):
   os.makedirs(root_dir, exist_ok=True)
   start = time.time()
   print('Teacher...', flush=True)
-  teacher_policy, teacher_score = train_teacher(root_dir)
+  teacher_policy, teacher_summary = train_teacher(root_dir)
+  teacher_score, teacher_standard_error = kickstart_report.final_return(teacher_summary)
   teacher_eval = None
   if FLAGS.teacher_eval_episodes > 0:
     teacher_eval = evaluate_teacher(root_dir, teacher_policy)
     print(f'Teacher: final training evaluation {teacher_score:.1f}; {teacher_eval["episodes"]} fresh episodes '
           f'{teacher_eval["return_mean"]:.2f} ± {teacher_eval["return_std"]:.2f} (the score used)', flush=True)
-    teacher_score = teacher_eval['return_mean']
+    teacher_score, teacher_standard_error = kickstart_report.final_return(
+        {'eval_return_mean': teacher_eval['return_mean'], 'eval_return_std': teacher_eval['return_std'],
+         'eval_episodes': teacher_eval['episodes']})
   target = FLAGS.reach_fraction * teacher_score
   print(f'Teacher: {teacher_policy}, score {teacher_score:.1f} ({time.time() - start:.0f} s)', flush=True)
   runs = {method: [] for method in METHODS}
@@ -204,17 +164,19 @@ def main(argv):
       summary = run_student(method, seed, root_dir, teacher_policy)
       runs[method].append(summary)
       done += 1
-      reached = steps_to_reach(summary, target)
+      reached = kickstart_report.steps_to_reach(summary['evaluations'], target, FLAGS.reach_evaluations)
       elapsed = time.time() - students_start
       print(f'[{done}/{total}] {method} seed {seed}: '
-            + (f'reached {target:.1f} at {reached:,} env steps' if reached is not None
+            + (f'reached {target:.1f} at {reached:,} env steps ({FLAGS.reach_evaluations} evaluations in a row)'
+               if reached is not None
                else f'did not reach {target:.1f} in {summary["env_steps"]:,} env steps')
             + f', final {summary["eval_return_mean"]:.1f}; ETA {elapsed / done * (total - done) / 60:.1f} min',
             flush=True)
-  rows = [summarize(method, runs[method], target) for method in METHODS]
-  score_source = ('final evaluation' if teacher_eval is None else
-                  f'{teacher_eval["episodes"]} fresh episodes, ± {teacher_eval["return_std"]:.1f} std')
-  text = table(rows, teacher_score, target, score_source)
+  rows = [kickstart_report.summarize(method, runs[method], target, FLAGS.reach_evaluations) for method in METHODS]
+  score_source = (f'final evaluation, {teacher_summary.get("eval_episodes")} episodes' if teacher_eval is None
+                  else f'{teacher_eval["episodes"]} fresh episodes, ± {teacher_eval["return_std"]:.1f} std')
+  text = kickstart_report.table(rows, teacher_score, target, FLAGS.reach_evaluations, teacher_standard_error,
+                                score_source)
   print(text)
   plot(os.path.join(root_dir, 'curves.png'), runs, teacher_score, score_source)
   with run_directory.atomic_file(os.path.join(root_dir, 'study.md')) as f:
@@ -223,8 +185,10 @@ def main(argv):
             f'{FLAGS.scratch_gin_bindings}; {FLAGS.seeds} seeds.\n\n'
             f'{text}\n\n![learning curves](curves.png)\n')
   with run_directory.atomic_file(os.path.join(root_dir, 'study.json')) as f:
-    json.dump({'teacher_policy': teacher_policy, 'teacher_score': teacher_score, 'teacher_eval': teacher_eval,
-               'target': target, 'students': rows}, f, indent=2)
+    json.dump({'teacher_policy': teacher_policy, 'teacher_score': teacher_score,
+               'teacher_standard_error': teacher_standard_error, 'teacher_eval': teacher_eval, 'target': target,
+               'reach_evaluations': FLAGS.reach_evaluations, 'students': rows,
+               'verdict': kickstart_report.verdict(rows, target)}, f, indent=2, allow_nan=True)
   print(f'Wrote {os.path.join(root_dir, "study.md")} and curves.png ({(time.time() - start) / 60:.1f} min)')
 
 
