@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/quickstart
+# Test processes (pytest-xdist); 2 suits a 2-core machine: the suite took 11.8 min, against 17-18 serially.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench fault-bench clean
 
@@ -21,7 +23,7 @@ demo: setup
 	$(PY) binaries/train_main.py --gin_file=gin/quickstart.gin --root_dir=$(DEMO_DIR)
 
 test: setup
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider -n $(TEST_WORKERS)
 
 bench: setup
 	$(PY) binaries/bench_main.py --output=BENCHMARKS.md
