@@ -131,7 +131,8 @@ class Actor:
     self._teachers = teachers if teachers is not None and teachers.recorded_state_specs() else None
     if self._teachers is not None:
       self._teacher_states = self._teachers.initial_recorded_states(self._num_envs)
-      self._step_teachers = tf.function(self._teachers.step_recorded_states)
+      # AutoGraph off, as the policy step's: the step has no data-dependent Python control flow.
+      self._step_teachers = tf.function(self._teachers.step_recorded_states, autograph=False)
     self.env_steps = 0  # agent steps summed over environments
 
   @property
