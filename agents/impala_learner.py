@@ -85,7 +85,8 @@ class IMPALALearner:
     max_grad_norm: global-norm gradient clipping, 40.0; None disables it.
     reward_clip: clip rewards to [−c, c] before V-trace (the paper's Atari agents: 1.0); None (default)
       disables clipping.
-    kickstarter_fn: None (default), or a factory `(observation_spec, action_spec, strategy=...)` of a
+    kickstarter_fn: None (default), or a factory `(observation_spec, action_spec, strategy=,
+      student_network=, total_iterations=)` of a
       `kickstarting.Kickstarter` (gin: `IMPALALearner.kickstarter_fn = @Kickstarter`): teachers'
       pseudo-rewards join the rewards before V-trace and Σ_k λ_k·ℓ_k joins the loss; metrics
       'kickstart/...'.
@@ -161,7 +162,8 @@ class IMPALALearner:
     self.kickstarter = None
     if kickstarter_fn is not None:
       self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
-                                        strategy=self._strategy, student_network=network)
+                                        strategy=self._strategy, student_network=network,
+                                        total_iterations=self.total_iterations)
     self._dataset_fn = dataset_fn
     self._iterator = None
     # Without AutoGraph: the step's loop is an explicit `tf.while_loop`, and converting TF-Agents' network

@@ -90,13 +90,15 @@ class Kickstarter(tf.Module):
     strategy: the learner's `tf.distribute.Strategy` (the λ variables are created in its scope).
     student_network: the student's network, which the learners pass: `TeacherSet.peers` copies it for its
       peer teachers (codistillation).
+    total_iterations: the learner's run length (its `total_iterations` variable), which λ schedules over the
+      run follow (`linear_decay`'s default `decay_steps=None`); the learners pass it.
   """
 
   def __init__(self, observation_spec, action_spec, teachers: Optional[teachers_lib.TeacherSet] = None,
                weights: Optional[schedules.TeacherWeights] = None,
                config: Optional[distillation_losses.DistillationConfig] = None,
                strategy: Optional[tf.distribute.Strategy] = None, student_network=None,
-               name: str = 'Kickstarter'):
+               total_iterations=None, name: str = 'Kickstarter'):
     super().__init__(name=name)
     self._teachers = teachers if teachers is not None else teachers_lib.TeacherSet(
         observation_spec, action_spec, student_network=student_network)
@@ -119,7 +121,8 @@ class Kickstarter(tf.Module):
                                  'another variant.')
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-      self.weights = weights if weights is not None else schedules.TeacherWeights(self._teachers.names)
+      self.weights = weights if weights is not None else schedules.TeacherWeights(
+          self._teachers.names, total_iterations=total_iterations)
       self.distillation_coef = tf.Variable(float(self._config.distillation_coef), dtype=tf.float32,
                                            trainable=False, name='distillation_coef')
     if tuple(self.weights.teacher_names) != tuple(self._teachers.names):

@@ -85,7 +85,8 @@ class PPOLearner:
       loss term is re-weighted by its chunk's share of the minibatch's masked steps, and advantages are
       normalised over the whole minibatch) with the activation memory of one chunk. None (default)
       computes each minibatch at once. Per replica.
-    kickstarter_fn: None (default), or a factory `(observation_spec, action_spec, strategy=...)` of a
+    kickstarter_fn: None (default), or a factory `(observation_spec, action_spec, strategy=,
+      student_network=, total_iterations=)` of a
       `kickstarting.Kickstarter` (gin: `PPOLearner.kickstarter_fn = @Kickstarter`): teachers' pseudo-rewards
       join the extrinsic rewards before GAE and Σ_k λ_k·ℓ_k joins each minibatch's loss.
   """
@@ -155,7 +156,8 @@ class PPOLearner:
     self.kickstarter = None
     if kickstarter_fn is not None:
       self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
-                                        strategy=self._strategy, student_network=network)
+                                        strategy=self._strategy, student_network=network,
+                                        total_iterations=self.total_iterations)
     self._iterator = None
     self._dataset_fn = dataset_fn
     # Without AutoGraph: the step's loops are explicit `tf.while_loop`s, and converting TF-Agents'

@@ -36,11 +36,30 @@ _MODES = ('schedule', 'pbt')
 
 
 class Schedule:
-  """A pure function of the training step, `step -> float32 scalar tensor`, with a readable repr."""
+  """A pure function of the training step, `step -> float32 scalar tensor`, with a readable repr.
 
-  def __init__(self, fn: Callable[[tf.Tensor], tf.Tensor], description: str):
+  A schedule over the run (`linear_decay(decay_steps=None)`) is a function of the step and the run's length
+  in steps, `fn(step, total_steps)`; `over(total_steps)` gives it that length (the learner's
+  `total_iterations`, a number or a variable read when the step runs).
+  """
+
+  def __init__(self, fn: Callable[..., tf.Tensor], description: str, over_the_run: bool = False,
+               total_steps=None):
     self._fn = fn
     self._description = description
+    self._over_the_run = over_the_run
+    self._total_steps = total_steps
+
+  @property
+  def over_the_run(self) -> bool:
+    """Whether the schedule follows the run's length (set by `over`)."""
+    return self._over_the_run
+
+  def over(self, total_steps) -> 'Schedule':
+    """This schedule on a run of `total_steps` steps (itself when it does not follow the run's length)."""
+    if not self._over_the_run:
+      return self
+    return Schedule(self._fn, self._description, over_the_run=True, total_steps=total_steps)
 
   def __call__(self, step) -> tf.Tensor:
     """The value at `step` (a Python number or a scalar tensor of any real dtype), float32 scalar."""
@@ -49,7 +68,12 @@ class Schedule:
       raise ValueError(f'{self._description} takes a scalar step, got shape {step.shape}.')
     if not (step.dtype.is_integer or step.dtype.is_floating):
       raise TypeError(f'{self._description} takes an integer or float step, got dtype {step.dtype.name}.')
-    return self._fn(tf.cast(step, tf.float32))
+    if not self._over_the_run:
+      return self._fn(tf.cast(step, tf.float32))
+    if self._total_steps is None:
+      raise errors.ConfigError(f'{self._description} follows the run\'s length, which is unknown here: give '
+                               'decay_steps, or use it in a learner (PPOLearner, IMPALALearner) that knows it.')
+    return self._fn(tf.cast(step, tf.float32), tf.cast(self._total_steps, tf.float32))
 
   def __repr__(self) -> str:
     return self._description
@@ -83,7 +107,7 @@ def constant_schedule(value: float = 1.0) -> Schedule:
 
 
 @gin.configurable
-def linear_decay(initial: float = 1.0, final: float = 0.0, decay_steps: int = gin.REQUIRED) -> Schedule:
+def linear_decay(initial: float = 1.0, final: float = 0.0, decay_steps: Optional[int] = None) -> Schedule:
   """The schedule `step -> initial + (final − initial) · min(step / decay_steps, 1)`.
 
   Goes in a straight line from `initial` at step 0 to `final` at `decay_steps` and stays there. Steps
@@ -96,20 +120,26 @@ def linear_decay(initial: float = 1.0, final: float = 0.0, decay_steps: int = gi
       MinAtar student that reached its teacher collapsed when the pull vanished, BENCHMARKS.md).
     decay_steps: Steps from `initial` to `final`, in the unit of the step passed (the learner's
       `train_step`: learner iterations, one per batch of trajectories, whatever its epochs and
-      minibatches); > 0. Required.
+      minibatches); > 0. None (default): the whole run, the learner's `total_iterations`, so λ reaches
+      `final` with the learning rate, which the learners' linear schedule anneals over the same
+      iterations. Released earlier, while the learning rate was still large, CartPole students left their
+      teacher and collapsed (3 of 3 seeds at half the run; BENCHMARKS.md, 2026-12-03).
 
   Returns:
     A `Schedule`.
   """
   initial = _finite_float(initial, 'initial', 'linear_decay')
   final = _finite_float(final, 'final', 'linear_decay')
-  decay_steps = _positive(decay_steps, 'decay_steps', 'linear_decay')
 
-  def fn(step):
-    fraction = tf.clip_by_value(step / decay_steps, 0.0, 1.0)
+  def fn(step, total_steps):
+    fraction = tf.clip_by_value(step / total_steps, 0.0, 1.0)
     return initial + (final - initial) * fraction
 
-  return Schedule(fn, f'linear_decay(initial={initial}, final={final}, decay_steps={decay_steps:g})')
+  if decay_steps is None:
+    return Schedule(fn, f'linear_decay(initial={initial}, final={final}, decay_steps=the run)', over_the_run=True)
+  decay_steps = _positive(decay_steps, 'decay_steps', 'linear_decay')
+  return Schedule(lambda step: fn(step, decay_steps),
+                  f'linear_decay(initial={initial}, final={final}, decay_steps={decay_steps:g})')
 
 
 @gin.configurable
@@ -191,7 +221,7 @@ class TeacherWeights(tf.Module):
   def __init__(self, teacher_names: Sequence[str], schedules: Union[ScheduleLike, Sequence[ScheduleLike],
                                                                      Mapping[str, ScheduleLike]] = 1.0,
                scale_schedule: Optional[ScheduleLike] = None, mode: str = 'schedule',
-               name: str = 'TeacherWeights'):
+               total_iterations=None, name: str = 'TeacherWeights'):
     """Creates the variables.
 
     Args:
@@ -204,6 +234,8 @@ class TeacherWeights(tf.Module):
         (default) keeps one independent λ_k per teacher.
       mode: 'schedule' (default): `update(step)` assigns the schedules' values. 'pbt': the variables
         belong to an outside controller (`assign`, `variables_by_name`), and `update` changes nothing.
+      total_iterations: The run's length in steps (a number or a variable), for schedules over the run
+        (`linear_decay(decay_steps=None)`); the learners pass theirs. Set by code, not gin.
       name: Module name.
 
     Raises:
@@ -224,8 +256,14 @@ class TeacherWeights(tf.Module):
                                'global scale λ has that key); rename it.')
     self._names = tuple(names)
     self._mode = mode
-    self._schedules = self._schedule_per_teacher(schedules)
-    self._scale_schedule = _as_schedule(scale_schedule) if factorised else None
+    # In mode 'pbt' only step 0 is read, where a schedule over the run is at its start whatever its length.
+    total = total_iterations if total_iterations is not None or mode != 'pbt' else 1
+
+    def over_the_run(schedule):
+      return schedule.over(total) if isinstance(schedule, Schedule) and total is not None else schedule
+
+    self._schedules = [over_the_run(schedule) for schedule in self._schedule_per_teacher(schedules)]
+    self._scale_schedule = over_the_run(_as_schedule(scale_schedule)) if factorised else None
 
     def variable(schedule, key):
       initial = float(schedule(0))

@@ -262,7 +262,7 @@ def _keras_teacher(preferred_action: int, strength: float = 3.0) -> tf.keras.Mod
 
 
 def _kickstarter_fn(model, variant):
-  def make(observation_spec, action_spec, strategy=None, student_network=None):
+  def make(observation_spec, action_spec, strategy=None, student_network=None, total_iterations=None):
     del student_network  # no peer teachers here
     teacher_set = teachers.TeacherSet(observation_spec, action_spec, paths=[model], names=['teacher'])
     with (strategy or tf.distribute.get_strategy()).scope():

@@ -22,12 +22,12 @@ def _keras_teacher(preferred_action: int, strength: float = 3.0) -> tf.keras.Mod
 
 
 def _kickstarter_fn(models, variant='on_policy_distill_with_reward', tasks=None, mode='schedule', **weights):
-  def make(observation_spec, action_spec, strategy=None, student_network=None):
+  def make(observation_spec, action_spec, strategy=None, student_network=None, total_iterations=None):
     del student_network  # no peer teachers here
     names = [f'teacher_{k}' for k in range(len(models))]
     teacher_set = teachers.TeacherSet(observation_spec, action_spec, paths=models, names=names, tasks=tasks)
     with (strategy or tf.distribute.get_strategy()).scope():
-      teacher_weights = schedules.TeacherWeights(names, mode=mode, **weights)
+      teacher_weights = schedules.TeacherWeights(names, mode=mode, total_iterations=total_iterations, **weights)
     return kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set,
                                     weights=teacher_weights,
                                     config=distillation_losses.DistillationConfig(variant=variant),
@@ -94,6 +94,18 @@ def test_a_schedule_moves_lambda_inside_the_compiled_step():
       [_keras_teacher(1)], schedules=schedules.linear_decay(initial=1.0, final=0.0, decay_steps=4)))
   lambdas = [float(learner.run()['kickstart/lambda_teacher_0']) for _ in range(3)]
   np.testing.assert_allclose(lambdas, [1.0, 0.75, 0.5])
+  assert learner._compiled_run.experimental_get_tracing_count() == 1
+
+
+def test_a_schedule_over_the_run_ends_with_the_learners_iterations():
+  """linear_decay's default decay_steps (None) is the learner's total_iterations (10 here), read at run time."""
+  net = _network()
+  learner = _learner(net, _unrewarded_batch(net), kickstarter_fn=_kickstarter_fn(
+      [_keras_teacher(1)], schedules=schedules.linear_decay(initial=2.0, final=0.0)))
+  lambdas = [float(learner.run()['kickstart/lambda_teacher_0']) for _ in range(2)]
+  np.testing.assert_allclose(lambdas, [2.0, 1.8])
+  learner.total_iterations.assign(4)  # e.g. a resumed run with a larger budget: the schedule follows
+  np.testing.assert_allclose(float(learner.run()['kickstart/lambda_teacher_0']), 1.0)
   assert learner._compiled_run.experimental_get_tracing_count() == 1
 
 

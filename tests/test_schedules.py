@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from agents import schedules
+from runtime import errors
 
 
 def _values(weights):
@@ -155,3 +156,21 @@ def test_weights_from_gin():
   ])
   weights = schedules.TeacherWeights(['seek', 'avoid'])
   np.testing.assert_allclose([float(v) for v in weights.update(20)], [1.6, 0.5], rtol=1e-6)
+
+
+def test_a_schedule_over_the_run_needs_the_runs_length_and_follows_it():
+  schedule = schedules.linear_decay(2.0, 0.0)  # decay_steps=None: the whole run
+  with pytest.raises(errors.ConfigError, match="follows the run's length"):
+    schedule(0)
+  total = tf.Variable(4.0)
+  over = schedule.over(total)
+  assert [float(over(step)) for step in (0, 1, 4, 9)] == [2.0, 1.5, 0.0, 0.0]
+  total.assign(8.0)
+  assert float(over(2)) == 1.5
+  weights = schedules.TeacherWeights(['a'], schedules=schedule, total_iterations=10)
+  weights.update(5)
+  assert _values(weights) == [1.0]
+  # In PBT mode only the start is read, which needs no length.
+  assert _values(schedules.TeacherWeights(['a'], schedules=schedule, mode='pbt')) == [2.0]
+  with pytest.raises(errors.ConfigError, match="follows the run's length"):
+    schedules.TeacherWeights(['a'], schedules=schedule)
