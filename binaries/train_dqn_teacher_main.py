@@ -28,6 +28,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 import gin
+import tensorflow as tf
+from tf_agents.agents.dqn import dqn_agent
+from tf_agents.drivers import dynamic_step_driver
+from tf_agents.environments import tf_py_environment
+from tf_agents.networks import q_network
+from tf_agents.policies import policy_saver
+from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.utils import common as tf_agents_common
 
 from agents import data_free
 from agents import evaluation
@@ -113,17 +121,6 @@ def train_dqn_teacher(root_dir: str,
     stop_at_eval_return: stop once an evaluation's mean return reaches this; None to use the whole budget.
     final_eval_episodes: greedy episodes the exported policy plays for the score written to summary.json.
   """
-  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
-  from tf_agents.agents.dqn import dqn_agent
-  from tf_agents.drivers import dynamic_step_driver
-  from tf_agents.environments import tf_py_environment
-  from tf_agents.networks import q_network
-  from tf_agents.policies import policy_saver
-  from tf_agents.replay_buffers import tf_uniform_replay_buffer
-  from tf_agents.utils import common as tf_agents_common
-  # pylint: enable=g-import-not-at-top
-
   os.makedirs(root_dir, exist_ok=True)
   run_directory.write_text(os.path.join(root_dir, 'operative_config.gin'), gin.operative_config_str())
   start = time.time()
@@ -155,6 +152,7 @@ def train_dqn_teacher(root_dir: str,
 
   evaluations, time_step, next_eval = [], None, eval_interval_env_steps
   loss = max_q = float('nan')
+  steps = 0
   print(f'DQN on {env_id}: {num_envs} envs, QNetwork {tuple(fc_layer_params)}, budget {total_env_steps:,} env '
         f'steps, stops at a {eval_episodes}-episode greedy evaluation >= {stop_at_eval_return}.', flush=True)
   while int(env_steps.numpy()) < total_env_steps:
