@@ -5,12 +5,17 @@ r"""Kickstarting against learning from scratch: a teacher, then kickstarted and 
       --teacher_policy=runs/minatar_breakout/policy --teacher_eval_episodes=256 --seeds=2
   python binaries/kickstart_study_main.py --root_dir=/tmp/k --teacher_gin_file=quickstart.gin \
       --student_gin_file=kickstart_cartpole.gin --seeds=2
+  python binaries/kickstart_study_main.py --root_dir=/tmp/kick_dqn --student_gin_file=kickstart_cartpole.gin \
+      --teacher_policy=runs/dqn_cartpole/policy        # a DQN teacher (binaries/train_dqn_teacher_main.py)
 
 1. The teacher: `--teacher_gin_file` trained by `binaries/train_main.py` into `<root_dir>/teacher` (or
-   `--teacher_policy`, a policy exported by an earlier run). Its score is its final evaluation's mean
+   `--teacher_policy`, a policy exported by an earlier run of train_main or of train_dqn_teacher_main, which
+   both write their score in a summary.json beside it). Its score is its final evaluation's mean
    return, or, with `--teacher_eval_episodes=N`, the mean of N fresh episodes played by
    `binaries/eval_main.py` (a training run's final evaluation is short: 16 MinAtar episodes leave a
-   standard error of about 2 on the target every student is measured against).
+   standard error of about 2 on the target every student is measured against). A DQN teacher's summary.json
+   already holds `final_eval_episodes` fresh greedy episodes of its export; `--teacher_eval_episodes` needs a
+   train_main run's operative_config.gin.
 2. The students: `--student_gin_file` (a configuration that kickstarts: `PPOLearner.kickstarter_fn =
    @Kickstarter`, the student's network, the λ schedule), run per seed twice with the same budget —
    kickstarted (`TeacherSet.paths = [<teacher policy>]`) and from scratch (`PPOLearner.kickstarter_fn =
@@ -78,7 +83,7 @@ def train_teacher(root_dir: str):
     if not os.path.exists(summary_path):
       raise errors.PolicyLoadError(f'--teacher_policy={FLAGS.teacher_policy}: no summary.json beside it to '
                                    'read the teacher\'s score from; pass the policy/ directory of a '
-                                   'train_main run.')
+                                   'train_main or train_dqn_teacher_main run.')
     with open(summary_path) as f:
       return FLAGS.teacher_policy, json.load(f)
   run_dir = os.path.join(root_dir, 'teacher')

@@ -220,3 +220,19 @@ def test_distill_data_free_main_takes_a_dqn_teacher_and_says_so(dqn, tmp_path):
   np.testing.assert_array_equal(
       exemplars['teacher_labels'],
       np.argmax(_numpy_q_values(dqn['network'], exemplars['observations']), axis=-1))
+
+
+def test_train_main_kickstarts_from_a_dqn_export_and_says_it_is_a_q_values_teacher(dqn, tmp_path):
+  # The greedy agent.policy, as TF-Agents' dqn_train_eval exports it, named in TeacherSet.paths as a user
+  # would; the CartPole measure of a real DQN teacher is in BENCHMARKS.md (binaries/train_dqn_teacher_main.py).
+  root = tmp_path / 'student'
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'binaries', 'train_main.py'), '--gin_file=kickstart_cartpole.gin',
+       f'--root_dir={root}', f"--gin_bindings=TeacherSet.paths = ['{dqn['paths']['greedy']}']",
+       '--gin_bindings=train.total_env_steps = 512', '--gin_bindings=train.eval_episodes = 2'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  assert (f"Teacher 'teacher_0' ({dqn['paths']['greedy']}): Q-values softmax(Q/τ), τ = 0.01."
+          in result.stdout), result.stdout[-2000:]
+  summary = json.loads((root / 'summary.json').read_text())
+  assert summary['env_steps'] == 512 and (root / 'policy').is_dir()
