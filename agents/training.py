@@ -31,6 +31,7 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import actor as actor_lib
 from agents import evaluation
+from agents import impala_learner  # noqa: F401  (registers IMPALALearner with gin)
 from agents import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
 from agents import policies
 from agents import ppo_learner

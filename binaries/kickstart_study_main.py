@@ -17,9 +17,9 @@ r"""Kickstarting against learning from scratch: a teacher, then kickstarted and 
    already holds `final_eval_episodes` fresh greedy episodes of its export; `--teacher_eval_episodes` needs a
    train_main run's operative_config.gin.
 2. The students: `--student_gin_file` (a configuration that kickstarts: `PPOLearner.kickstarter_fn =
-   @Kickstarter`, the student's network, the λ schedule), run per seed twice with the same budget —
-   kickstarted (`TeacherSet.paths = [<teacher policy>]`) and from scratch (`PPOLearner.kickstarter_fn =
-   None`, nothing else changed; `--scratch_gin_bindings` may give the scratch students a longer budget
+   @Kickstarter` or `IMPALALearner.kickstarter_fn = @Kickstarter`, the student's network, the λ schedule),
+   run per seed twice with the same budget — kickstarted (`TeacherSet.paths = [<teacher policy>]`) and from
+   scratch (the learner's `kickstarter_fn = None`, nothing else changed; `--scratch_gin_bindings` may give the scratch students a longer budget
    when they do not reach the teacher within the kickstarted one).
 3. The report (`binaries/kickstart_report.py`): per method, the env steps at which each seed first holds the
    teacher's score (times `--reach_fraction`) for `--reach_evaluations` consecutive evaluations, their
@@ -115,7 +115,9 @@ def run_student(method: str, seed: int, root_dir: str, teacher_policy: str) -> d
   if method == 'kickstarted':
     extra = [f"TeacherSet.paths = ['{teacher_policy}']"]
   else:
-    extra = ['PPOLearner.kickstarter_fn = None'] + list(FLAGS.scratch_gin_bindings)
+    # Whichever learner the student's gin file kickstarts (both are registered with gin by agents.training).
+    extra = ['PPOLearner.kickstarter_fn = None', 'IMPALALearner.kickstarter_fn = None'] + list(
+        FLAGS.scratch_gin_bindings)
   bindings = list(FLAGS.student_gin_bindings) + extra + [f'train.seed = {seed}']
   return common.run_train_main(os.path.join(root_dir, f'{method}_seed{seed}'), FLAGS.student_gin_file,
                                bindings, f'{method} student seed {seed}')
