@@ -107,7 +107,7 @@ class PPOLearner:
       environment advantages are normalised: the pseudo-returns keep eq. 1's weight against ℓ and the
       extrinsic critic learns environment returns only. 'joint' stays the default: 'separate' needs the
       extra head, the shipped kickstart settings were tuned with 'joint', and on the random-MDP study
-      (BENCHMARKS.md) neither dominates: the joint normalisation weighs ℓ up (σ > 1 there), which speeds
+      (BENCHMARKS.md) neither dominates: the joint normalisation weighs ℓ up (σ ≫ 1 there: R̂ sums many log-probabilities), which speeds
       N-distill and expected entropy-regularised distillation towards cloning on a good teacher but
       breaks entropy-regularised distillation at its rate and copies more of a noisy teacher's errors;
       'separate' keeps eq. 1's results for the pure distillation variants and did best with
@@ -189,7 +189,6 @@ class PPOLearner:
     if kickstarter_fn is not None:
       self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
                                         strategy=self._strategy, student_network=network)
-    self._pseudo_reward_advantages = pseudo_reward_advantages
     if pseudo_reward_advantages == 'separate':
       # The pseudo-returns' own critic, discounted like the extrinsic returns (the kickstarter's next-state
       # pseudo-rewards use the same γ), outside the advantage normalisation.
