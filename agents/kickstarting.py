@@ -14,13 +14,74 @@ A learner (PPO, IMPALA) uses it in four steps, all inside its compiled step:
    (its task's rows, and the value gate), and the variant's pseudo-rewards Σ_k λ_k·r̂_k, computed with
    the behaviour policy as the student (the policy that sampled the batch).
 2. The learner adds `pseudo_rewards` to its environment rewards before its returns (GAE, V-trace): the
-   R̂ term of the paper's unified update (eq. 1), with the learner's critic as a baseline.
+   R̂ term of the paper's unified update (eq. 1), with the learner's critic as a baseline (PPO, with
+   `pseudo_reward_advantages='separate'`: their own GAE and critic head, outside the normalisation).
 3. The learner adds `loss(logits, prepared, mask)` — Σ_k λ_k·α·ℓ_k averaged over the policy's steps —
    to its loss; gradients reach the student only (teacher outputs are constants).
 4. `update(train_step)` once per iteration moves the λ_k schedules (a no-op in PBT mode).
 
 The environment reward belongs to the learner's RL loss: the "+R" of a variant is the learner itself,
 so the variants' own reward terms are not added again here.
+
+What of eq. 1 survives the learners' machinery
+-----------------------------------------------
+Eq. 1 is E[Σ_t −∇log π_θ(a_t|s_t)·R̂_t + ∇ℓ_t] with R̂_t = Σ_{i≥t} r̂_i. For the variants marked "yes"
+(`distillation_losses.TRUE_GRADIENT_FIELD`) its expectation is the gradient of an objective F(θ); for two of
+them, n_distill and expected_entropy_regularised, that rests on an exact balance (Theorem 2): r̂ is −ℓ one
+step later, so the R̂ term cancels the part of Σ∇ℓ that is not a gradient (on-policy distillation's field,
+Theorem 1). entropy_regularised and teacher_value_reward have ℓ = 0 and only the R̂ term. What each piece
+of PPO (`ppo_learner.py`) does to it, on a minibatch of N steps:
+
+* The critic as a baseline. A state-dependent b(s_t) subtracted from R̂_t leaves the expectation unchanged,
+  however wrong b is. The extrinsic critic learns env + pseudo returns ('joint'); the pseudo-rewards move
+  with the student (n_distill's r̂ is a cross-entropy to the student), so it chases a moving target, which
+  costs variance, not bias, as long as it is only a baseline.
+* GAE's bootstrapping. With λ = 1, A_t = G_t − V(s_t) where G_t sums the rewards to the end of the unroll
+  and adds (Π discounts)·V(s_T) there: unbiased up to that one bootstrap (eq. 1 sums to the episode's end).
+  With λ < 1 the critic enters the return itself: the λ-return's bias is
+  E[G^λ_t|s_t,a_t] − Q(s_t,a_t) = (1−λ) Σ_{n≥1} λ^{n−1} γ^n E[(V − V^π)(s_{t+n}) | s_t, a_t], which depends on
+  a_t, so an imperfect critic biases the update; it is eq. 1's only when V = V^π (of the env + pseudo
+  returns). The learner's default λ = 0.95 is in this case.
+* The clipped ratio. The surrogate's gradient is ρ_t·∇log π_θ·Â_t with ρ_t = π_θ/π_behaviour, or 0 once
+  ρ_t has left [1−ε, 1+ε] in the direction Â_t favours; ℓ is not clipped.
+  At the first minibatch of the first epoch ρ = 1 and the step is eq. 1's (with the caveats here); later
+  steps follow a trust-region surrogate of it, with pseudo-rewards computed once per batch from the
+  behaviour policy (stale for the variants whose r̂ reads the student: n_distill, the expected variant's
+  last step).
+* Per-minibatch advantage normalisation, Â_t = (A_t − μ)/σ (`losses.normalize_advantages`) while
+  `loss` adds ℓ unnormalised. The step at ρ = 1 is
+      −(1/N) Σ_t ∇log π_θ·(A_t − μ)/σ + (1/N) Σ_t ∇ℓ_t
+        = (1/σ)·(1/N)·[ −Σ_t ∇log π_θ·(A_t − μ) + σ·Σ_t ∇ℓ_t ].
+  Subtracting μ is a baseline shift (exactly so up to μ's O(1/N) dependence on a_t itself); 1/σ in front is
+  a step size. What changes the direction is σ inside the bracket: it is eq. 1 for the variant (q, σ·ℓ, r̂)
+  instead of (q, ℓ, r̂). With ℓ weighted σ, Theorem 2's correction is 1/σ of what σ·ℓ needs, and for a
+  given σ the expected update is ∇F + (σ − 1)·E[Σ_t ∇ℓ_t]: the gradient field plus (σ − 1) times the field
+  of ℓ alone on the student's states, which is not a gradient (Theorem 1's argument). So n_distill and expected_entropy_regularised lose the property
+  unless σ = 1; σ is the std of env + pseudo advantages, set by the reward scale, the critic's error and
+  λ_k, and changes from minibatch to minibatch. entropy_regularised and teacher_value_reward (ℓ = 0) keep
+  eq. 1's direction (only the step size is 1/σ); the variants that are not gradient fields
+  (on_policy_distill[_with_reward], value_gated: their r̂ is 0 here) only have the RL term's weight against
+  ℓ set by σ, the usual trade-off of PPO with an auxiliary loss.
+
+`PPOLearner.pseudo_reward_advantages = 'separate'` restores the weighting: the pseudo-rewards get their own
+GAE on a value head 'kickstart' (a state baseline of their own, so the extrinsic critic learns environment
+returns only) and are added after the environment advantages are normalised
+(`losses.partly_normalized_advantages`): the step at ρ = 1 is (1/σ_env)·(the RL policy gradient) + eq. 1's
+distillation update with R̂ and ℓ at their own weights, so a "yes" variant's part is the gradient of its
+F (with GAE's λ < 1 bias above, now from the 'kickstart' head's error), and λ_k weighs it against an RL
+term of unit scale. It does not remove the clipping or GAE's bias. Scaling ℓ by the same 1/σ would also
+restore eq. 1's direction, but would tie the distillation's weight to the environment's reward scale; not
+done. The default stays 'joint' (see `PPOLearner` and BENCHMARKS.md for the measurement).
+
+IMPALA (`impala_learner.py`) has no advantage normalisation: the policy term and ℓ are both means over the
+batch's steps, so R̂ and ℓ keep eq. 1's weights exactly. Pseudo-rewards join the rewards after reward
+clipping (they are never clipped: clipping at 1 would cut every teacher log-probability below −1), and one
+critic learns env + pseudo returns. V-trace's policy-gradient advantage ρ^pg_s·(r_s + γ v_{s+1} − V(x_s))
+is, on-policy (π = μ) with λ = 1 and ρ̄, c̄ ≥ 1, the return to the unroll's end bootstrapped by V(x_T) minus a
+baseline: eq. 1's up to that bootstrap, as GAE with λ = 1. With a lagging actor the truncated weights
+(ρ̄ = c̄ = 1) make V-trace estimate the value of a policy between μ and π (its fixed point V^{π_ρ̄}), and the
+pseudo-rewards are computed with μ as the student: both bias the update away from eq. 1's, by amounts that
+grow with the lag; `vtrace_lambda` < 1 adds the λ-return's critic bias above.
 """
 
 from typing import Any, Dict, List, Optional, Tuple

@@ -182,6 +182,40 @@ def normalize_advantages(advantages, mask=None, epsilon=1e-8):
   return tf.where(mask != 0, normalized, tf.zeros_like(normalized))
 
 
+
+def partly_normalized_advantages(advantages, unnormalized_advantages=None, mask=None, epsilon=1e-8):
+  """`normalize_advantages(advantages, mask) + unnormalized_advantages`: the normalisation of one part only.
+
+  PPO's per-minibatch standardisation divides the policy-gradient term by std(A) while a loss added beside
+  it (a kickstarter's ℓ) keeps its weight. For advantages of pseudo-rewards that are meant to be weighed
+  against that loss exactly (eq. 1 of Czarnecki et al. 2019, see `agents/kickstarting.py`), the
+  statistics are taken over `advantages` alone and `unnormalized_advantages` are added after:
+
+      Â_t = (A_t − mean(A)) / (std(A) + ε) + Ã_t          (mean and std over the masked entries)
+
+  Args:
+    advantages: float `[T, B]` (any shape), the part that is standardised (the environment's).
+    unnormalized_advantages: float, `advantages`' shape, added unchanged; None: nothing is added (the
+      result is `normalize_advantages(advantages, mask, epsilon)`).
+    mask: optional float/bool, `advantages`' shape; masked-out entries of the result are 0.
+    epsilon: added to the standard deviation, as in `normalize_advantages`.
+
+  Returns:
+    A tensor with `advantages`' shape and dtype.
+  """
+  normalized = normalize_advantages(advantages, mask, epsilon)
+  if unnormalized_advantages is None:
+    return normalized
+  unnormalized_advantages = _float_tensor(unnormalized_advantages, "unnormalized_advantages",
+                                          dtype=normalized.dtype)
+  _check_same_dtype(unnormalized_advantages, "unnormalized_advantages", normalized, "advantages")
+  _check_same_shape(unnormalized_advantages, "unnormalized_advantages", normalized, "advantages")
+  if mask is not None:
+    mask = _mask_like(mask, normalized, "`advantages`")
+    unnormalized_advantages = tf.where(mask != 0, unnormalized_advantages,
+                                       tf.zeros_like(unnormalized_advantages))
+  return normalized + unnormalized_advantages
+
 # ----------------------------------------------------------------------------------------------
 # Returns.
 # ----------------------------------------------------------------------------------------------

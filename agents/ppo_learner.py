@@ -33,6 +33,11 @@ from runtime import config as run_config
 from runtime import errors
 
 _EXTRINSIC = 'extrinsic'
+# The value head that learns the kickstarter's pseudo-returns with `pseudo_reward_advantages='separate'`.
+KICKSTART_HEAD = 'kickstart'
+# `ValueHead.reward_key` of a head trained on the kickstarter's pseudo-rewards (not a batch entry).
+PSEUDO_REWARDS = '<pseudo_rewards>'
+_PSEUDO_REWARD_ADVANTAGES = ('joint', 'separate')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,19 +46,23 @@ class ValueHead:
 
   Attributes:
     reward_key: the batch entry holding this head's rewards, `[T + 1, B]` (entry t + 1 rewards
-      transition t, like `reward`).
+      transition t, like `reward`), or `PSEUDO_REWARDS`: the kickstarter's pseudo-rewards `[T, B]`.
     discount: γ of this head, a scalar variable.
     episodic: True: returns stop at episode ends (the environment's discount and per-step λ apply, and the
       reset transition is masked out of the value loss). False: returns run on across episode ends, as
       RND's intrinsic returns do (γ and λ everywhere, every transition trains the value).
     advantage_coef: weight of this head's advantages in the policy's advantage, a scalar variable.
     reward_clip: clip this head's rewards to [-c, c] before GAE; None: no clipping.
+    normalized: True: this head's advantages join the per-minibatch normalisation
+      (`PPOLearner.normalize_advantages`); False: they are added to the policy's advantage after it
+      (`losses.partly_normalized_advantages`), at their own scale.
   """
   reward_key: str
   discount: tf.Variable
   episodic: bool
   advantage_coef: tf.Variable
   reward_clip: Optional[float] = None
+  normalized: bool = True
 
 
 @gin.configurable
@@ -89,6 +98,23 @@ class PPOLearner:
       student_network=, total_iterations=)` of a
       `kickstarting.Kickstarter` (gin: `PPOLearner.kickstarter_fn = @Kickstarter`): teachers' pseudo-rewards
       join the extrinsic rewards before GAE and Σ_k λ_k·ℓ_k joins each minibatch's loss.
+    pseudo_reward_advantages: how a kickstarter's pseudo-rewards reach the policy's advantage (see
+      `agents/kickstarting.py` for the analysis). 'joint' (default): added to the extrinsic rewards, so
+      the extrinsic critic learns environment + pseudo returns and one advantage is normalised per
+      minibatch; that division by std(A) reweighs the pseudo-returns against the unnormalised loss
+      Σ_k λ_k·ℓ_k, so the distillation update is eq. 1's only when std(A) = 1. 'separate': their own GAE
+      on the network's value head 'kickstart' (add it: `ActorCriticNetwork.value_heads =
+      ('extrinsic', 'kickstart')`), with the learner's γ and λ, added to the policy's advantage after the
+      environment advantages are normalised: the pseudo-returns keep eq. 1's weight against ℓ and the
+      extrinsic critic learns environment returns only. 'joint' stays the default: 'separate' needs the
+      extra head, the shipped kickstart settings were tuned with 'joint', and on the random-MDP study
+      (BENCHMARKS.md) neither dominates: the joint normalisation weighs ℓ up (σ ≫ 1 there: R̂ sums many
+      log-probabilities), which speeds
+      N-distill and expected entropy-regularised distillation towards cloning on a good teacher but
+      breaks entropy-regularised distillation at its rate and copies more of a noisy teacher's errors;
+      'separate' keeps eq. 1's results for the pure distillation variants and did best with
+      teacher_value_reward (environment reward + the teacher's shaping). A structural choice fixed at
+      construction (like `normalize_advantages`), not a hyperparameter a schedule or PBT moves.
   """
 
   def __init__(self,
@@ -112,7 +138,15 @@ class PPOLearner:
                normalize_advantages: bool = True,
                reward_clip: Optional[float] = None,
                microbatch_size: Optional[int] = None,
-               kickstarter_fn: Optional[Callable[..., Any]] = None):
+               kickstarter_fn: Optional[Callable[..., Any]] = None,
+               pseudo_reward_advantages: str = 'joint'):
+    if pseudo_reward_advantages not in _PSEUDO_REWARD_ADVANTAGES:
+      raise errors.ConfigError(f'PPOLearner.pseudo_reward_advantages={pseudo_reward_advantages!r} is unknown; '
+                               f'use one of {_PSEUDO_REWARD_ADVANTAGES}.')
+    if pseudo_reward_advantages == 'separate' and kickstarter_fn is None:
+      raise errors.ConfigError("PPOLearner.pseudo_reward_advantages='separate' routes a kickstarter's "
+                               'pseudo-rewards, but PPOLearner.kickstarter_fn is None: set it (e.g. '
+                               "@Kickstarter) or leave pseudo_reward_advantages at 'joint'.")
     run_config.check_number('PPOLearner.learning_rate', learning_rate, 0, meaning="Adam's step size")
     for name, schedule in (('learning_rate_schedule', learning_rate_schedule),
                            ('clip_schedule', clip_schedule)):
@@ -158,6 +192,11 @@ class PPOLearner:
       self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
                                         strategy=self._strategy, student_network=network,
                                         total_iterations=self.total_iterations)
+    if pseudo_reward_advantages == 'separate':
+      # The pseudo-returns' own critic, discounted like the extrinsic returns (the kickstarter's next-state
+      # pseudo-rewards use the same γ), outside the advantage normalisation.
+      self.add_value_head(KICKSTART_HEAD, reward_key=PSEUDO_REWARDS, discount=self.discount, episodic=True,
+                          advantage_coef=1.0, normalized=False)
     self._iterator = None
     self._dataset_fn = dataset_fn
     # Without AutoGraph: the step's loops are explicit `tf.while_loop`s, and converting TF-Agents'
@@ -193,7 +232,7 @@ class PPOLearner:
     return dict(self._value_heads)
 
   def add_value_head(self, name: str, reward_key: str, discount, episodic: bool, advantage_coef,
-                     reward_clip: Optional[float] = None) -> ValueHead:
+                     reward_clip: Optional[float] = None, normalized: bool = True) -> ValueHead:
     """Trains the network's value head `name` on the rewards `batch[reward_key]` (see `ValueHead`).
 
     `discount` and `advantage_coef` may be floats (new variables are made) or scalar `tf.Variable`s
@@ -204,12 +243,14 @@ class PPOLearner:
       heads = tuple(self._network.value_head_names)
       raise errors.ConfigError(f'The network has no value head {name!r} (it has {list(heads)}); add it with '
                                f'ActorCriticNetwork.value_heads = {heads + (name,)}.')
+    if reward_key == PSEUDO_REWARDS and self.kickstarter is None:
+      raise errors.ConfigError(f'Value head {name!r} learns pseudo-rewards, but the learner has no kickstarter.')
     with self._strategy.scope():
       if not isinstance(discount, tf.Variable):
         discount = self._hyper(discount, name=f'discount_{name}')
       if not isinstance(advantage_coef, tf.Variable):
         advantage_coef = self._hyper(advantage_coef, name=f'advantage_coef_{name}')
-    head = ValueHead(reward_key, discount, episodic, advantage_coef, reward_clip)
+    head = ValueHead(reward_key, discount, episodic, advantage_coef, reward_clip, normalized)
     self._value_heads[name] = head
     return head
 
@@ -299,18 +340,26 @@ class PPOLearner:
     """GAE advantages and returns of every value head, time-major `[T, B]`.
 
     The policy's advantage is `Σ_head advantage_coef_head · A_head` (RND: 2·A_E + 1·A_I). Returns a dict
-    with `advantages`, `returns` and `value_masks` (dicts per value head), and `mask` (the policy's: 0 on
-    reset transitions, whose action the environment ignored). `pseudo_rewards` `[T, B]` (a kickstarter's)
-    join the extrinsic head's rewards after clipping.
+    with `advantages` (the sum over the heads whose advantages are normalised per minibatch),
+    `unnormalized_advantages` (the sum over the others; only when there are any), `returns` and
+    `value_masks` (dicts per value head), and `mask` (the policy's: 0 on reset transitions, whose action
+    the environment ignored). `pseudo_rewards` `[T, B]` (a kickstarter's) join the extrinsic head's
+    rewards after clipping ('joint'), or are the 'kickstart' head's rewards ('separate').
     """
     step_type = batch['step_type']
     not_last = tf.cast(tf.not_equal(step_type, ts.StepType.LAST), tf.float32)
-    advantages, returns, value_masks = 0.0, {}, {}
+    advantages, unnormalized, returns, value_masks = 0.0, None, {}, {}
+    separate = any(head.reward_key == PSEUDO_REWARDS for head in self._value_heads.values())
     for name, head in self._value_heads.items():
-      rewards = batch[head.reward_key][1:]
+      if head.reward_key == PSEUDO_REWARDS:
+        if pseudo_rewards is None:
+          raise ValueError(f'Value head {name!r} learns pseudo-rewards: compute_advantages needs them.')
+        rewards = pseudo_rewards
+      else:
+        rewards = batch[head.reward_key][1:]
       if head.reward_clip is not None:
         rewards = tf.clip_by_value(rewards, -head.reward_clip, head.reward_clip)
-      if name == _EXTRINSIC and pseudo_rewards is not None:
+      if name == _EXTRINSIC and pseudo_rewards is not None and not separate:
         rewards += pseudo_rewards
       values = batch['behaviour_values'][name]
       if head.episodic:
@@ -323,9 +372,15 @@ class PPOLearner:
         value_masks[name] = tf.ones_like(rewards)
       head_advantages, returns[name] = losses.generalized_advantage_estimation(
           rewards, discounts, values[:-1], values[-1], lambdas)
-      advantages += head.advantage_coef * head_advantages
-    return {'advantages': advantages, 'returns': returns, 'value_masks': value_masks,
-            'mask': not_last[:-1]}
+      if head.normalized:
+        advantages += head.advantage_coef * head_advantages
+      else:
+        unnormalized = (0.0 if unnormalized is None else unnormalized) + head.advantage_coef * head_advantages
+    targets = {'advantages': advantages, 'returns': returns, 'value_masks': value_masks,
+               'mask': not_last[:-1]}
+    if unnormalized is not None:
+      targets['unnormalized_advantages'] = unnormalized
+    return targets
 
   def _prepare(self, batch):
     """Per replica: advantages and the tensors the minibatch updates need, `[T, B]` time-major."""
@@ -341,6 +396,7 @@ class PPOLearner:
                                                           batch['action'][:-1]),
         'behaviour_values': {k: v[:-1] for k, v in batch['behaviour_values'].items()},
         'advantages': targets['advantages'],
+        **{k: targets[k] for k in ('unnormalized_advantages',) if k in targets},
         'returns': targets['returns'],
         'value_masks': targets['value_masks'],
         'mask': targets['mask'],
@@ -420,6 +476,14 @@ class PPOLearner:
                                           step_type=minibatch['step_type'], training=True)
     return logits, values
 
+  def _policy_advantages(self, minibatch):
+    """The policy's advantage on a whole minibatch: its normalised part (when `normalize_advantages`) plus
+    the heads' outside the normalisation (`ValueHead.normalized`), 0 on masked steps."""
+    advantages, unnormalized = minibatch['advantages'], minibatch.get('unnormalized_advantages')
+    if self._normalize_advantages:
+      return losses.partly_normalized_advantages(advantages, unnormalized, minibatch['mask'])
+    return advantages if unnormalized is None else advantages + unnormalized
+
   def loss(self, minibatch, clip_epsilon):
     """The PPO loss of one minibatch: surrogate + c_v·Σ_heads value + c_e·entropy; (loss, metrics).
 
@@ -430,8 +494,8 @@ class PPOLearner:
     weights = minibatch.get('term_weights', {})
     mask = minibatch['mask']
     advantages = minibatch['advantages']
-    if self._normalize_advantages and 'term_weights' not in minibatch:
-      advantages = losses.normalize_advantages(advantages, mask)
+    if 'term_weights' not in minibatch:  # a microbatch's were combined over its whole minibatch
+      advantages = self._policy_advantages(minibatch)
     log_probs = losses.categorical_log_prob(logits, minibatch['action'])
     policy_loss, metrics = losses.clipped_surrogate_loss(
         log_probs, minibatch['behaviour_log_prob'], advantages, clip_epsilon, mask)
@@ -465,8 +529,8 @@ class PPOLearner:
         loss, metrics = self.loss(minibatch, clip_epsilon)
       return tape.gradient(loss, variables), metrics
     minibatch = dict(minibatch)
-    if self._normalize_advantages:
-      minibatch['advantages'] = losses.normalize_advantages(minibatch['advantages'], minibatch['mask'])
+    minibatch['advantages'] = self._policy_advantages(minibatch)
+    minibatch.pop('unnormalized_advantages', None)
     masks = {'policy': minibatch['mask']}
     masks.update({f'value_{head}': mask for head, mask in minibatch['value_masks'].items()})
     totals = {name: tf.reduce_sum(mask) for name, mask in masks.items()}

@@ -57,7 +57,13 @@ What we had to choose, and why:
   Σ_t surrogate_t summed over each MDP's unroll and averaged over its environments (eq. 1 of the paper
   per trajectory; no clipping). No baseline is subtracted from the pseudo-returns, as in eq. 1 and
   `distillation_surrogate`; `--baseline` adds a learned per-state one (BENCHMARKS.md reports what it
-  changes). Learning rates are per variant (`DEFAULT_LEARNING_RATES`, and `DEFAULT_SWEEP_LEARNING_RATES`
+  changes). `--advantage_normalization` replays what PPO does to the R̂ term (per MDP, the analogue of
+  PPO's minibatch: each MDP's student has its own parameters): 'joint' standardises R̂ (minus the baseline,
+  if any) over the MDP's B x T steps while ℓ keeps its weight, as `PPOLearner` with
+  `pseudo_reward_advantages='joint'`; 'separate' standardises only the environment reward's return (β·r,
+  in the "+R" variants) and adds the teacher-derived pseudo-returns at their own scale, as
+  `pseudo_reward_advantages='separate'` (both through `losses.partly_normalized_advantages`). Learning
+  rates are per variant (`DEFAULT_LEARNING_RATES`, and `DEFAULT_SWEEP_LEARNING_RATES`
   per action count), each the best of {0.03, 0.1, 0.3, 1, 3, 10, 30} by median steps to the teacher's
   return (then by the fraction of MDPs that reach it), found on 200 MDPs of another seed (the sweep: 100
   MDPs, rates {0.1, 1, 10}, and also 0.03, 0.3, 3 at 10 and 100 actions).
@@ -97,6 +103,7 @@ from envs import random_mdp  # noqa: E402
 from runtime import run_directory  # noqa: E402
 
 PARTS = ('sampling', 'actions', 'noisy')
+ADVANTAGE_NORMALIZATIONS = ('none', 'joint', 'separate')
 SAMPLING_VARIANTS = distillation_losses.VARIANTS
 ACTION_SWEEP_VARIANTS = ('entropy_regularised', 'expected_entropy_regularised')
 NOISY_VARIANTS = ('on_policy_distill', 'on_policy_distill_with_reward', 'value_gated', 'teacher_value_reward',
@@ -155,6 +162,11 @@ flags.DEFINE_float('reward_coef', 0.1, 'β, the weight of the environment reward
 flags.DEFINE_bool('baseline', False, 'Subtract a learned per-state baseline b(s) from the pseudo-returns R̂ '
                   '(a variance-reduction variant of eq. 1; its expected update is unchanged). Off by '
                   'default: the paper\'s eq. 1 and distillation_surrogate have none.')
+flags.DEFINE_enum('advantage_normalization', 'none', ADVANTAGE_NORMALIZATIONS,
+                  "What happens to the score-function term's returns before the update: 'none' (eq. 1), "
+                  "'joint' (standardised per MDP, as PPO's per-minibatch normalisation of env + pseudo "
+                  "advantages) or 'separate' (only the environment reward's part standardised, the "
+                  "teacher-derived part added at its own scale).")
 flags.DEFINE_float('baseline_rate', 0.5, 'Step size of the baseline towards the batch mean of R̂ in each '
                    'visited state.')
 flags.DEFINE_float('reach_fraction', 0.95, 'The student reaches the teacher when its return is at least this '
@@ -193,6 +205,7 @@ class StudyConfig:
   common_rate_updates: int = 40
   reward_coef: float = 0.1
   baseline: bool = False
+  advantage_normalization: str = 'none'
   baseline_rate: float = 0.5
   reach_fraction: float = 0.95
   seed: int = 0
@@ -309,6 +322,10 @@ def train_variant(variant: str, mdps: random_mdp.GridMDPs, teacher: Teacher, con
   logits = tf.Variable(tf.zeros([num_mdps * num_states, num_actions]), name='student_logits')
   student_values = tf.Variable(tf.zeros([num_mdps, num_states]), name='student_values')
   baseline = tf.Variable(tf.zeros([num_mdps * num_states]), name='pseudo_return_baseline')
+  # 'separate': the teacher-derived part of the baseline; the environment's part is baseline − this (both
+  # move towards their batch means at the same rate, so their sum is the total's baseline).
+  teacher_baseline = tf.Variable(tf.zeros([num_mdps * num_states]), name='teacher_pseudo_return_baseline')
+  normalization = config.advantage_normalization
   env_states = tf.Variable(tf.fill([num_mdps, batch], mdps.initial_state), name='env_states')
   # teacher_value_reward shapes the reward with V_π, whose scale is the reward's: both get β, so the
   # shaping stays potential-based, β·(r + V_π(s') − V_π(s)) (Proposition 4 of the paper).
@@ -331,9 +348,12 @@ def train_variant(variant: str, mdps: random_mdp.GridMDPs, teacher: Teacher, con
           discounts=tf.reshape(1.0 - tf.cast(rollout.terminated, tf.float32), steps_shape),
           teacher_values=tf.gather(teacher_values_flat, flat_states),
           student_values=tf.gather(tf.reshape(student_values, [-1]), flat_states))
-      surrogate = distillation_losses.distillation_surrogate(
-          variant, inputs, distillation_coef=distillation_coef, reward_coef=config.reward_coef)
-      if use_baseline:
+      if normalization != 'none':
+        surrogate = normalized_surrogate(inputs, flat_states[:-1])
+      else:
+        surrogate = distillation_losses.distillation_surrogate(
+            variant, inputs, distillation_coef=distillation_coef, reward_coef=config.reward_coef)
+      if use_baseline and normalization == 'none':
         # −log π_θ(a_t|s_t)·(R̂_t − b(s_t)): a state baseline leaves eq. 1's expectation unchanged.
         log_probs = losses.categorical_log_prob(inputs.student_logits[:-1], inputs.actions)
         surrogate += log_probs * tf.gather(baseline, flat_states[:-1])
@@ -351,6 +371,42 @@ def train_variant(variant: str, mdps: random_mdp.GridMDPs, teacher: Teacher, con
       counts = tf.math.unsorted_segment_sum(tf.ones_like(visited, tf.float32), visited, num_mdps * num_states)
       batch_means = sums / tf.maximum(counts, 1.0)
       baseline.assign_add(tf.where(counts > 0, config.baseline_rate * (batch_means - baseline), 0.0))
+      if normalization == 'separate':
+        teacher_returns = distillation_losses.pseudo_returns(
+            distillation_losses.distillation_terms(variant, inputs, distillation_coef=distillation_coef,
+                                                   reward_coef=0.0).pseudo_rewards, inputs.discounts)
+        sums = tf.math.unsorted_segment_sum(tf.reshape(teacher_returns, [-1]), visited, num_mdps * num_states)
+        teacher_baseline.assign_add(
+            tf.where(counts > 0, config.baseline_rate * (sums / tf.maximum(counts, 1.0) - teacher_baseline),
+                     0.0))
+
+  def per_mdp(x):
+    """`[T, M·B]` (columns MDP-major) -> `[M, T, B]`."""
+    return tf.transpose(tf.reshape(x, [config.unroll_length, num_mdps, batch]), [1, 0, 2])
+
+  def normalized_surrogate(inputs, states):
+    """−log π_θ(a_t|s_t)·Â_t + ℓ_t with Â standardised per MDP as PPO does (`advantage_normalization`);
+    `states` `[T, M·B]` are the visited states' flat indices (the baselines' rows)."""
+    full = distillation_losses.distillation_terms(variant, inputs, distillation_coef=distillation_coef,
+                                                  reward_coef=config.reward_coef)
+    teacher = distillation_losses.distillation_terms(variant, inputs, distillation_coef=distillation_coef,
+                                                     reward_coef=0.0)
+    total_returns = distillation_losses.pseudo_returns(full.pseudo_rewards, inputs.discounts)
+    teacher_returns = distillation_losses.pseudo_returns(teacher.pseudo_rewards, inputs.discounts)
+    total_baseline = tf.gather(baseline, states) if use_baseline else 0.0
+    teacher_part = teacher_returns - (tf.gather(teacher_baseline, states) if use_baseline else 0.0)
+    if normalization == 'joint':
+      normalized, unnormalized = total_returns - total_baseline, None
+    else:
+      normalized, unnormalized = total_returns - total_baseline - teacher_part, teacher_part
+    if unnormalized is None:
+      advantages = tf.vectorized_map(losses.partly_normalized_advantages, per_mdp(normalized))
+    else:
+      advantages = tf.vectorized_map(lambda pair: losses.partly_normalized_advantages(*pair),
+                                     (per_mdp(normalized), per_mdp(unnormalized)))
+    advantages = tf.reshape(tf.transpose(advantages, [1, 0, 2]), tf.shape(total_returns))
+    log_probs = losses.categorical_log_prob(inputs.student_logits[:-1], inputs.actions)
+    return -log_probs * tf.stop_gradient(advantages) + full.loss
 
   teacher_log_probs = tf.nn.log_softmax(teacher.logits)
   teacher_probs = tf.exp(teacher_log_probs)
@@ -822,7 +878,8 @@ def config_from_flags() -> StudyConfig:
                                                  'sweep_learning_rates', 'entropy_regularised@1000=0.1'),
       common_rates=tuple(float(r) for r in FLAGS.common_rates), common_rate_updates=FLAGS.common_rate_updates,
       reward_coef=FLAGS.reward_coef,
-      baseline=FLAGS.baseline, baseline_rate=FLAGS.baseline_rate,
+      baseline=FLAGS.baseline, advantage_normalization=FLAGS.advantage_normalization,
+      baseline_rate=FLAGS.baseline_rate,
       reach_fraction=FLAGS.reach_fraction, seed=FLAGS.seed)
   if FLAGS.tiny:
     values.update(TINY)

@@ -8,8 +8,11 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import distillation_losses
 from agents import kickstarting
+from agents import ppo_learner
 from agents import schedules
 from agents import teachers
+from networks import actor_critic
+from networks import torsos
 
 
 def _keras_teacher(preferred_action: int, strength: float = 3.0) -> tf.keras.Model:
@@ -171,6 +174,74 @@ def test_lambdas_are_checkpointed():
   learner.kickstarter.weights.assign('teacher_0', 0.9)
   checkpoint.read(path).assert_consumed()
   assert float(learner.kickstarter.weights.values()[0]) == 0.25
+
+
+# --- pseudo_reward_advantages='separate': the pseudo-rewards' own GAE, outside the normalisation ---------
+
+
+def _two_head_network():
+  tf.random.set_seed(7)
+  net = actor_critic.ActorCriticNetwork(OBS_SPEC, ACTION_SPEC, torso_fn=lambda: torsos.MLPTorso((16,)),
+                                        value_heads=('extrinsic', ppo_learner.KICKSTART_HEAD))
+  net.create_variables()
+  return net
+
+
+def _gae_numpy(rewards, values, bootstrap, gamma, lam):
+  """A_t = Σ_l (γλ)^l δ_{t+l}, δ_t = r_t + γ V(s_{t+1}) − V(s_t), no episode end (all steps MID)."""
+  values = np.concatenate([values, bootstrap[None]], axis=0)
+  advantages = np.zeros_like(rewards)
+  for t in range(rewards.shape[0]):
+    for l in range(rewards.shape[0] - t):
+      advantages[t] += (gamma * lam) ** l * (rewards[t + l] + gamma * values[t + l + 1] - values[t + l])
+  return advantages
+
+
+@pytest.mark.parametrize('microbatch_size', [None, 2])
+def test_separate_pseudo_reward_advantages_match_a_numpy_reference_and_train(microbatch_size):
+  net = _two_head_network()
+  batch = _batch(net)
+  rng = np.random.default_rng(3)
+  batch['behaviour_values'] = {name: rng.normal(size=(T + 1, B)).astype(np.float32)
+                               for name in ('extrinsic', ppo_learner.KICKSTART_HEAD)}
+  learner = _learner(net, batch, num_epochs=2, num_minibatches=2, normalize_advantages=True,
+                     discount=0.9, gae_lambda=0.8, microbatch_size=microbatch_size,
+                     kickstarter_fn=_kickstarter_fn([_keras_teacher(1)], variant='entropy_regularised'),
+                     pseudo_reward_advantages='separate')
+  tensors = tf.nest.map_structure(tf.convert_to_tensor, batch)
+  pseudo_rewards = learner.kickstarter.prepare(tensors, discount=learner.discount)['pseudo_rewards']
+  targets = learner.compute_advantages(tensors, pseudo_rewards)
+  values = batch['behaviour_values']
+  # The environment's advantages from the extrinsic critic alone; the pseudo-rewards' from their own head.
+  np.testing.assert_allclose(
+      targets['advantages'].numpy(),
+      _gae_numpy(batch['reward'][1:], values['extrinsic'][:-1], values['extrinsic'][-1], 0.9, 0.8), atol=1e-5)
+  np.testing.assert_allclose(
+      targets['unnormalized_advantages'].numpy(),
+      _gae_numpy(pseudo_rewards.numpy(), values['kickstart'][:-1], values['kickstart'][-1], 0.9, 0.8),
+      atol=1e-5)
+  # The policy's advantage on a minibatch: the environment's part normalised, the pseudo part added after.
+  minibatch = {'advantages': targets['advantages'], 'unnormalized_advantages': targets['unnormalized_advantages'],
+               'mask': targets['mask']}
+  env = targets['advantages'].numpy()
+  expected = (env - env.mean()) / (env.std() + 1e-8) + targets['unnormalized_advantages'].numpy()
+  np.testing.assert_allclose(learner._policy_advantages(minibatch).numpy(), expected, atol=1e-5)
+  before = [v.numpy() for v in net.trainable_variables]
+  metrics = learner.run()
+  assert np.isfinite(float(metrics['loss']))
+  assert 'value_loss_kickstart' in metrics
+  assert any(np.abs(b - v.numpy()).max() > 0 for b, v in zip(before, net.trainable_variables))
+
+
+def test_separate_pseudo_reward_advantages_errors_name_the_fix():
+  net = _network()  # no 'kickstart' value head
+  with pytest.raises(ValueError, match=r"value_heads = \('extrinsic', 'kickstart'\)"):
+    _learner(net, _batch(net), kickstarter_fn=_kickstarter_fn([_keras_teacher(1)]),
+             pseudo_reward_advantages='separate')
+  with pytest.raises(ValueError, match='kickstarter_fn is None'):
+    _learner(net, _batch(net), pseudo_reward_advantages='separate')
+  with pytest.raises(ValueError, match="'joint', 'separate'"):
+    _learner(net, _batch(net), pseudo_reward_advantages='both')
 
 
 # --- Kickstarter.loss, the loss the learners call, against hand-computed values -----------------------

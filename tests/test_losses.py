@@ -630,3 +630,39 @@ def test_normalize_advantages_matches_numpy_reference(mode):
 def test_normalize_advantages_constant_batch_is_zero_not_nan(mode):
   normalized = run(mode, losses.normalize_advantages, f32(np.full([3, 2], 7.0)))
   assert_close(normalized, np.zeros([3, 2]))
+
+
+def test_partly_normalized_advantages_hand_computed(mode):
+  # The kept advantages 1, 2, 3 normalise to [−1.224745, 0, 1.224745] (as above); the unnormalised part
+  # [0.5, −1, 2] is added as it is, and ignored where masked (7): the statistics are the first part's alone.
+  advantages = f32([[1.0, 2.0], [3.0, 100.0]])
+  unnormalized = f32([[0.5, -1.0], [2.0, 7.0]])
+  mask = f32([[1, 1], [1, 0]])
+  combined = run(mode, losses.partly_normalized_advantages, advantages, unnormalized, mask)
+  assert_close(combined, [[-0.724745, -1.0], [3.224745, 0.0]])
+  # Without a second part it is normalize_advantages.
+  alone = run(mode, lambda a, m: losses.partly_normalized_advantages(a, None, m), advantages, mask)
+  assert_close(alone, [[-1.224745, 0.0], [1.224745, 0.0]])
+
+
+def test_partly_normalized_advantages_matches_numpy_reference(mode):
+  rng = np.random.default_rng(17)
+  advantages = f32(rng.normal(loc=-2.0, scale=3.0, size=(5, 4)))
+  unnormalized = f32(rng.normal(scale=0.3, size=(5, 4)))
+  mask = f32(rng.uniform(size=(5, 4)) < 0.8)
+  kept = [advantages[index] for index in np.ndindex(5, 4) if mask[index]]
+  mean = sum(kept) / len(kept)
+  std = math.sqrt(sum((a - mean) ** 2 for a in kept) / len(kept))
+  expected = np.where(mask > 0, (advantages - mean) / (std + 1e-8) + unnormalized, 0.0)
+  assert_close(run(mode, losses.partly_normalized_advantages, advantages, unnormalized, mask), expected,
+               atol=1e-5)
+  # Normalising the sum instead (PPO's 'joint') is a different direction unless std(A + Ã) = 1.
+  joint = run(mode, losses.normalize_advantages, advantages + unnormalized, mask)
+  assert np.abs(joint - expected).max() > 0.1
+
+
+def test_partly_normalized_advantages_checks_its_arguments():
+  with pytest.raises(ValueError, match='unnormalized_advantages'):
+    losses.partly_normalized_advantages(f32(np.zeros([3, 2])), f32(np.zeros([2, 3])))
+  with pytest.raises(TypeError, match='unnormalized_advantages'):
+    losses.partly_normalized_advantages(f32(np.zeros([3, 2])), tf.zeros([3, 2], tf.float64))
