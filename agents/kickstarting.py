@@ -56,8 +56,8 @@ of PPO (`ppo_learner.py`) does to it, on a minibatch of N steps:
   a step size. What changes the direction is σ inside the bracket: it is eq. 1 for the variant (q, σ·ℓ, r̂)
   instead of (q, ℓ, r̂). With ℓ weighted σ, Theorem 2's correction is 1/σ of what σ·ℓ needs, and for a
   given σ the expected update is ∇F + (σ − 1)·E[Σ_t ∇ℓ_t]: the gradient field plus (σ − 1) times the field
-  of ℓ alone on the student's states, which is not a gradient (Theorem 1's argument). So n_distill and expected_entropy_regularised lose the property
-  unless σ = 1; σ is the std of env + pseudo advantages, set by the reward scale, the critic's error and
+  of ℓ alone on the student's states, which is not a gradient (Theorem 1's argument). So n_distill and
+  expected_entropy_regularised lose the property unless σ = 1; σ is the std of env + pseudo advantages, set by the reward scale, the critic's error and
   λ_k, and changes from minibatch to minibatch. entropy_regularised and teacher_value_reward (ℓ = 0) keep
   eq. 1's direction (only the step size is 1/σ); the variants that are not gradient fields
   (on_policy_distill[_with_reward], value_gated: their r̂ is 0 here) only have the RL term's weight against
