@@ -66,8 +66,9 @@ def step_spec(observation_spec, action_spec, network, multi_task: bool = False,
     spec['core_state'] = network.state_spec
   if multi_task:
     spec['task_id'] = tf.TensorSpec([], tf.int32, 'task_id')
-  if teachers is not None and teachers.recorded_state_specs():
-    spec['teacher_state'] = teachers.recorded_state_specs()
+  recorded = teachers.recorded_state_specs() if teachers is not None else {}
+  if recorded:
+    spec['teacher_state'] = recorded
   return spec
 
 

@@ -77,8 +77,8 @@ def check_configuration(space, teacher_names) -> None:
 
   if kickstarting.kickstarter_configured():
     if not teacher_names:
-      raise errors.ConfigError('The learner kickstarts (kickstarter_fn = @Kickstarter) but TeacherSet.paths is empty: pass the '
-                               'teachers\' policy directories, e.g. --gin_bindings="TeacherSet.paths = '
+      raise errors.ConfigError('The learner kickstarts (kickstarter_fn = @Kickstarter) but TeacherSet.paths is '
+                               'empty: pass the teachers\' policy directories, e.g. --gin_bindings="TeacherSet.paths = '
                                '[\'/tmp/pbt_teacher/policy\']".')
     paths = bound('TeacherSet.paths', ())
     for path in [paths] if isinstance(paths, str) else list(paths or ()):
