@@ -28,10 +28,11 @@ r"""Kickstarting against learning from scratch: a teacher, then kickstarted and 
    students also end at or above the target and their scratch twins; the learning curves (evaluation
    return against env steps) as `curves.png`.
 
-Every run is its own process; finished runs in `root_dir` are read back, not rerun. Written to
-`<root_dir>/study.md`, `study.json` and `curves.png`.
+Every run is its own process (`--parallel_runs` of them at once); finished runs in `root_dir` are read back,
+not rerun. Written to `<root_dir>/study.md`, `study.json` and `curves.png`.
 """
 
+from concurrent import futures
 import json
 import os
 import subprocess
@@ -67,6 +68,10 @@ flags.DEFINE_multi_string('scratch_gin_bindings', [], 'Extra gin bindings for th
 flags.DEFINE_integer('seeds', 3, 'Seeds per student (0 .. seeds-1).')
 flags.DEFINE_float('reach_fraction', 1.0, 'A student reaches the teacher at an evaluation return of at '
                    'least this fraction of the teacher\'s score.')
+flags.DEFINE_integer('parallel_runs', 1, 'Student runs trained at once, each its own process. Results are counted '
+                     'in agent steps, so the synchronous learners learn the same at any setting; the runs share '
+                     'the machine\'s cores (on 2 cores, 2 runs take about as long together as one after the '
+                     'other).')
 flags.DEFINE_integer('reach_evaluations', 3, 'Consecutive evaluations that must all reach the target for a '
                      'student to count as reaching the teacher (the first of them is the step reported).')
 flags.mark_flag_as_required('root_dir')
@@ -164,21 +169,29 @@ def main(argv):
          'eval_episodes': teacher_eval['episodes']})
   target = FLAGS.reach_fraction * teacher_score
   print(f'Teacher: {teacher_policy}, score {teacher_score:.1f} ({time.time() - start:.0f} s)', flush=True)
-  runs = {method: [] for method in METHODS}
-  total, done, students_start = FLAGS.seeds * len(METHODS), 0, time.time()
-  for seed in range(FLAGS.seeds):
-    for method in METHODS:
-      summary = run_student(method, seed, root_dir, teacher_policy)
-      runs[method].append(summary)
-      done += 1
+  if FLAGS.parallel_runs < 1:
+    raise app.UsageError(f'--parallel_runs={FLAGS.parallel_runs}: give 1 or more runs at once.')
+  jobs = [(method, seed) for seed in range(FLAGS.seeds) for method in METHODS]
+  summaries, students_start = {}, time.time()
+  with futures.ThreadPoolExecutor(max_workers=FLAGS.parallel_runs) as pool:
+    pending = {pool.submit(run_student, method, seed, root_dir, teacher_policy): (method, seed)
+               for method, seed in jobs}
+    for future in futures.as_completed(pending):
+      method, seed = pending[future]
+      if future.exception() is not None:
+        pool.shutdown(wait=True, cancel_futures=True)   # the runs under way finish; none is started
+        raise future.exception()
+      summary = summaries[method, seed] = future.result()
+      done = len(summaries)
       reached = kickstart_report.steps_to_reach(summary['evaluations'], target, FLAGS.reach_evaluations)
       elapsed = time.time() - students_start
-      print(f'[{done}/{total}] {method} seed {seed}: '
+      print(f'[{done}/{len(jobs)}] {method} seed {seed}: '
             + (f'reached {target:.1f} at {reached:,} env steps ({FLAGS.reach_evaluations} evaluations in a row)'
                if reached is not None
                else f'did not reach {target:.1f} in {summary["env_steps"]:,} env steps')
-            + f', final {summary["eval_return_mean"]:.1f}; ETA {elapsed / done * (total - done) / 60:.1f} min',
+            + f', final {summary["eval_return_mean"]:.1f}; ETA {elapsed / done * (len(jobs) - done) / 60:.1f} min',
             flush=True)
+  runs = {method: [summaries[method, seed] for seed in range(FLAGS.seeds)] for method in METHODS}
   rows = [kickstart_report.summarize(method, runs[method], target, FLAGS.reach_evaluations) for method in METHODS]
   score_source = (f'final evaluation, {teacher_summary.get("eval_episodes")} episodes' if teacher_eval is None
                   else f'{teacher_eval["episodes"]} fresh episodes, ± {teacher_eval["return_std"]:.1f} std')

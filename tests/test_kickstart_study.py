@@ -30,7 +30,8 @@ def test_the_kickstarted_student_is_far_ahead_of_its_twin(tmp_path):
   result = subprocess.run(
       [sys.executable, STUDY_MAIN, f'--root_dir={root}', '--seeds=1', '--teacher_gin_file=quickstart.gin',
        '--student_gin_file=kickstart_cartpole.gin', '--student_gin_bindings=train.total_env_steps = 6144',
-       '--reach_fraction=0.9', '--reach_evaluations=2', '--teacher_eval_episodes=8', '--teacher_eval_greedy'],
+       '--reach_fraction=0.9', '--reach_evaluations=2', '--teacher_eval_episodes=8', '--teacher_eval_greedy',
+       '--parallel_runs=2'],  # the kickstarted and the scratch student at once
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   study = json.loads((root / 'study.json').read_text())
