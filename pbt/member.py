@@ -223,8 +223,8 @@ def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any
       kickstarter = _attribute(learner, 'kickstarter')
       if kickstarter is None:
         raise errors.ConfigError(f'The search space moves {name!r}, but the learner does not kickstart: set '
-                                 'PPOLearner.kickstarter_fn = @Kickstarter, or search_space.teacher_weight = '
-                                 'None.')
+                                 'PPOLearner.kickstarter_fn = @Kickstarter (or IMPALALearner.kickstarter_fn), or '
+                                 'search_space.teacher_weight = None.')
       weights = kickstarter.weights
       if weights.mode != 'pbt':
         raise errors.ConfigError(f'The search space moves {name!r}, but TeacherWeights.mode is '

@@ -558,6 +558,37 @@ def test_member_hyperparameters_win_over_a_restored_checkpoint_without_retracing
     member.stop()
 
 
+def test_pbt_moves_each_lambda_of_a_kickstarted_impala_member(tmp_path):
+  # The Kickstarting paper's setting: an IMPALA/V-trace learner, two teachers, PBT owning each lambda_k.
+  teachers = []
+  for k in range(2):
+    teacher = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])
+    teachers.append(str(tmp_path / f'teacher_{k}.keras'))
+    teacher.save(teachers[-1])
+  gin_path = tmp_path / 'impala.gin'
+  gin_path.write_text(TINY_GIN.format(teacher=teachers[0]).replace(
+      'PPOLearner.kickstarter_fn = @Kickstarter',
+      'train.learner_fn = @IMPALALearner\nIMPALALearner.kickstarter_fn = @Kickstarter') + (
+          f"TeacherSet.paths = {teachers!r}\n"))
+  config = _member_config(str(gin_path), str(tmp_path / 'run'), lambda_teacher_1=0.25)
+  member = member_lib.Member(config)
+  try:
+    learner = member.trainer.learner
+    assert type(learner).__name__ == 'IMPALALearner'
+    assert member.hyperparameters() == pytest.approx({'learning_rate': 1e-3, 'entropy_coef': 1e-3,
+                                                      'lambda_teacher_0': 2.0, 'lambda_teacher_1': 0.25})
+    assert [float(v) for v in learner.kickstarter.weights.values()] == pytest.approx([2.0, 0.25])
+    assert member.train()['env_steps'] == 64
+    # An explore moves one teacher's lambda only; the compiled step reads it without being traced again.
+    assert member.reset(_member_config(str(gin_path), str(tmp_path / 'run'), lambda_teacher_1=3.0))
+    assert [float(v) for v in learner.kickstarter.weights.values()] == pytest.approx([2.0, 3.0])
+    result = member.train()
+    assert result['env_steps'] == 128 and result['tracing_count'] == 1
+    assert float(learner.learning_rate.numpy()) == pytest.approx(1e-3)
+  finally:
+    member.stop()
+
+
 def test_hyperparameter_setters_name_what_is_wrong():
   rnd_like = types.SimpleNamespace(inner=types.SimpleNamespace(learning_rate=tf.Variable(1e-3)),
                                    intrinsic_advantage_coef=tf.Variable(1.0), kickstarter=None)
