@@ -44,6 +44,7 @@ import numpy as np
 
 from binaries import common
 from runtime import run_directory
+from studies import plotting
 
 flags.DEFINE_string('root_dir', None, 'Study directory: teacher, real-data student, one run per variant.')
 flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'digits'], 'mnist (the benchmark) or digits (a fast check).')
@@ -170,35 +171,32 @@ def _measures(features, labels, real_features, real_labels) -> dict:
           'mean_pairwise_distance': float(spread.mean())}
 
 
+def _class_rows(axis) -> None:
+  """Labels the rows of an exemplar grid with the teacher's classes 0-9."""
+  axis.set_yticks([label * 29 + 14 for label in range(NUM_CLASSES)], [str(c) for c in range(NUM_CLASSES)],
+                  fontsize=6)
+
+
 def plot_exemplars(path: str, panels, rng) -> None:
   """One panel per method: rows are the teacher's classes 0-9, columns random exemplars of that class."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   columns = FLAGS.exemplars_per_class
-  figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
-  for axis, (title, observations, labels) in zip(axes[0], panels):
-    grid = np.ones((NUM_CLASSES * 29, columns * 29))
-    for label in range(NUM_CLASSES):
-      members = np.flatnonzero(labels == label)
-      chosen = rng.choice(members, min(columns, len(members)), replace=False) if len(members) else []
-      for column, index in enumerate(chosen):
-        grid[label * 29:label * 29 + 28, column * 29:column * 29 + 28] = observations[index, :, :, 0]
-    axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
-    axis.set_title(title, fontsize=8)
-    axis.set_yticks([label * 29 + 14 for label in range(NUM_CLASSES)], [str(c) for c in range(NUM_CLASSES)],
-                    fontsize=6)
-    axis.set_xticks([])
-  figure.tight_layout()
-  figure.savefig(path, dpi=150)
-  plt.close(figure)
+  with plotting.figure(path, 1, len(panels), figsize=(3.2 * len(panels), 3.6), dpi=150, grid=False,
+                       squeeze=False) as (_, axes):
+    for axis, (title, observations, labels) in zip(axes[0], panels):
+      grid = np.ones((NUM_CLASSES * 29, columns * 29))
+      for label in range(NUM_CLASSES):
+        members = np.flatnonzero(labels == label)
+        chosen = rng.choice(members, min(columns, len(members)), replace=False) if len(members) else []
+        for column, index in enumerate(chosen):
+          grid[label * 29:label * 29 + 28, column * 29:column * 29 + 28] = observations[index, :, :, 0]
+      axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
+      axis.set_title(title, fontsize=8)
+      _class_rows(axis)
+      axis.set_xticks([])
 
 
 def plot_by_generation(path: str, observations, labels, generations, rng) -> None:
   """Rows: the teacher's classes; columns: successive generators; one exemplar each (blank if none)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   generation_ids = sorted(set(generations.tolist()))
   grid = np.ones((NUM_CLASSES * 29, len(generation_ids) * 29))
   for column, generation in enumerate(generation_ids):
@@ -207,17 +205,13 @@ def plot_by_generation(path: str, observations, labels, generations, rng) -> Non
       if len(members):
         image = observations[rng.choice(members), :, :, 0]
         grid[label * 29:label * 29 + 28, column * 29:column * 29 + 28] = image
-  figure, axis = plt.subplots(figsize=(0.5 * len(generation_ids) + 1.0, 5.5))
-  axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
-  axis.set_xticks([c * 29 + 14 for c in range(len(generation_ids))], [str(g) for g in generation_ids],
-                  fontsize=6)
-  axis.set_yticks([label * 29 + 14 for label in range(NUM_CLASSES)], [str(c) for c in range(NUM_CLASSES)],
-                  fontsize=6)
-  axis.set_xlabel('generator (re-initialisation)', fontsize=7)
-  axis.set_ylabel("teacher's class", fontsize=7)
-  figure.tight_layout()
-  figure.savefig(path, dpi=150)
-  plt.close(figure)
+  with plotting.figure(path, figsize=(0.5 * len(generation_ids) + 1.0, 5.5), dpi=150, grid=False) as (_, axis):
+    axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
+    axis.set_xticks([c * 29 + 14 for c in range(len(generation_ids))], [str(g) for g in generation_ids],
+                    fontsize=6)
+    _class_rows(axis)
+    axis.set_xlabel('generator (re-initialisation)', fontsize=7)
+    axis.set_ylabel("teacher's class", fontsize=7)
 
 
 def write_report(study: dict) -> None:

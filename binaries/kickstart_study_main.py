@@ -48,6 +48,7 @@ from binaries import common
 from binaries import kickstart_report
 from runtime import errors
 from runtime import run_directory
+from studies import plotting
 
 flags.DEFINE_string('root_dir', None, 'Study directory: the teacher and one run directory per method and seed.')
 flags.DEFINE_multi_string('teacher_gin_file', ['ppo_minatar_breakout.gin'], 'Gin file(s) of the teacher.')
@@ -129,25 +130,17 @@ def run_student(method: str, seed: int, root_dir: str, teacher_policy: str) -> d
 
 
 def plot(path: str, runs: dict, teacher_score: float, score_source: str = 'final evaluation') -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, axes = plt.subplots(figsize=(7, 4.5))
-  for method, color in zip(METHODS, ('tab:red', 'tab:blue')):
-    for seed, summary in enumerate(runs[method]):
-      steps = [e['env_steps'] for e in summary['evaluations']]
-      returns = [e['return_mean'] for e in summary['evaluations']]
-      axes.plot(steps, returns, color=color, alpha=0.8, linewidth=1.2,
-                label=f'{method} student' if seed == 0 else None)
-  axes.axhline(teacher_score, color='black', linestyle='--', linewidth=1, label=f'teacher ({score_source})')
-  axes.set_xlabel('env steps (agent steps)')
-  axes.set_ylabel('evaluation return (mean)')
-  axes.set_title('Kickstarted vs from-scratch students (one line per seed)')
-  axes.legend()
-  axes.grid(alpha=0.3)
-  figure.tight_layout()
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
+  """The learning curves (evaluation return against env steps), one line per student seed, and the teacher."""
+  with plotting.figure(path, figsize=(7, 4.5), dpi=110) as (_, axes):
+    for method, color in zip(METHODS, ('tab:red', 'tab:blue')):
+      plotting.run_lines(axes, [([e['env_steps'] for e in summary['evaluations']],
+                                 [e['return_mean'] for e in summary['evaluations']]) for summary in runs[method]],
+                         color, label=f'{method} student', alpha=0.8, linewidth=1.2)
+    plotting.target_line(axes, teacher_score, label=f'teacher ({score_source})')
+    axes.set_xlabel('env steps (agent steps)')
+    axes.set_ylabel('evaluation return (mean)')
+    axes.set_title('Kickstarted vs from-scratch students (one line per seed)')
+    axes.legend()
 
 
 def main(argv):

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from runtime import errors
+from studies import plotting
 
 
 def episode_returns(run_dir: str):
@@ -114,24 +115,18 @@ def report(methods: dict, grid, target) -> str:
 
 
 def plot(path: str, methods: dict, grid, target, title) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-  for (label, records), color in zip(methods.items(), colors):
-    curves = np.asarray([r['curve'] for r in records], np.float64)
-    for curve in curves:
-      ax.plot(grid, curve, color=color, alpha=0.3, linewidth=0.8)
-    ax.plot(grid, np.nanmedian(curves, axis=0), color=color, linewidth=2.2, label=f'{label} (median of {len(records)})')
-  if target is not None:
-    ax.axhline(target, color='black', linestyle='--', linewidth=1, label=f'target {target:g}')
-  ax.set_xlabel('agent steps (per run)')
-  ax.set_ylabel('training return (mean of the last 20 episodes)')
-  if title:
-    ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(loc='lower right', fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  """Per method, every run's curve (faint) and their median (bold) on `grid`; the target, if any."""
+  with plotting.figure(path, figsize=(8, 4.5), dpi=120) as (_, ax):
+    colors = plotting.pyplot().rcParams['axes.prop_cycle'].by_key()['color']
+    for (label, records), color in zip(methods.items(), colors):
+      curves = np.asarray([r['curve'] for r in records], np.float64)
+      plotting.run_lines(ax, [(grid, curve) for curve in curves], color, alpha=0.3, linewidth=0.8)
+      ax.plot(grid, np.nanmedian(curves, axis=0), color=color, linewidth=2.2,
+              label=f'{label} (median of {len(records)})')
+    if target is not None:
+      plotting.target_line(ax, target, label=f'target {target:g}')
+    ax.set_xlabel('agent steps (per run)')
+    ax.set_ylabel('training return (mean of the last 20 episodes)')
+    if title:
+      ax.set_title(title)
+    ax.legend(loc='lower right', fontsize=8)

@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from studies import plotting
+
 
 def _plain(value):
   """JSON-safe copies: NaN/inf become None (strict JSON has no NaN), numpy scalars become Python numbers."""
@@ -123,6 +125,29 @@ def _sort_key(name: str):
   return (prefix, int(number)) if number.isdigit() else (name, -1)
 
 
+def _member_lines(axis, points, panel, colours, member) -> None:
+  """One member's values of `panel` (a hyperparameter or 'score'): solid between reports, dotted into an
+  exploit's explored point (a circle filled with the donor's colour), a square at its first point."""
+  values = [(p['env_steps'], p['score'] if panel == 'score' else p['hyperparameters'].get(panel))
+            for p in points]
+  previous = None
+  for point, (x, y) in zip(points, values):
+    if y is None:
+      previous = None if point['kind'] == 'explore' else previous
+      continue
+    if previous is not None:
+      style = ':' if point['kind'] == 'explore' else '-'
+      axis.plot([previous[0], x], [previous[1], y], style, color=colours[member], linewidth=1.4)
+    if point['kind'] == 'explore':
+      axis.plot([x], [y], 'o', markersize=6, markerfacecolor=colours.get(point['donor'], 'white'),
+                markeredgecolor=colours[member], markeredgewidth=1.5)
+    previous = (x, y)
+  xs = [x for (x, y) in values if y is not None]
+  ys = [y for (x, y) in values if y is not None]
+  if xs:
+    axis.plot(xs[:1], ys[:1], 's', markersize=4, color=colours[member])
+
+
 def plot_lineage(events: Sequence[Dict[str, Any]], path: str, log_scale: Sequence[str] = ('learning_rate',
                                                                                               'entropy_coef'),
                  title: Optional[str] = None, score_label: str = 'mean recent episode return') -> str:
@@ -135,54 +160,28 @@ def plot_lineage(events: Sequence[Dict[str, Any]], path: str, log_scale: Sequenc
     title: the figure's title. Default: the number of members and exploits.
     score_label: the y label of the score panel.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  plt = plotting.pyplot()
   paths = trajectories(events)
   members = sorted(paths, key=_sort_key)
   keys = sorted({k for points in paths.values() for p in points for k in p['hyperparameters']})
   panels = keys + ['score']
   colours = {m: plt.get_cmap('tab10')(i % 10) for i, m in enumerate(members)}
-  figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.3 * len(panels) + 0.6), sharex=True,
-                              squeeze=False)
   exploits = sum(1 for e in events if e.get('event') == 'exploit')
-  for axis, panel in zip(axes[:, 0], panels):
-    for member in members:
-      points = paths[member]
-      values = [(p['env_steps'], p['score'] if panel == 'score' else p['hyperparameters'].get(panel))
-                for p in points]
-      previous = None
-      for point, (x, y) in zip(points, values):
-        if y is None:
-          previous = None if point['kind'] == 'explore' else previous
-          continue
-        if previous is not None:
-          style = ':' if point['kind'] == 'explore' else '-'
-          axis.plot([previous[0], x], [previous[1], y], style, color=colours[member], linewidth=1.4)
-        if point['kind'] == 'explore':
-          axis.plot([x], [y], 'o', markersize=6, markerfacecolor=colours.get(point['donor'], 'white'),
-                    markeredgecolor=colours[member], markeredgewidth=1.5)
-        previous = (x, y)
-      xs = [x for (x, y) in values if y is not None]
-      ys = [y for (x, y) in values if y is not None]
-      if xs:
-        axis.plot(xs[:1], ys[:1], 's', markersize=4, color=colours[member])
-    all_values = [p['score'] if panel == 'score' else p['hyperparameters'].get(panel)
-                  for points in paths.values() for p in points]
-    all_values = [v for v in all_values if v is not None]
-    if panel in log_scale and all_values and min(all_values) > 0:
-      axis.set_yscale('log')
-    axis.set_ylabel(score_label if panel == 'score' else panel, fontsize=8)
-    axis.grid(alpha=0.3)
-  axes[-1, 0].set_xlabel('env steps (of the weights: an exploit continues from the donor\'s step)')
-  handles = [plt.Line2D([], [], color=colours[m], label=m) for m in members]
-  handles.append(plt.Line2D([], [], linestyle=':', marker='o', color='grey', markerfacecolor='white',
-                            label='exploit + explore (fill: donor)'))
-  axes[0, 0].legend(handles=handles, fontsize=7, loc='best', ncol=2)
-  figure.suptitle(title or f'PBT lineage: {len(members)} members, {exploits} exploits', fontsize=10)
-  figure.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
+  with plotting.figure(path, len(panels), 1, figsize=(9, 2.3 * len(panels) + 0.6), dpi=110, sharex=True,
+                       squeeze=False) as (drawing, axes):
+    for axis, panel in zip(axes[:, 0], panels):
+      for member in members:
+        _member_lines(axis, paths[member], panel, colours, member)
+      all_values = [p['score'] if panel == 'score' else p['hyperparameters'].get(panel)
+                    for points in paths.values() for p in points]
+      all_values = [v for v in all_values if v is not None]
+      if panel in log_scale and all_values and min(all_values) > 0:
+        axis.set_yscale('log')
+      axis.set_ylabel(score_label if panel == 'score' else panel, fontsize=8)
+    axes[-1, 0].set_xlabel('env steps (of the weights: an exploit continues from the donor\'s step)')
+    handles = [plt.Line2D([], [], color=colours[m], label=m) for m in members]
+    handles.append(plt.Line2D([], [], linestyle=':', marker='o', color='grey', markerfacecolor='white',
+                              label='exploit + explore (fill: donor)'))
+    axes[0, 0].legend(handles=handles, fontsize=7, loc='best', ncol=2)
+    drawing.suptitle(title or f'PBT lineage: {len(members)} members, {exploits} exploits', fontsize=10)
   return path

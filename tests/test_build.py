@@ -4,7 +4,7 @@ import glob
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ('agents', 'networks', 'replay', 'envs', 'binaries', 'pbt', 'runtime')
+PACKAGES = ('agents', 'networks', 'replay', 'envs', 'binaries', 'pbt', 'runtime', 'studies')
 
 
 def _targets():

@@ -1,0 +1,164 @@
+"""The random-MDP study's report: its markdown tables and its three figures.
+
+The rows are `studies.random_mdp_training.summarize`'s dicts (as written to study.json); step counts of
+inf mean "never reached" and are shown as "never". Figures: `plot_sampling` (sampling_curves.png),
+`plot_sweep` (action_sweep.png) and `plot_noisy` (noisy_teacher.png), drawn with `studies.plotting`.
+"""
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from studies import plotting
+from studies import random_mdp_training
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def steps_text(quartiles: Sequence[float]) -> str:
+  """Step-count quartiles as 'median (q1–q3)', inf as 'never'."""
+  def one(x):
+    return 'never' if math.isinf(x) else f'{x:,.0f}'
+  return f'{one(quartiles[1])} ({one(quartiles[0])}–{one(quartiles[2])})'
+
+
+def quartile_text(quartiles: Sequence[float], digits: int = 3) -> str:
+  """Quartiles as 'median (q1–q3)' with `digits` decimals."""
+  return f'{quartiles[1]:.{digits}f} ({quartiles[0]:.{digits}f}–{quartiles[2]:.{digits}f})'
+
+
+def _table(header: str, rows: Sequence[str]) -> str:
+  """A markdown table: `header` (its cells between '|'), the separator row, then `rows`."""
+  return '\n'.join([header, '|' + '---|' * (header.count('|') - 1), *rows])
+
+
+# The columns of a variant's progress towards the teacher, and their cells (`_reach_cells`).
+_REACH_HEADER = ('env steps per MDP to 95% of the teacher\'s return, median (IQR) | MDPs that reach it | '
+                 'final return / teacher, median (IQR) | final KL(π‖π_θ)')
+
+
+def _reach_cells(row: dict) -> str:
+  return (f'{steps_text(row["steps_to_teacher_quartiles"])} | {100 * row["fraction_reached"]:.1f}% | '
+          f'{quartile_text(row["final_return_over_teacher_quartiles"])} | '
+          f'{quartile_text(row["final_kl_teacher_visits_quartiles"])} |')
+
+
+def sampling_table(rows: Sequence[dict]) -> str:
+  return _table(f'| variant | sampled by | lr | {_REACH_HEADER}, teacher-visit weighted, median (IQR) |',
+                [f'| {row["variant"]} | {row["sampled_by"]} | {row["learning_rate"]:g} | {_reach_cells(row)}'
+                 for row in rows])
+
+
+def common_rate_table(comparison: Sequence[dict]) -> str:
+  lines = []
+  for entry in comparison:
+    teacher_steps = entry['teacher_distill']['steps_to_teacher_quartiles']
+    student_steps = entry['on_policy_distill']['steps_to_teacher_quartiles']
+    ratio = (f'{teacher_steps[1] / student_steps[1]:.2f}'
+             if math.isfinite(teacher_steps[1]) and math.isfinite(student_steps[1]) else '—')
+    lines.append(f'| {entry["learning_rate"]:g} | {steps_text(teacher_steps)} | '
+                 f'{steps_text(student_steps)} | {ratio} |')
+  return _table('| learning rate | teacher_distill (teacher-driven): steps to 95%, median (IQR) | '
+                'on_policy_distill (student-driven): steps to 95%, median (IQR) | '
+                'teacher-driven / student-driven (medians) |', lines)
+
+
+def sweep_table(rows: Sequence[dict]) -> str:
+  return _table(f'| actions | variant | lr | {_REACH_HEADER}, median (IQR) |',
+                [f'| {row["num_actions"]} | {row["variant"]} | {row["learning_rate"]:g} | {_reach_cells(row)}'
+                 for row in rows])
+
+
+def noisy_table(rows: Sequence[dict], noisy_teacher: dict) -> str:
+  lines = ['| (the noisy teacher itself) | — | '
+           f'{quartile_text(noisy_teacher["return_over_clean_quartiles"])} | 1 | 0 |']
+  for row in rows:
+    lines.append(f'| {row["variant"]} | {row["learning_rate"]:g} | '
+                 f'{quartile_text(row["final_return_over_clean_teacher_quartiles"])} | '
+                 f'{quartile_text(row["final_return_over_teacher_quartiles"])} | '
+                 f'{quartile_text(row["final_kl_teacher_visits_quartiles"])} |')
+  return _table('| variant | lr | final return / clean teacher, median (IQR) | final return / noisy teacher, '
+                'median (IQR) | final KL(noisy π‖π_θ), median (IQR) |', lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _steps_axis(axis):
+  """Env steps on a symmetric-log axis: the fast variants finish within the first few updates."""
+  axis.set_xscale('symlog', linthresh=80)
+  axis.set_xlim(left=0)
+  axis.set_xlabel('env steps per MDP (linear to 80 = one update, then log)')
+
+
+def _band(axis, row, key, label, style='-'):
+  """The median and IQR of the learning curve `row[key]` against the row's env steps."""
+  plotting.quartile_band(axis, np.array(row['curve_steps']), row[key], label, style)
+
+
+def _teacher_levels(axis, reach_fraction):
+  """The teacher's return (1) and the target (`reach_fraction` of it), on a return / teacher axis."""
+  axis.axhline(1.0, color='k', lw=0.8)
+  axis.axhline(reach_fraction, color='k', lw=0.8, ls=':')
+
+
+def plot_sampling(rows, path, reach_fraction):
+  """Median (IQR band) return / teacher and KL against env steps, one line per variant."""
+  with plotting.figure(path, 1, 2, figsize=(14, 5.5), dpi=100) as (_, (left, right)):
+    for row in rows:
+      style = '--' if row['sampled_by'] == 'teacher' else '-'
+      _band(left, row, 'curve_return_over_teacher_quartiles', row['variant'], style)
+      _band(right, row, 'curve_kl_teacher_visits_quartiles', row['variant'], style)
+    _teacher_levels(left, reach_fraction)
+    left.set(ylabel='student return / teacher return (median, IQR)',
+             title='Return (dashed: teacher-driven sampling)')
+    right.set(ylabel='KL(π‖π_θ), teacher-visit weighted (median, IQR)', yscale='log',
+              title='KL to the teacher')
+    for axis in (left, right):
+      _steps_axis(axis)
+    left.legend(fontsize=8)
+
+
+def plot_sweep(rows, path, reach_fraction):
+  """One panel of learning curves per action count, and the final returns against the count."""
+  counts = sorted({row['num_actions'] for row in rows})
+  with plotting.figure(path, 1, len(counts) + 1, figsize=(4.5 * (len(counts) + 1), 4.5), dpi=100) as (_, axes):
+    for axis, count in zip(axes, counts):
+      for row in rows:
+        if row['num_actions'] == count:
+          label = f'{row["variant"]} (lr {row["learning_rate"]:g})'
+          _band(axis, row, 'curve_return_over_teacher_quartiles', label)
+      _teacher_levels(axis, reach_fraction)
+      axis.set(title=f'{count} actions', ylabel='return / teacher (median, IQR)')
+      _steps_axis(axis)
+      axis.legend(fontsize=7)
+    summary = axes[-1]
+    for variant in random_mdp_training.ACTION_SWEEP_VARIANTS:
+      mine = sorted((r for r in rows if r['variant'] == variant), key=lambda r: r['num_actions'])
+      summary.plot([r['num_actions'] for r in mine],
+                   [r['final_return_over_teacher_quartiles'][1] for r in mine], 'o-', label=variant)
+    summary.set(xscale='log', xlabel='number of actions', ylabel='final return / teacher (median)',
+                title='Final return against action count')
+    summary.legend(fontsize=7)
+
+
+def plot_noisy(rows, noisy_teacher, path):
+  """Return / clean teacher and KL to the noisy teacher against env steps, with the noisy teacher's level."""
+  with plotting.figure(path, 1, 2, figsize=(14, 5.5), dpi=100) as (_, (left, right)):
+    for row in rows:
+      _band(left, row, 'curve_return_over_clean_teacher_quartiles', row['variant'])
+      _band(right, row, 'curve_kl_teacher_visits_quartiles', row['variant'])
+    left.axhline(noisy_teacher['return_over_clean_quartiles'][1], color='r', lw=1, ls='--',
+                 label='the noisy teacher (median)')
+    left.axhline(1.0, color='k', lw=0.8, label='the clean teacher')
+    left.set(ylabel='student return / clean teacher return (median, IQR)',
+             title='Distilling a teacher that errs in 25% of the states')
+    right.set(ylabel='KL(noisy π‖π_θ), teacher-visit weighted', yscale='log', title='KL to the noisy teacher')
+    for axis in (left, right):
+      _steps_axis(axis)
+    left.legend(fontsize=8)
