@@ -18,6 +18,7 @@ strict parsing will call their names unknown.
 
 import collections.abc
 import inspect
+import logging
 import math
 import numbers
 import os
@@ -47,6 +48,11 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     check_gin_file(path)
   # Bindings can include files too (`--gin_bindings="include 'x.gin'"`).
   _check_includes('\n'.join(gin_bindings), '--gin_bindings', set())
+  # gin's resource reader first looks for every included file on the Python path and logs "ERROR Path not
+  # found" when it is not there, before it finds the file on the search path: noise on the console of every
+  # run whose gin file includes another. A missing file still raises (below).
+  previous_disable = logging.root.manager.disable
+  logging.disable(logging.ERROR)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings), skip_unknown=False,
                                         finalize_config=True)
@@ -56,6 +62,8 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
     raise ConfigError(f'invalid gin configuration: {message} — check the spelling of the configurable '
                       f'and parameter names (they are documented in the docstrings of the functions '
                       f'and classes they configure).') from None
+  finally:
+    logging.disable(previous_disable)
   check_binding_types()
 
 

@@ -1,6 +1,7 @@
 """Every shipped gin file parses strictly (unknown names are errors, not skipped)."""
 
 import glob
+import logging
 import os
 
 import gin
@@ -23,6 +24,15 @@ def test_gin_file_parses(path):
     assert gin.query_parameter('distill_data_free.student_fn')  # binaries/distill_data_free_main.py's
   else:
     assert gin.query_parameter('make_environment.env_id')
+
+
+def test_an_include_logs_no_error(caplog):
+  # gin's resource reader logs "Path not found" for every include before it finds the file on the search
+  # path; a user's console must not show an error for a file that is there.
+  caplog.set_level(logging.INFO)
+  common.parse_gin([os.path.join(common.GIN_DIR, 'kickstart_impala_minatar_multitask.gin')], [])
+  assert gin.query_parameter('train.sequence_length') == 10   # parts/impala_minatar.gin was read
+  assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_typo_is_a_config_error():
