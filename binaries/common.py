@@ -165,7 +165,9 @@ def run_train_main(run_dir: str, gin_files: Sequence[str], gin_bindings: Sequenc
     if result.returncode == 2:  # train_main's exit for a user's error: its one line says what to fix
       with open(log_path) as log:
         lines = [line.strip() for line in log if line.startswith('train_main: error:')]
-      reason = lines[-1] if lines else f'exit 2, see {log_path}'
+      # Its hint names train_main's --traceback, which the calling binary does not forward.
+      reason = (lines[-1].replace('(--traceback shows details)', '').strip() if lines
+                else f'exit 2, see {log_path}')
       raise errors.UserError(f'{description} failed: {reason} (log: {log_path})')
     if result.returncode != 0:
       raise RuntimeError(f'{description} failed (exit {result.returncode}); see {log_path}.')

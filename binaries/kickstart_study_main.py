@@ -75,6 +75,7 @@ flags.DEFINE_integer('parallel_runs', 1, 'Student runs trained at once, each its
                      'other).')
 flags.DEFINE_integer('reach_evaluations', 3, 'Consecutive evaluations that must all reach the target for a '
                      'student to count as reaching the teacher (the first of them is the step reported).')
+flags.DEFINE_bool('traceback', False, 'Show the full traceback of errors instead of one line.')
 flags.mark_flag_as_required('root_dir')
 FLAGS = flags.FLAGS
 
@@ -144,8 +145,15 @@ def plot(path: str, runs: dict, teacher_score: float, score_source: str = 'final
 
 
 def main(argv):
+  with common.one_line_errors('kickstart_study_main', show_traceback=FLAGS.traceback):
+    run_study(argv)
+
+
+def run_study(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.parallel_runs < 1:
+    raise app.UsageError(f'--parallel_runs={FLAGS.parallel_runs}: give 1 or more runs at once.')
   root_dir = FLAGS.root_dir
   os.makedirs(root_dir, exist_ok=True)
   start = time.time()
@@ -162,8 +170,6 @@ def main(argv):
          'eval_episodes': teacher_eval['episodes']})
   target = FLAGS.reach_fraction * teacher_score
   print(f'Teacher: {teacher_policy}, score {teacher_score:.1f} ({time.time() - start:.0f} s)', flush=True)
-  if FLAGS.parallel_runs < 1:
-    raise app.UsageError(f'--parallel_runs={FLAGS.parallel_runs}: give 1 or more runs at once.')
   jobs = [(method, seed) for seed in range(FLAGS.seeds) for method in METHODS]
   summaries, students_start = {}, time.time()
   with futures.ThreadPoolExecutor(max_workers=FLAGS.parallel_runs) as pool:

@@ -145,3 +145,24 @@ def test_no_speedup_when_the_kickstarted_students_never_hold_the_teacher():
   result = kickstart_report.verdict(rows, 500)
   assert result['speedup'] is None and not result['success']
   assert 'none (the kickstarted median never reaches the teacher)' in kickstart_report.table(rows, 500, 500, 2)
+
+
+def test_a_student_that_cannot_start_stops_the_study_with_one_line(tmp_path):
+  teacher = tmp_path / 'teacher' / 'policy'
+  teacher.mkdir(parents=True)
+  (teacher.parent / 'summary.json').write_text(json.dumps(_summary([500.0])))
+  result = subprocess.run(
+      [sys.executable, STUDY_MAIN, f'--root_dir={tmp_path / "study"}', f'--teacher_policy={teacher}',
+       '--student_gin_file=kickstart_cartpole.gin', '--student_gin_bindings=PPOLearner.bogus = 1', '--seeds=2',
+       '--parallel_runs=2'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stdout + result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith('kickstart_study_main: error:')]
+  assert len(errors) == 1 and "parameter named 'bogus'" in errors[0], result.stderr[-2000:]
+  assert errors[0].count('--traceback') == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert not (tmp_path / 'study' / 'study.json').exists()
+  # --parallel_runs below 1 is refused before anything is written.
+  result = subprocess.run([sys.executable, STUDY_MAIN, f'--root_dir={tmp_path / "other"}', '--parallel_runs=0'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and '--parallel_runs=0' in result.stderr
+  assert not (tmp_path / 'other').exists()
