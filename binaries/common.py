@@ -66,6 +66,9 @@ def _first_line(error: BaseException) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
+TRACEBACK_HINT = '(--traceback shows details)'   # ends every one-line error (`one_line_errors`)
+
+
 @contextlib.contextmanager
 def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None]:
   """Turns the errors a user can cause into one line on stderr and exit code 2.
@@ -83,7 +86,7 @@ def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None
     line = None if show_traceback else user_error_line(error)
     if line is None:
       raise
-    print(f'{program}: error: {line}  (--traceback shows details)', file=sys.stderr, flush=True)
+    print(f'{program}: error: {line}  {TRACEBACK_HINT}', file=sys.stderr, flush=True)
   if line is not None:
     # Exits outside the handler: the error's traceback, which can hold a learner's input iterator, is freed
     # and collected while the interpreter is whole. Left to the interpreter's exit, that iterator's reader
@@ -166,8 +169,7 @@ def run_train_main(run_dir: str, gin_files: Sequence[str], gin_bindings: Sequenc
       with open(log_path) as log:
         lines = [line.strip() for line in log if line.startswith('train_main: error:')]
       # Its hint names train_main's --traceback, which the calling binary does not forward.
-      reason = (lines[-1].replace('(--traceback shows details)', '').strip() if lines
-                else f'exit 2, see {log_path}')
+      reason = lines[-1].replace(TRACEBACK_HINT, '').strip() if lines else f'exit 2, see {log_path}'
       raise errors.UserError(f'{description} failed: {reason} (log: {log_path})')
     if result.returncode != 0:
       raise RuntimeError(f'{description} failed (exit {result.returncode}); see {log_path}.')
