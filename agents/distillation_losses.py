@@ -60,7 +60,7 @@ public reading of the paper that reproduces its summary table, eq. 1 and Theorem
 notation, and each row was re-derived: the rows marked "yes" are verified as exact gradients by
 `tests/test_distillation_losses.py`, which enumerates every trajectory of a small MDP.
 
-Conventions (as `agents/losses.py`): time-major; transition t is (s_t, a_t, r_t, s_{t+1});
+Conventions (as `agents/learners/losses.py`): time-major; transition t is (s_t, a_t, r_t, s_{t+1});
 `discounts[t] = γ·(1 − terminated_{t+1})`. Logits have T + 1 rows: row T is s_T, the state after the
 last transition (needed by the next-state rewards). The last step of `expected_entropy_regularised`
 needs a_T, which the batch does not hold; its log π(a_T|s_T) is replaced by its expectation under the
@@ -75,10 +75,10 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 import gin
 import tensorflow as tf
 
-from agents import losses
+from agents.learners import losses
 from runtime import errors
 
-# The argument checks of agents/losses.py, shared so both modules report errors the same way.
+# The argument checks of agents/learners/losses.py, shared so both modules report errors the same way.
 # pylint: disable=protected-access
 _float_tensor = losses._float_tensor
 _check_rank = losses._check_rank

@@ -30,7 +30,7 @@ Eq. 1 is E[Σ_t −∇log π_θ(a_t|s_t)·R̂_t + ∇ℓ_t] with R̂_t = Σ_{i�
 them, n_distill and expected_entropy_regularised, that rests on an exact balance (Theorem 2): r̂ is −ℓ one
 step later, so the R̂ term cancels the part of Σ∇ℓ that is not a gradient (on-policy distillation's field,
 Theorem 1). entropy_regularised and teacher_value_reward have ℓ = 0 and only the R̂ term. What each piece
-of PPO (`ppo_learner.py`) does to it, on a minibatch of N steps:
+of PPO (`agents/learners/ppo.py`) does to it, on a minibatch of N steps:
 
 * The critic as a baseline. A state-dependent b(s_t) subtracted from R̂_t leaves the expectation unchanged,
   however wrong b is. The extrinsic critic learns env + pseudo returns ('joint'); the pseudo-rewards move
@@ -73,7 +73,7 @@ term of unit scale. It does not remove the clipping or GAE's bias. Scaling ℓ b
 restore eq. 1's direction, but would tie the distillation's weight to the environment's reward scale; not
 done. The default stays 'joint' (see `PPOLearner` and BENCHMARKS.md for the measurement).
 
-IMPALA (`impala_learner.py`) has no advantage normalisation: the policy term and ℓ are both means over the
+IMPALA (`agents/learners/impala.py`) has no advantage normalisation: the policy term and ℓ are both means over the
 batch's steps, so R̂ and ℓ keep eq. 1's weights exactly. Pseudo-rewards join the rewards after reward
 clipping (they are never clipped: clipping at 1 would cut every teacher log-probability below −1), and one
 critic learns env + pseudo returns. V-trace's policy-gradient advantage ρ^pg_s·(r_s + γ v_{s+1} − V(x_s))

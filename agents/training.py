@@ -31,12 +31,13 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import actor as actor_lib
 from agents import evaluation
-from agents import impala_learner  # noqa: F401  (registers IMPALALearner with gin)
 from agents import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
 from agents import policies
-from agents import ppo_learner
-from agents import rnd  # noqa: F401  (registers RNDLearner with gin)
 from agents import teachers
+from agents.learners import base as learner_base
+from agents.learners import impala  # noqa: F401  (registers IMPALALearner with gin)
+from agents.learners import ppo
+from agents.learners import rnd  # noqa: F401  (registers RNDLearner with gin)
 from envs import suite
 from networks import actor_critic
 from replay import local_queue
@@ -131,7 +132,7 @@ class RunSettings:
   items_per_replica: int = 1
   seed: int = 0
   network_fn: Callable[..., Any] = actor_critic.ActorCriticNetwork
-  learner_fn: Callable[..., Any] = ppo_learner.PPOLearner
+  learner_fn: Callable[..., Any] = ppo.PPOLearner
   eval_interval_env_steps: int = 0
   eval_episodes: int = 10
   eval_greedy: bool = True
@@ -325,9 +326,13 @@ class Trainer:
       # (`dataset_fn` runs at the learner's first step, after the queue or table below is open.)
       self.learner = learner = learner_fn(network=self.network, dataset_fn=dataset_fn, strategy=strategy,
                                           total_iterations=total_iterations)
+      if not isinstance(learner, learner_base.Learner):
+        raise errors.ConfigError(f'train.learner_fn built a {type(learner).__name__}, which is not a learner: '
+                                 'it must derive from agents.learners.base.Learner (as PPOLearner, '
+                                 'IMPALALearner and RNDLearner do).')
       # The kickstarter's recurrent teachers the actor steps beside its policy (their states go with the steps).
       self._actor_teachers = kickstarting.actor_teachers(
-          *environment_specs(env), kickstarter=learner_attribute(learner, 'kickstarter'))
+          *environment_specs(env), kickstarter=learner.kickstarter)
       if reverb_address is None:
         # One process: the trajectories stay in it (`replay.local_queue`), and it listens on no socket; an
         # in-process Reverb server would listen on every interface, unauthenticated.
@@ -374,7 +379,7 @@ class Trainer:
         print(f'Resumed from {restored} at {self.env_steps:,} env steps.', flush=True)
         if hyperparameters_from_gin:  # (a PBT member assigns its own after every restore)
           _warn_of_restored_hyperparameters(configured, _hyperparameter_values(learner.checkpoint_items()))
-      elif hasattr(learner, 'initialize_from_environment'):
+      else:
         # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
         # env_steps and nothing reaches replay. The actor below resets the environments.
         learner.initialize_from_environment(env, seed=seed)
@@ -619,9 +624,7 @@ class Trainer:
     # The input pipeline's threads are stopped now: left to the interpreter's exit (an exception's
     # traceback can hold the iterator until then), a reader in a `numpy_function` could wait for the
     # interpreter's lock for ever.
-    for owner in (self.learner, getattr(self.learner, 'inner', None)):
-      if hasattr(owner, 'release_iterator'):
-        owner.release_iterator()
+    self.learner.release_iterator()
     gc.collect()
     self._env.close()
 
@@ -676,14 +679,6 @@ class Trainer:
           f'(summary.json, policy/, summaries/ for TensorBoard).', flush=True)
     self.release()
     return summary
-
-
-def learner_attribute(learner, name: str):
-  """`learner.<name>`, or that of the learner it wraps (`learner.inner`, e.g. RND's PPO); None if neither has it."""
-  for owner in (learner, getattr(learner, 'inner', None)):
-    if owner is not None and getattr(owner, name, None) is not None:
-      return getattr(owner, name)
-  return None
 
 
 def environment_specs(env):

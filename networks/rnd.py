@@ -2,7 +2,7 @@
 
 A frozen, randomly initialised *target* f and a trained *predictor* f̂ both map one normalised RND
 input to `output_size` (512 in the paper) features; the predictor's squared error on f(o) is the
-intrinsic reward (`agents.rnd_losses.prediction_error`).
+intrinsic reward (`agents.learners.rnd_losses.prediction_error`).
 
 Architectures follow the paper's code (openai/random-network-distillation,
 `policies/cnn_policy_param_matched.py`, `define_self_prediction_rew`, with `policy_size='normal'`):
@@ -26,7 +26,7 @@ gain sqrt(2) the target's features have a standard deviation of order one (about
 code calls (Keras' `LeakyReLU` layer defaults to 0.3). The fc layers' ReLU is the code's `tf.nn.relu`.
 
 Inputs are float32 and already normalised (running mean/std, clipped to [-5, 5]; see
-`agents.normalization.RunningMeanStd`): unlike the torsos, these networks do not scale uint8 frames,
+`agents.learners.normalization.RunningMeanStd`): unlike the torsos, these networks do not scale uint8 frames,
 and they reject integer inputs rather than silently feeding raw pixels to the target.
 """
 

@@ -16,7 +16,7 @@ Ray Tune drives a member through the `Trainable` API; each call maps onto the Tr
   step; Ray calls `reset_config(new config)` and then `load_checkpoint(donor's checkpoint)`. The restore
   brings the donor's hyperparameter values with its weights, so after every restore the member assigns its
   own config again: **the new config wins**. Hyperparameters are `tf.Variable`s read inside the compiled
-  step (PAPERS.md §5), so nothing retraces (`learner._compiled_run.experimental_get_tracing_count()` stays
+  step (PAPERS.md §5), so nothing retraces (`learner.tracing_count()` stays
   the same).
 
 With `TeacherSet.peers` > 0 (codistillation, `pbt.codistillation`), every `step()` also publishes the
@@ -199,28 +199,21 @@ def read_checkpoint(checkpoint, directory: str, attempts: int = 3) -> Dict[str, 
 # --- hyperparameters as learner variables -----------------------------------------------------------
 
 
-def _attribute(learner, name: str):
-  """`learner.<name>`, or that of the learner it wraps (`training.learner_attribute`)."""
-  from agents import training  # pylint: disable=g-import-not-at-top
-  return training.learner_attribute(learner, name)
-
-
 def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any, Callable[[float], None]]]:
   """For each hyperparameter name, the learner variable it sets and a function assigning it.
 
   'lambda_<k>' is teacher k's λ_k (λ̂_k when factorised), 'lambda_scale' the global λ, through
-  `TeacherWeights.assign` (mode 'pbt' required); any other name is a `tf.Variable` attribute of the learner
-  (or of `learner.inner`), e.g. 'learning_rate', 'entropy_coef', 'intrinsic_advantage_coef'.
+  `TeacherWeights.assign` (mode 'pbt' required); any other name is one of the learner's
+  `hyperparameters()` (`agents.learners.base.Learner`), e.g. 'learning_rate', 'entropy_coef',
+  'intrinsic_advantage_coef' (RND's).
 
   Raises:
     ValueError: naming a hyperparameter the learner does not have, or λ's not in mode 'pbt'.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
   setters = collections.OrderedDict()
   for name in names:
     if name.startswith(scheduler_lib.LAMBDA_PREFIX):
-      kickstarter = _attribute(learner, 'kickstarter')
+      kickstarter = learner.kickstarter
       if kickstarter is None:
         raise errors.ConfigError(f'The search space moves {name!r}, but the learner does not kickstart: set '
                                  'PPOLearner.kickstarter_fn = @Kickstarter (or IMPALALearner.kickstarter_fn), or '
@@ -239,10 +232,11 @@ def hyperparameter_setters(learner, names: Sequence[str]) -> Dict[str, Tuple[Any
       setters[name] = (by_name[key],
                        lambda value, key=key, weights=weights: weights.assign(key, float(value)))
     else:
-      variable = _attribute(learner, name)
-      if not isinstance(variable, tf.Variable):
+      variable = learner.hyperparameters().get(name)
+      if variable is None:
         raise errors.ConfigError(f'The search space moves {name!r}, but the learner {type(learner).__name__} '
-                                 'has no variable of that name: remove it from search_space.others.')
+                                 f'has no hyperparameter of that name (it has '
+                                 f'{sorted(learner.hyperparameters())}): remove it from search_space.others.')
       setters[name] = (variable, lambda value, variable=variable: variable.assign(float(value)))
   return setters
 
@@ -349,10 +343,9 @@ class Member(tune.Trainable):
     return self._trainer
 
   @property
-  def tracing_count(self) -> Optional[int]:
-    """How often the learner's compiled step has been traced (None before the first, or if unknown)."""
-    compiled = getattr(self._trainer.learner, '_compiled_run', None)
-    return compiled.experimental_get_tracing_count() if compiled is not None else None
+  def tracing_count(self) -> int:
+    """How often the learner's compiled step has been traced (0 before the first run)."""
+    return self._trainer.learner.tracing_count()
 
   def hyperparameters(self) -> Dict[str, float]:
     """The current values of the learner's PBT-moved variables."""

@@ -75,7 +75,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents import distillation_losses
-from agents import losses
+from agents.learners import losses
 from envs import random_mdp
 
 PARTS = ('sampling', 'actions', 'noisy')

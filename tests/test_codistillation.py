@@ -77,12 +77,12 @@ def test_the_learner_distils_from_a_peer_only_once_loaded_without_retracing():
   learner = _learner(net, _batch(net), kickstarter_fn=kickstarting.Kickstarter)
   metrics = learner.run()
   assert metrics['kickstart/cross_entropy_peer_0'] == 0.0 and metrics['kickstart/loss'] == 0.0
-  tracing = learner._compiled_run.experimental_get_tracing_count()  # pylint: disable=protected-access
+  tracing = learner.tracing_count()
   (peer,) = learner.kickstarter.peer_teachers
   peer.assign_weights([v.numpy() for v in _other_network(2).variables], peer='member_1')
   metrics = learner.run()
   assert metrics['kickstart/cross_entropy_peer_0'] > 0.0 and metrics['kickstart/loss'] > 0.0
-  assert learner._compiled_run.experimental_get_tracing_count() == tracing  # pylint: disable=protected-access
+  assert learner.tracing_count() == tracing  # pylint: disable=protected-access
 
 
 def test_members_publish_atomically_and_read_the_best_others(tmp_path):

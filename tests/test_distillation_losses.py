@@ -18,7 +18,7 @@ import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
 from agents import distillation_losses as dl
-from agents import losses
+from agents.learners import losses
 
 RTOL = 1e-5
 ATOL = 1e-5

@@ -8,8 +8,8 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import ppo_learner
-from agents import rnd
+from agents.learners import ppo
+from agents.learners import rnd
 from agents import training
 from envs import suite
 from networks import actor_critic
@@ -197,7 +197,7 @@ def test_ppo_trains_on_stored_frames_exactly_as_on_stacks(core, microbatch_size)
   results = []
   for batch in (full, compact):
     net = _network(spec, lambda: torsos.MLPTorso((16,)), core)
-    learner = ppo_learner.PPOLearner(net, _dataset_fn(_with_core_state(batch, net)), microbatch_size=microbatch_size,
+    learner = ppo.PPOLearner(net, _dataset_fn(_with_core_state(batch, net)), microbatch_size=microbatch_size,
                                      **_PPO)
     metrics = learner.run()
     results.append(([v.numpy() for v in net.variables], metrics))
@@ -216,7 +216,7 @@ def test_rnd_trains_on_stored_frames_exactly_as_on_stacks():
     net = _network(spec, lambda: torsos.NatureCNNTorso())
     learner = rnd.RNDLearner(
         net, _dataset_fn(batch), total_iterations=10, output_size=8, observation_normalization_steps=0,
-        update_proportion=1.0, inner_learner_fn=lambda **kwargs: ppo_learner.PPOLearner(**_PPO, **kwargs))
+        update_proportion=1.0, inner_learner_fn=lambda **kwargs: ppo.PPOLearner(**_PPO, **kwargs))
     metrics = learner.run()
     results.append((learner, [v.numpy() for v in net.variables + learner.predictor.variables], metrics))
   (stacks, stacks_weights, stacks_metrics), (frames, frames_weights, frames_metrics) = results

@@ -10,7 +10,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from agents import distillation_losses
-from agents import impala_learner
+from agents.learners import impala
 from agents import kickstarting
 from agents import schedules
 from agents import teachers
@@ -73,7 +73,7 @@ def _learner(net, batch, strategy=None, **kwargs):
 
   defaults = dict(learning_rate=1e-2, learning_rate_schedule='constant', entropy_coef=0.0, max_grad_norm=None)
   defaults.update(kwargs)
-  return impala_learner.IMPALALearner(net, dataset_fn, strategy, total_iterations=10, **defaults)
+  return impala.IMPALALearner(net, dataset_fn, strategy, total_iterations=10, **defaults)
 
 
 def _probability_of_action(net, observation, action):
@@ -111,14 +111,14 @@ def test_hyperparameter_variables_change_without_retracing():
   net = _network()
   learner = _learner(net, _batch(net))
   learner.run()
-  traces = learner._compiled_run.experimental_get_tracing_count()
+  traces = learner.tracing_count()
   learner.entropy_coef.assign(0.5)
   learner.clip_rho_threshold.assign(0.5)
   learner.discount.assign(0.5)
   learner.learning_rate.assign(0.0)
   weights = [v.numpy() for v in net.trainable_variables]
   metrics = learner.run()
-  assert learner._compiled_run.experimental_get_tracing_count() == traces
+  assert learner.tracing_count() == traces
   # A zero learning rate read inside the compiled step leaves the weights untouched.
   for before, after in zip(weights, net.trainable_variables):
     np.testing.assert_array_equal(before, after.numpy())
@@ -132,7 +132,7 @@ def test_linear_schedule_decays_learning_rate_and_paper_defaults():
   learner = _learner(net, _batch(net), learning_rate=1.0, learning_rate_schedule='linear', max_grad_norm=1e-6)
   rates = [float(learner.run()['learning_rate'].numpy()) for _ in range(3)]
   np.testing.assert_allclose(rates, [1.0, 0.9, 0.8], rtol=1e-6)
-  defaults = inspect.signature(impala_learner.IMPALALearner.__init__).parameters
+  defaults = inspect.signature(impala.IMPALALearner.__init__).parameters
   assert defaults['learning_rate_schedule'].default == 'linear'
   assert defaults['optimizer'].default == 'rmsprop'
 
@@ -246,7 +246,7 @@ def test_bad_arguments_are_rejected(kwargs, message):
 def test_network_without_extrinsic_head_is_rejected():
   net = actor_critic.ActorCriticNetwork(OBS_SPEC, ACTION_SPEC, value_heads=('intrinsic',))
   with pytest.raises(ValueError, match="value head 'extrinsic'"):
-    impala_learner.IMPALALearner(net, lambda context: None)
+    impala.IMPALALearner(net, lambda context: None)
 
 
 # --- kickstarting ----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import distillation_losses
 from agents import kickstarting
-from agents import ppo_learner
+from agents.learners import ppo
 from agents import schedules
 from agents import teachers
 from networks import actor_critic
@@ -78,7 +78,7 @@ def test_lambda_set_by_a_controller_takes_effect_without_retracing():
   learner.kickstarter.weights.assign('teacher_0', 0.0)
   before = _probability_of(net, batch['observation'][0], 1)
   metrics = learner.run()
-  traces = learner._compiled_run.experimental_get_tracing_count()
+  traces = learner.tracing_count()
   assert float(metrics['kickstart/loss']) == 0.0
   # No reward and no teacher: the policy gradient is 0 (the critic alone learns).
   # (The shared torso moves with the critic, so the probabilities shift a little.)
@@ -86,7 +86,7 @@ def test_lambda_set_by_a_controller_takes_effect_without_retracing():
   learner.kickstarter.weights.assign('teacher_0', 1.0)
   for _ in range(3):
     metrics = learner.run()
-  assert learner._compiled_run.experimental_get_tracing_count() == traces
+  assert learner.tracing_count() == traces
   assert float(metrics['kickstart/lambda_teacher_0']) == 1.0
   assert np.all(_probability_of(net, batch['observation'][0], 1) > before + 0.1)
 
@@ -97,7 +97,7 @@ def test_a_schedule_moves_lambda_inside_the_compiled_step():
       [_keras_teacher(1)], schedules=schedules.linear_decay(initial=1.0, final=0.0, decay_steps=4)))
   lambdas = [float(learner.run()['kickstart/lambda_teacher_0']) for _ in range(3)]
   np.testing.assert_allclose(lambdas, [1.0, 0.75, 0.5])
-  assert learner._compiled_run.experimental_get_tracing_count() == 1
+  assert learner.tracing_count() == 1
 
 
 def test_a_schedule_over_the_run_ends_with_the_learners_iterations():
@@ -109,7 +109,7 @@ def test_a_schedule_over_the_run_ends_with_the_learners_iterations():
   np.testing.assert_allclose(lambdas, [2.0, 1.8])
   learner.total_iterations.assign(4)  # e.g. a resumed run with a larger budget: the schedule follows
   np.testing.assert_allclose(float(learner.run()['kickstart/lambda_teacher_0']), 1.0)
-  assert learner._compiled_run.experimental_get_tracing_count() == 1
+  assert learner.tracing_count() == 1
 
 
 def test_pseudo_rewards_are_the_variants_and_stop_at_resets():
@@ -182,7 +182,7 @@ def test_lambdas_are_checkpointed():
 def _two_head_network():
   tf.random.set_seed(7)
   net = actor_critic.ActorCriticNetwork(OBS_SPEC, ACTION_SPEC, torso_fn=lambda: torsos.MLPTorso((16,)),
-                                        value_heads=('extrinsic', ppo_learner.KICKSTART_HEAD))
+                                        value_heads=('extrinsic', ppo.KICKSTART_HEAD))
   net.create_variables()
   return net
 
@@ -203,7 +203,7 @@ def test_separate_pseudo_reward_advantages_match_a_numpy_reference_and_train(mic
   batch = _batch(net)
   rng = np.random.default_rng(3)
   batch['behaviour_values'] = {name: rng.normal(size=(T + 1, B)).astype(np.float32)
-                               for name in ('extrinsic', ppo_learner.KICKSTART_HEAD)}
+                               for name in ('extrinsic', ppo.KICKSTART_HEAD)}
   learner = _learner(net, batch, num_epochs=2, num_minibatches=2, normalize_advantages=True,
                      discount=0.9, gae_lambda=0.8, microbatch_size=microbatch_size,
                      kickstarter_fn=_kickstarter_fn([_keras_teacher(1)], variant='entropy_regularised'),

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
 from agents import actor as actor_lib
-from agents import ppo_learner
+from agents.learners import ppo
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -211,7 +211,7 @@ def test_ppo_learner_reads_the_queue_under_mirrored_strategy(mirrored_strategy):
       actor_lib.step_spec(observation_spec, action_spec, learner_network), T, N)
   queue = local_queue.TrajectoryQueue(signature, local_queue.on_policy_capacity(replicas))
   writer = local_queue.SequenceWriter(queue, T)
-  learner = ppo_learner.PPOLearner(learner_network, lambda context: queue.dataset(1), mirrored_strategy,
+  learner = ppo.PPOLearner(learner_network, lambda context: queue.dataset(1), mirrored_strategy,
                                    total_iterations=2, num_epochs=1, num_minibatches=1)
   actor = actor_lib.Actor(env, network(), writer, seed=3, numpy_inference_for_mlps=False)
   try:

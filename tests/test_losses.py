@@ -1,4 +1,4 @@
-"""Tests for agents/losses.py.
+"""Tests for agents/learners/losses.py.
 
 Each function is checked against a slow NumPy reference written with explicit loops in the
 paper's notation (random inputs, fixed seeds) and against small cases worked out by hand in the
@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
-from agents import losses
+from agents.learners import losses
 
 RTOL = 1e-5
 ATOL = 1e-6

@@ -544,7 +544,7 @@ def test_member_hyperparameters_win_over_a_restored_checkpoint_without_retracing
     assert float(learner.kickstarter.weights.values()[0].numpy()) == pytest.approx(0.5)
     result = member.train()
     assert result['tracing_count'] == 1 and result['hyperparameters'] == pytest.approx(expected)
-    assert learner._compiled_run.experimental_get_tracing_count() == 1
+    assert learner.tracing_count() == 1
 
     # The other order (a restore, then a new config) ends the same way.
     member.restore(saved)
@@ -590,12 +590,15 @@ def test_pbt_moves_each_lambda_of_a_kickstarted_impala_member(tmp_path):
 
 
 def test_hyperparameter_setters_name_what_is_wrong():
-  rnd_like = types.SimpleNamespace(inner=types.SimpleNamespace(learning_rate=tf.Variable(1e-3)),
-                                   intrinsic_advantage_coef=tf.Variable(1.0), kickstarter=None)
+  learning_rate = tf.Variable(1e-3)
+  rnd_like = types.SimpleNamespace(
+      hyperparameters=lambda: {'learning_rate': learning_rate, 'intrinsic_advantage_coef': tf.Variable(1.0)},
+      kickstarter=None)
   setters = member_lib.hyperparameter_setters(rnd_like, ['learning_rate', 'intrinsic_advantage_coef'])
   setters['learning_rate'][1](5e-4)
-  assert rnd_like.inner.learning_rate.numpy() == pytest.approx(5e-4)
-  with pytest.raises(ValueError, match='has no variable of that name'):
+  assert learning_rate.numpy() == pytest.approx(5e-4)
+  with pytest.raises(ValueError, match=r"has no hyperparameter of that name \(it has \['intrinsic_advantage_coef', "
+                                       r"'learning_rate'\]\)"):
     member_lib.hyperparameter_setters(rnd_like, ['entropy_coef'])
   with pytest.raises(ValueError, match='does not kickstart'):
     member_lib.hyperparameter_setters(rnd_like, ['lambda_teacher_0'])

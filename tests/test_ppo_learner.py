@@ -6,7 +6,7 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import ppo_learner
+from agents.learners import ppo
 from networks import actor_critic
 from networks import torsos
 
@@ -67,7 +67,7 @@ def _learner(net, batch, strategy=None, **kwargs):
   defaults = dict(num_epochs=1, num_minibatches=1, learning_rate=1e-2, entropy_coef=0.0,
                   normalize_advantages=False, max_grad_norm=None)
   defaults.update(kwargs)
-  return ppo_learner.PPOLearner(net, dataset_fn, strategy, total_iterations=10, **defaults)
+  return ppo.PPOLearner(net, dataset_fn, strategy, total_iterations=10, **defaults)
 
 
 @pytest.mark.parametrize('core', [None, 'lstm'])

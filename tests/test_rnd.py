@@ -6,9 +6,9 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import ppo_learner
-from agents import rnd
-from agents import rnd_losses
+from agents.learners import ppo
+from agents.learners import rnd
+from agents.learners import rnd_losses
 from networks import actor_critic
 from networks import torsos
 
@@ -69,7 +69,7 @@ def _dataset_fn(batches, replicas):
 
 def _rnd_learner(net, batches, strategy=None, **kwargs):
   strategy = strategy or tf.distribute.get_strategy()
-  inner = lambda **inner_kwargs: ppo_learner.PPOLearner(
+  inner = lambda **inner_kwargs: ppo.PPOLearner(
       num_epochs=2, num_minibatches=2, learning_rate=1e-2, normalize_advantages=False,
       max_grad_norm=None, **inner_kwargs)
   defaults = dict(output_size=8, observation_normalization_steps=0, inner_learner_fn=inner,
@@ -101,7 +101,7 @@ def test_intrinsic_gae_crosses_episode_ends_and_extrinsic_does_not():
   step_types[3, :] = FIRST
   batch = _batch(step_types=step_types)
   batch['intrinsic_reward'] = np.random.default_rng(5).uniform(size=(T + 1, B)).astype(np.float32)
-  learner = ppo_learner.PPOLearner(net, None, total_iterations=1, discount=0.9, gae_lambda=0.8)
+  learner = ppo.PPOLearner(net, None, total_iterations=1, discount=0.9, gae_lambda=0.8)
   learner.add_value_head('extrinsic', 'reward', 0.9, episodic=True, advantage_coef=2.0)
   learner.add_value_head('intrinsic', 'intrinsic_reward', 0.7, episodic=False, advantage_coef=1.0)
   targets = learner.compute_advantages(tf.nest.map_structure(tf.convert_to_tensor, batch))

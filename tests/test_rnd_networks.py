@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents import rnd_losses
+from agents.learners import rnd_losses
 from networks import rnd
 
 IMAGE_SPEC = tf.TensorSpec([84, 84, 1], tf.float32)

@@ -1,4 +1,4 @@
-"""Tests for agents/vtrace.py.
+"""Tests for agents/learners/vtrace.py.
 
 V-trace is checked against a slow NumPy reference written with explicit loops in the notation of
 Espeholt et al. 2018 (eq. 1 as a sum over t ≥ s, not Remark 1's recursion the implementation uses), on
@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
-from agents import vtrace
+from agents.learners import vtrace
 
 RTOL = 1e-5
 ATOL = 1e-5

@@ -39,9 +39,10 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from agents import normalization
-from agents import ppo_learner
-from agents import rnd_losses
+from agents.learners import base
+from agents.learners import normalization
+from agents.learners import ppo
+from agents.learners import rnd_losses
 from networks import rnd as rnd_networks
 from replay import frame_stacks
 from runtime import errors
@@ -51,7 +52,7 @@ _EXTRINSIC = 'extrinsic'
 
 
 @gin.configurable
-class RNDLearner:
+class RNDLearner(base.LearnerWrapper):
   """RND around an inner on-policy learner (see the module docstring).
 
   Args:
@@ -78,7 +79,7 @@ class RNDLearner:
                dataset_fn,
                strategy: Optional[tf.distribute.Strategy] = None,
                total_iterations: int = 1,
-               inner_learner_fn: Callable[..., Any] = ppo_learner.PPOLearner,
+               inner_learner_fn: Callable[..., Any] = ppo.PPOLearner,
                intrinsic_discount: float = 0.99,
                extrinsic_advantage_coef: float = 2.0,
                intrinsic_advantage_coef: float = 1.0,
@@ -98,11 +99,10 @@ class RNDLearner:
       raise errors.ConfigError('RNDLearner.observation_normalization_steps must be >= 0, got '
                                f'{observation_normalization_steps}.')
     self._strategy = strategy or tf.distribute.get_strategy()
+    super().__init__(inner_learner_fn(network=network, dataset_fn=dataset_fn, strategy=self._strategy,
+                                      total_iterations=total_iterations))
     # A Python float: it sets the predictor's minibatch size, a static shape (TPUs need them).
     self._update_proportion = float(update_proportion)
-    self._inner = inner_learner_fn(network=network, dataset_fn=dataset_fn, strategy=self._strategy,
-                                   total_iterations=total_iterations)
-    self._network = network
     self.observation_normalization_steps = int(observation_normalization_steps)
     self._observation_spec = network.input_tensor_spec
     # Frames the paper's convolutions take (Atari): the newest frame of the stack. Anything else (vectors,
@@ -142,26 +142,15 @@ class RNDLearner:
         input_signature=[tf.TensorSpec([None] + self._observation_spec.shape.as_list(),
                                        self._observation_spec.dtype)])
 
-  # --- the learner interface (as PPOLearner's) ----------------------------------------------------
+  # --- the learner interface (`base.LearnerWrapper`: the rest reaches the inner learner) ----------------
 
-  @property
-  def network(self):
-    return self._network
-
-  @property
-  def strategy(self):
-    return self._strategy
-
-  @property
-  def inner(self):
-    return self._inner
-
-  @property
-  def train_step(self) -> tf.Variable:
-    return self._inner.train_step
+  def _own_hyperparameters(self) -> Dict[str, tf.Variable]:
+    return dict(intrinsic_discount=self.intrinsic_discount, observation_clip=self.observation_clip,
+                extrinsic_advantage_coef=self.extrinsic_advantage_coef,
+                intrinsic_advantage_coef=self.intrinsic_advantage_coef)
 
   def checkpoint_items(self) -> Dict[str, Any]:
-    items = dict(self._inner.checkpoint_items())
+    items = super().checkpoint_items()
     items.update(rnd_target=self.target, rnd_predictor=self.predictor,
                  rnd_predictor_optimizer=self.predictor_optimizer,
                  rnd_observation_normalizer=self.observation_normalizer,
@@ -169,6 +158,9 @@ class RNDLearner:
                  rnd_intrinsic_return_filter=self.intrinsic_return_filter,
                  rnd_intrinsic_discount=self.intrinsic_discount)
     return items
+
+  def tracing_count(self) -> int:
+    return self._compiled_run.experimental_get_tracing_count()
 
   def run(self) -> Dict[str, tf.Tensor]:
     """One RND + inner-learner iteration on the next batch; returns scalar metrics."""

@@ -1,6 +1,6 @@
 """V-trace, IMPALA's off-policy correction (Espeholt et al. 2018, arXiv 1802.01561), as a pure function.
 
-Tensors in, tensors out: no variables, no gin. Conventions are those of `agents.losses`: time-major
+Tensors in, tensors out: no variables, no gin. Conventions are those of `agents.learners.losses`: time-major
 `[T, B]`; transition t is (x_t, a_t, r_t, x_{t+1}); `discounts[t]` = γ · (1 − terminated_{t+1}) already
 holds γ and the termination mask; thresholds and λ may be Python floats or scalar tensors / `tf.Variable`s
 (read when the compiled step runs, so a schedule or PBT can move them without a retrace); static ranks and
@@ -21,7 +21,7 @@ import typing
 
 import tensorflow as tf
 
-from agents import losses
+from agents.learners import losses
 
 _float_tensor = losses._float_tensor  # pylint: disable=protected-access
 _time_major = losses._time_major  # pylint: disable=protected-access

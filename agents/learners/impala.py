@@ -2,7 +2,7 @@
 
 Actors act with a policy that lags behind the learner's (asynchronous collection, or actors in other
 processes) and record its logits, μ(·|x_t), with every step. The learner corrects for the lag with V-trace
-(`agents.vtrace`): the value targets v_s and the policy-gradient advantages are importance-weighted by
+(`agents.learners.vtrace`): the value targets v_s and the policy-gradient advantages are importance-weighted by
 clipped ratios π/μ of the current policy π to the recorded one.
 
 One object owns all training state: the network, the optimiser, the step counter and every hyperparameter
@@ -29,27 +29,26 @@ The loss, per transition and averaged over the unmasked ones (Section 4.2; the p
       −  entropy_coef · H(π(·|x_s))   [+ Σ_k λ_k ℓ_k, a kickstarter's distillation terms]
 """
 
-import functools
 from typing import Any, Callable, Dict, Optional
 
 import gin
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents import losses
-from agents import vtrace
+from agents.learners import base
+from agents.learners import losses
+from agents.learners import vtrace
 from runtime import config as run_config
 from runtime import errors
 from replay import frame_stacks
 
 _EXTRINSIC = 'extrinsic'
 _OPTIMIZERS = ('rmsprop', 'adam')
-_SCHEDULES = ('constant', 'linear')
 
 
 @gin.configurable
-class IMPALALearner:
-  """IMPALA's actor-critic with V-trace, composed from `agents.vtrace` and `agents.losses`.
+class IMPALALearner(base.OnPolicyLearner):
+  """IMPALA's actor-critic with V-trace, composed from `agents.learners.vtrace` and `agents.learners.losses`.
 
   The defaults are the paper's Atari settings (Espeholt et al. 2018): RMSProp with learning rate 6e-4
   decayed linearly to 0, decay 0.99, momentum 0, ε 0.01; entropy cost 0.01, baseline cost 0.5, γ 0.99,
@@ -117,9 +116,6 @@ class IMPALALearner:
                kickstarter_fn: Optional[Callable[..., Any]] = None):
     run_config.check_number('IMPALALearner.learning_rate', learning_rate, 0,
                             meaning=f'the {optimizer} step size')
-    if learning_rate_schedule not in _SCHEDULES:
-      raise errors.ConfigError(f'IMPALALearner.learning_rate_schedule={learning_rate_schedule!r} is unknown; '
-                               "use 'constant' or 'linear'.")
     if optimizer not in _OPTIMIZERS:
       raise errors.ConfigError(f"IMPALALearner.optimizer={optimizer!r} is unknown; use 'rmsprop' (the "
                                "paper's) or 'adam'.")
@@ -132,97 +128,31 @@ class IMPALALearner:
       raise errors.ConfigError(f'IMPALALearner trains the value head {_EXTRINSIC!r}, which the network lacks '
                                f'(it has {list(network.value_head_names)}); add it with '
                                'ActorCriticNetwork.value_heads.')
-    self._strategy = strategy or tf.distribute.get_strategy()
-    self._network = network
-    self._learning_rate_schedule = learning_rate_schedule
+    super().__init__('IMPALALearner', network, dataset_fn, strategy, total_iterations, learning_rate,
+                     learning_rate_schedule, max_grad_norm, kickstarter_fn)
     self._num_sgd_steps = num_sgd_steps
-    self._max_grad_norm = max_grad_norm
     self._reward_clip = reward_clip
-    self._recurrent = bool(tf.nest.flatten(network.state_spec))
-    hyper = functools.partial(tf.Variable, dtype=tf.float32, trainable=False)
     no_clip = lambda threshold: float('inf') if threshold is None else threshold
-    with self._strategy.scope():
-      self.train_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='train_step')
-      self.total_iterations = tf.Variable(max(1, total_iterations), dtype=tf.int64, trainable=False,
-                                          name='total_iterations')
-      self.learning_rate = hyper(learning_rate, name='learning_rate')
-      self.entropy_coef = hyper(entropy_coef, name='entropy_coef')
-      self.value_coef = hyper(value_coef, name='value_coef')
-      self.discount = hyper(discount, name='discount')
-      self.vtrace_lambda = hyper(vtrace_lambda, name='vtrace_lambda')
-      self.clip_rho_threshold = hyper(no_clip(clip_rho_threshold), name='clip_rho_threshold')
-      self.clip_c_threshold = hyper(no_clip(clip_c_threshold), name='clip_c_threshold')
-      self.clip_pg_rho_threshold = hyper(no_clip(clip_pg_rho_threshold), name='clip_pg_rho_threshold')
-      if optimizer == 'rmsprop':
-        self.optimizer = tf.keras.optimizers.RMSprop(learning_rate=learning_rate, rho=rmsprop_decay,
-                                                     momentum=rmsprop_momentum, epsilon=rmsprop_epsilon)
-      else:
-        self.optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate, epsilon=adam_epsilon)
-      self.optimizer.build(network.trainable_variables)
-    self.kickstarter = None
-    if kickstarter_fn is not None:
-      self.kickstarter = kickstarter_fn(network.input_tensor_spec, network.action_spec,
-                                        strategy=self._strategy, student_network=network,
-                                        total_iterations=self.total_iterations)
-    self._dataset_fn = dataset_fn
-    self._iterator = None
-    # Without AutoGraph: the step's loop is an explicit `tf.while_loop`, and converting TF-Agents' network
-    # code costs seconds of tracing.
-    self._compiled_run = tf.function(self._run, autograph=False)
-
-  @property
-  def network(self):
-    return self._network
-
-  @property
-  def strategy(self):
-    return self._strategy
+    hyper = self._hyperparameter
+    self.entropy_coef = hyper('entropy_coef', entropy_coef)
+    self.value_coef = hyper('value_coef', value_coef)
+    self.discount = hyper('discount', discount)
+    self.vtrace_lambda = hyper('vtrace_lambda', vtrace_lambda)
+    self.clip_rho_threshold = hyper('clip_rho_threshold', no_clip(clip_rho_threshold))
+    self.clip_c_threshold = hyper('clip_c_threshold', no_clip(clip_c_threshold))
+    self.clip_pg_rho_threshold = hyper('clip_pg_rho_threshold', no_clip(clip_pg_rho_threshold))
+    if optimizer == 'rmsprop':
+      self._build_optimizer(tf.keras.optimizers.RMSprop(learning_rate=learning_rate, rho=rmsprop_decay,
+                                                        momentum=rmsprop_momentum, epsilon=rmsprop_epsilon))
+    else:
+      self._build_optimizer(tf.keras.optimizers.Adam(learning_rate=learning_rate, epsilon=adam_epsilon))
+    self._attach_kickstarter()
 
   @property
   def num_sgd_steps(self) -> int:
     return self._num_sgd_steps
 
-  @property
-  def max_grad_norm(self) -> Optional[float]:
-    return self._max_grad_norm
-
-  def current_learning_rate(self) -> tf.Tensor:
-    """The learning rate the next iteration uses (its schedule applied)."""
-    if self._learning_rate_schedule == 'constant':
-      return tf.identity(self.learning_rate)
-    progress = tf.cast(self.train_step, tf.float32) / tf.cast(self.total_iterations, tf.float32)
-    return self.learning_rate * tf.maximum(1.0 - progress, 0.0)
-
-  def checkpoint_items(self) -> Dict[str, Any]:
-    """Everything a checkpoint must hold to resume training exactly where it stopped."""
-    items = dict(network=self._network, optimizer=self.optimizer, train_step=self.train_step,
-                 learning_rate=self.learning_rate, entropy_coef=self.entropy_coef, value_coef=self.value_coef,
-                 discount=self.discount, vtrace_lambda=self.vtrace_lambda,
-                 clip_rho_threshold=self.clip_rho_threshold, clip_c_threshold=self.clip_c_threshold,
-                 clip_pg_rho_threshold=self.clip_pg_rho_threshold)
-    if self.kickstarter is not None:
-      items.update(self.kickstarter.checkpoint_items())
-    return items
-
-  def iterator(self):
-    """The distributed iterator over the dataset (made on first use)."""
-    if self._iterator is None:
-      self._iterator = iter(self._strategy.distribute_datasets_from_function(self._dataset_fn))
-    return self._iterator
-
-  def release_iterator(self) -> None:
-    """Drops the dataset's iterator (a later `run()` makes a new one). The run calls it once its input has
-    ended, so the iterator's threads stop while the interpreter is whole, not at its exit."""
-    self._iterator = None
-
-  def run(self) -> Dict[str, tf.Tensor]:
-    """One learner iteration on the next batch of the dataset; returns scalar metrics."""
-    return self._compiled_run(self.iterator())
-
   # --- the compiled step ------------------------------------------------------------------------------
-
-  def _run(self, iterator):
-    return self.train_batch(next(iterator))
 
   def train_batch(self, batch) -> Dict[str, tf.Tensor]:
     """One iteration on `batch` (per-replica values, cross-replica context), inside a compiled step."""
@@ -234,25 +164,10 @@ class IMPALALearner:
       # Teachers' logits and pseudo-rewards once per batch (they do not depend on the student's weights).
       kickstart = strategy.run(self._prepare_kickstart, (batch,))
     lag_mean, lag_max = strategy.run(self._policy_lag, (batch,))
-
-    metric_names = []  # filled while the loop body is traced
-
-    def sgd_step(step, sums):
-      metrics = strategy.run(self._update, (batch, kickstart))
-      metric_names[:] = sorted(metrics)
-      # Each replica's metrics are already weighted by its share of the transitions: their sum is the
-      # whole batch's masked mean.
-      stacked = tf.stack([strategy.reduce(tf.distribute.ReduceOp.SUM, metrics[name], axis=None)
-                          for name in metric_names])
-      # The metrics' number is known only inside the body: the sums start empty ([0]).
-      sums = tf.cond(tf.size(sums) > 0, lambda: sums + stacked, lambda: stacked)
-      return step + 1, sums
-
-    _, metric_sums = tf.while_loop(
-        lambda step, _: step < self._num_sgd_steps, sgd_step, (tf.constant(0), tf.zeros([0])),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])))
-    result = {name: total / self._num_sgd_steps
-              for name, total in zip(metric_names, tf.unstack(metric_sums, num=len(metric_names)))}
+    # Each replica's metrics are already weighted by its share of the transitions: their sum is the whole
+    # batch's masked mean.
+    result = self._repeat_updates(self._num_sgd_steps, lambda _, batch, kickstart: self._update(batch, kickstart),
+                                  tf.distribute.ReduceOp.SUM, args=(batch, kickstart))
     result['learning_rate'] = tf.identity(self.optimizer.learning_rate)
     result['policy_lag'] = strategy.reduce(tf.distribute.ReduceOp.MEAN, lag_mean, axis=None)
     # (tf.distribute has no MAX reduction: the maximum over this worker's replicas.)
@@ -355,14 +270,8 @@ class IMPALALearner:
     share = tf.math.divide_no_nan(count, total)
     gradients = [tf.zeros_like(v) if g is None else share * tf.convert_to_tensor(g)
                  for g, v in zip(gradients, variables)]
-    if num_replicas > 1:
-      # Summed before clipping, so the clipped step is the one-device step on the whole batch.
-      gradients = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-    if self._max_grad_norm is not None:
-      gradients, norm = tf.clip_by_global_norm(gradients, self._max_grad_norm)
-    else:
-      norm = tf.linalg.global_norm(gradients)
-    self.optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
+    # Summed over replicas: the share-weighted sum is the one-device gradient on the whole batch.
+    norm = self._apply_gradients(gradients, tf.distribute.ReduceOp.SUM)
     metrics = {name: share * tf.cast(value, tf.float32) for name, value in metrics.items()}
     # Already the same on every replica (all-reduced): its share-weighted sum is itself.
     metrics['gradient_norm'] = share * norm
