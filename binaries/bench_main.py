@@ -169,16 +169,8 @@ def train_run(gin_file: str, bindings, root_dir: str):
 
 
 
-def main(argv):
-  del argv
-  started = datetime.datetime.now(datetime.timezone.utc)
-  load = os.getloadavg()
-  quick = FLAGS.quick
-  lines = []
-  print(f'Machine: {_machine()}; load average {load[0]:.2f} (1 min)', flush=True)
-  if load[0] > 0.5:
-    print('warning: the machine is busy; figures will be low.', flush=True)
-
+def _training_runs(quick: bool):
+  """The end-to-end runs: quickstart seeds, ppo_atari with both actors, RND on Montezuma's Revenge."""
   # The training runs come first: a child forked from a process that has imported TensorFlow would
   # count the parent's resident pages in its peak RSS.
   seeds = [0] if quick else list(range(FLAGS.quickstart_seeds))
@@ -215,32 +207,23 @@ def main(argv):
           # envs, about half as fast).
           "make_environment.atari_backend = 'ale_vector'", 'make_environment.ram_info = None'],
           os.path.join(tmp, f'rnd_{name}'))
+  return seeds, quickstarts, ataris, rnds
 
-  print('Environment ceilings...', flush=True)
-  cartpole = env_ceiling('CartPole-v1', 8, 200 if quick else 20_000)
-  breakout = env_ceiling('ALE/Breakout-v5', 8, 20 if quick else 1_000)
 
-  print('Learner FLOP/s...', flush=True)
-  flops = learner_flops(steps=2 if quick else 10)
+def _rate(summary):
+  return summary['env_steps_this_run'] / summary['train_seconds_this_run']
 
-  def rate(summary):
-    return summary['env_steps_this_run'] / summary['train_seconds_this_run']
 
-  def time_to_solve(summary):
-    solved = next((e for e in summary['evaluations'] if e['return_mean'] >= 475), None)
-    return (solved['env_steps'], solved['train_seconds']) if solved else (None, None)
+def _time_to_solve(summary):
+  solved = next((e for e in summary['evaluations'] if e['return_mean'] >= 475), None)
+  return (solved['env_steps'], solved['train_seconds']) if solved else (None, None)
 
-  solve = [time_to_solve(q) for q in quickstarts]
+
+def _end_to_end_section(seeds, quickstarts, ataris, cartpole, breakout):
+  """The report's ceilings and end-to-end tables, as lines."""
+  solve = [_time_to_solve(q) for q in quickstarts]
   solved_times = [t for _, t in solve if t is not None]
-  lines += [
-      '# Benchmarks',
-      '',
-      f'Produced by `make bench` (`python binaries/bench_main.py --output=BENCHMARKS.md'
-      f'{" --quick" if quick else ""}`) on {started:%Y-%m-%d %H:%M} UTC.',
-      f'Machine: {_machine()}. Load average when the run started: {load[0]:.2f}.',
-      'Figures are medians of repeated runs within this one session; on a 2-core machine any other busy '
-      'process lowers them.',
-      '',
+  lines = [
       '## Environment ceilings (random actions, 8 envs)',
       '',
       '| environment | raw vector env, agent steps/s | through the TF-Agents adapter | frames/s (adapter) |',
@@ -261,13 +244,13 @@ def main(argv):
   for seed, summary in zip(seeds, quickstarts):
     lines.append(
         f'| quickstart (PPO, CartPole-v1), seed {seed} | {summary["env_steps_this_run"]:,} | '
-        f'{summary["train_seconds_this_run"]:.1f} | {rate(summary):,.0f} | {rate(summary):,.0f} | '
+        f'{summary["train_seconds_this_run"]:.1f} | {_rate(summary):,.0f} | {_rate(summary):,.0f} | '
         f'{summary["peak_rss_gib"]:.2f} GiB | {summary["eval_return_mean"]:.1f} |')
   for mode, summary in ataris.items():
     lines.append(
         f'| ppo_atari (PPO, Nature CNN, Breakout), {"asynchronous" if mode == "True" else "synchronous"} '
         f'actor | {summary["env_steps_this_run"]:,} | {summary["train_seconds_this_run"]:.1f} | '
-        f'{rate(summary):,.0f} | {4 * rate(summary):,.0f} | {summary["peak_rss_gib"]:.2f} GiB | '
+        f'{_rate(summary):,.0f} | {4 * _rate(summary):,.0f} | {summary["peak_rss_gib"]:.2f} GiB | '
         f'{summary["eval_return_mean"]:.1f} |')
   lines += [
       '',
@@ -280,8 +263,13 @@ def main(argv):
       'Commands (one per run):',
   ]
   lines += [f'- `{summary["command"]}`' for summary in quickstarts + list(ataris.values())]
-  overhead = 1.0 - rate(rnds['rnd_32']) / rate(rnds['ppo_32'])
-  lines += [
+  return lines
+
+
+def _rnd_section(rnds):
+  """The report's RND overhead table, as lines."""
+  overhead = 1.0 - _rate(rnds['rnd_32']) / _rate(rnds['ppo_32'])
+  lines = [
       '',
       "## RND on Montezuma's Revenge (`gin/rnd_montezuma.gin` on ale-py's vector env, 128 steps per rollout, "
       'Nature CNN)',
@@ -293,7 +281,7 @@ def main(argv):
                       ('rnd_128', 'PPO + RND')):
     summary = rnds[name]
     lines.append(f'| {label} | {name.split("_")[1]} | {summary["env_steps_this_run"]:,} | '
-                 f'{summary["train_seconds_this_run"]:.1f} | {rate(summary):,.0f} | {4 * rate(summary):,.0f} | '
+                 f'{summary["train_seconds_this_run"]:.1f} | {_rate(summary):,.0f} | {4 * _rate(summary):,.0f} | '
                  f'{summary["peak_rss_gib"]:.2f} GiB |')
   lines += [
       '',
@@ -302,9 +290,14 @@ def main(argv):
       'Commands:',
   ]
   lines += [f'- `{summary["command"]}`' for summary in rnds.values()]
-  best_atari = max(rate(summary) for summary in ataris.values())
+  return lines
+
+
+def _compute_section(ataris, flops):
+  """The report's learner-compute lines."""
+  best_atari = max(_rate(summary) for summary in ataris.values())
   atari_learner_gflops = best_atari * 4 * flops['train_flops_per_sample'] / 1e9
-  lines += [
+  return [
       '',
       '## Learner compute (Nature CNN, batch 256, forward + backward + Adam)',
       '',
@@ -320,7 +313,10 @@ def main(argv):
       'the matmul ceiling, while sharing the cores with the emulators and the actor.',
       '',
   ]
-  report = '\n'.join(lines)
+
+
+def _write_report(report: str) -> str:
+  """Writes `report` to --output, keeping the sections below `KEEP_MARKER`; returns the path."""
   path = FLAGS.output if os.path.isabs(FLAGS.output) else os.path.join(REPO, FLAGS.output)
   # Sections below the marker (comparisons measured by hand against other libraries) are kept.
   kept = ''
@@ -331,6 +327,38 @@ def main(argv):
       kept = previous[previous.index(KEEP_MARKER):]
   with run_directory.atomic_file(path) as f:
     f.write(report + ('\n' + kept if kept else ''))
+  return path
+
+
+def main(argv):
+  del argv
+  started = datetime.datetime.now(datetime.timezone.utc)
+  load = os.getloadavg()
+  quick = FLAGS.quick
+  print(f'Machine: {_machine()}; load average {load[0]:.2f} (1 min)', flush=True)
+  if load[0] > 0.5:
+    print('warning: the machine is busy; figures will be low.', flush=True)
+  seeds, quickstarts, ataris, rnds = _training_runs(quick)
+  print('Environment ceilings...', flush=True)
+  cartpole = env_ceiling('CartPole-v1', 8, 200 if quick else 20_000)
+  breakout = env_ceiling('ALE/Breakout-v5', 8, 20 if quick else 1_000)
+  print('Learner FLOP/s...', flush=True)
+  flops = learner_flops(steps=2 if quick else 10)
+  lines = [
+      '# Benchmarks',
+      '',
+      f'Produced by `make bench` (`python binaries/bench_main.py --output=BENCHMARKS.md'
+      f'{" --quick" if quick else ""}`) on {started:%Y-%m-%d %H:%M} UTC.',
+      f'Machine: {_machine()}. Load average when the run started: {load[0]:.2f}.',
+      'Figures are medians of repeated runs within this one session; on a 2-core machine any other busy '
+      'process lowers them.',
+      '',
+  ]
+  lines += _end_to_end_section(seeds, quickstarts, ataris, cartpole, breakout)
+  lines += _rnd_section(rnds)
+  lines += _compute_section(ataris, flops)
+  report = '\n'.join(lines)
+  path = _write_report(report)
   print(report)
   print(f'Wrote {path}')
 

@@ -67,6 +67,26 @@ class _QValuesAsLogits:
 
 
 @gin.configurable
+def _collection(agent, env, num_envs: int, replay_capacity: int, steps_per_collect: int, batch_size: int):
+  """(collect, batches): a compiled driver filling a uniform replay with the collect policy, and an iterator
+  of sampled pairs of consecutive steps (DqnAgent masks the pairs that cross an episode boundary)."""
+  replay = tf_uniform_replay_buffer.TFUniformReplayBuffer(agent.collect_data_spec, batch_size=num_envs,
+                                                          max_length=max(replay_capacity // num_envs, 1))
+  collect = tf_agents_common.function(dynamic_step_driver.DynamicStepDriver(
+      env, agent.collect_policy, observers=[replay.add_batch], num_steps=steps_per_collect * num_envs).run)
+  batches = iter(replay.as_dataset(sample_batch_size=batch_size, num_steps=2,
+                                   num_parallel_calls=2).prefetch(2))
+  return collect, batches
+
+
+def _export_and_score(agent, env, env_id: str, policy_dir: str, episodes: int):
+  """Exports `agent.policy` with PolicySaver; returns (the export loaded as a teacher, its evaluation).
+  The score is the export's, read back as the students will read it (its Q-values' argmax)."""
+  policy_saver.PolicySaver(agent.policy, batch_size=None).save(policy_dir)
+  teacher = teachers.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
+  return teacher, evaluation.evaluate(data_free.teacher_as_network(teacher), env_id, episodes)
+
+
 def train_dqn_teacher(root_dir: str,
                       env_id: str = 'CartPole-v1',
                       seed: int = 0,
@@ -139,14 +159,8 @@ def train_dqn_teacher(root_dir: str,
                              gradient_clipping=gradient_clipping,
                              train_step_counter=tf.Variable(0, dtype=tf.int64))
   agent.initialize()
-  replay = tf_uniform_replay_buffer.TFUniformReplayBuffer(agent.collect_data_spec, batch_size=num_envs,
-                                                          max_length=max(replay_capacity // num_envs, 1))
   steps_per_collect = max(collect_env_steps // num_envs, 1)
-  collect = tf_agents_common.function(dynamic_step_driver.DynamicStepDriver(
-      env, agent.collect_policy, observers=[replay.add_batch], num_steps=steps_per_collect * num_envs).run)
-  # Pairs of consecutive steps: DqnAgent masks the pairs that cross an episode boundary (LAST -> FIRST).
-  batches = iter(replay.as_dataset(sample_batch_size=batch_size, num_steps=2,
-                                   num_parallel_calls=2).prefetch(2))
+  collect, batches = _collection(agent, env, num_envs, replay_capacity, steps_per_collect, batch_size)
   train_step = tf_agents_common.function(agent.train)
   greedy_network = _QValuesAsLogits(network)
 
@@ -177,12 +191,8 @@ def train_dqn_teacher(root_dir: str,
         break
   env.close()
 
-  policy_dir = os.path.join(root_dir, 'policy')
-  policy_saver.PolicySaver(agent.policy, batch_size=None).save(policy_dir)
-  # The score is the export's, read back as the students will read it (its Q-values' argmax).
-  teacher = teachers.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
-  final = evaluation.evaluate(data_free.teacher_as_network(teacher), env_id, final_eval_episodes)
-  print(f'Exported {policy_dir}: {final_eval_episodes} greedy episodes {final["return_mean"]:.1f} ± '
+  teacher, final = _export_and_score(agent, env, env_id, os.path.join(root_dir, 'policy'), final_eval_episodes)
+  print(f'Exported {root_dir}/policy: {final_eval_episodes} greedy episodes {final["return_mean"]:.1f} ± '
         f'{final["return_std"]:.1f} (min {final["return_min"]:.1f}) after {steps:,} env steps, '
         f'{time.time() - start:.0f} s.', flush=True)
   summary = {'agent': 'tf_agents DqnAgent', 'env_id': env_id, 'seed': seed, 'env_steps': steps,

@@ -193,7 +193,8 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
   `[N, H, W, 3 * stack]`, frame-major (channel `3 * k + c` is colour c of frame k).
 
   It also keeps the raw (as the environment returns them: unclipped unless the env clips,
-  undiscounted) return and length of every environment's current episode; `pop_finished_episodes()` hands out those completed since the last call.
+  undiscounted) return and length of every environment's current episode; `pop_finished_episodes()` hands
+  out those completed since the last call.
 
   `step()` is the actors' hot path: it uses only whole-batch NumPy operations.
   """
@@ -261,27 +262,10 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
         frames_per_step = 1
     self._frames_per_step = frames_per_step
 
-    observation_space = env.single_observation_space
-    # Only ale-py's image stacks are channels-first; other Box observations are left as they are.
-    self._channels_last_axes = None
-    self._rgb_stack = False
     if channels_first_stack is None:
       channels_first_stack = is_ale
-    if channels_first_stack and isinstance(observation_space, gymnasium.spaces.Box):
-      if len(observation_space.shape) == 3:  # [stack, H, W] grey.
-        self._channels_last_axes = (0, 2, 3, 1)
-      elif len(observation_space.shape) == 4:  # [stack, H, W, 3] RGB.
-        self._channels_last_axes = (0, 2, 3, 1, 4)
-        self._rgb_stack = True
-    if self._channels_last_axes is not None:
-      observation_space = self._channels_last_space(observation_space)
-    grey_stack = self._channels_last_axes is not None and not self._rgb_stack
-    if frame_stack_padding is None and grey_stack and is_ale:
-      frame_stack_padding = 'zeros'
-    if frame_stack_padding is not None and (not grey_stack or frame_stack_padding not in ('zeros', 'reset')):
-      raise errors.ConfigError(f'frame_stack_padding={frame_stack_padding!r} of {env_id!r} needs grey frame '
-                               "stacks and 'zeros' or 'reset'; pass None for other observations.")
-    self._frame_stack_padding = frame_stack_padding
+    observation_space = self._set_frame_stacks(env.single_observation_space, channels_first_stack,
+                                               frame_stack_padding, is_ale)
     self._observation_spec = space_to_spec(observation_space, 'observation')
     self._action_spec = space_to_spec(env.single_action_space, 'action')
     self._observation_dtype = self._observation_spec.dtype
@@ -303,6 +287,30 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
     self._episode_lengths = np.zeros(self._num_envs, dtype=np.int64)
     self._finished_returns: list = []
     self._finished_lengths: list = []
+
+  def _set_frame_stacks(self, observation_space, channels_first_stack: bool, frame_stack_padding: Optional[str],
+                        is_ale: bool):
+    """Sets how observations are transposed and how frame stacks are padded (see `__init__`); returns the
+    per-env observation space delivered. Only ale-py's image stacks are channels-first; other Box
+    observations are left as they are."""
+    self._channels_last_axes = None
+    self._rgb_stack = False
+    if channels_first_stack and isinstance(observation_space, gymnasium.spaces.Box):
+      if len(observation_space.shape) == 3:  # [stack, H, W] grey.
+        self._channels_last_axes = (0, 2, 3, 1)
+      elif len(observation_space.shape) == 4:  # [stack, H, W, 3] RGB.
+        self._channels_last_axes = (0, 2, 3, 1, 4)
+        self._rgb_stack = True
+    if self._channels_last_axes is not None:
+      observation_space = self._channels_last_space(observation_space)
+    grey_stack = self._channels_last_axes is not None and not self._rgb_stack
+    if frame_stack_padding is None and grey_stack and is_ale:
+      frame_stack_padding = 'zeros'
+    if frame_stack_padding is not None and (not grey_stack or frame_stack_padding not in ('zeros', 'reset')):
+      raise errors.ConfigError(f'frame_stack_padding={frame_stack_padding!r} of {self._env_id!r} needs grey '
+                               "frame stacks and 'zeros' or 'reset'; pass None for other observations.")
+    self._frame_stack_padding = frame_stack_padding
+    return observation_space
 
   def _channels_last_space(self, space: gymnasium.spaces.Box) -> gymnasium.spaces.Box:
     """The per-env Box that `_observation` produces from ale-py's channels-first `space`."""
