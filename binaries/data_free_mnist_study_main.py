@@ -129,7 +129,7 @@ def run_variant(name: str, teacher_path: str, test_x, test_y) -> dict:
   """Distils the teacher with variant `name`'s configuration (or reads the finished run back)."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents import data_free  # pylint: disable=g-import-not-at-top
+  from agents.data_free import distiller as data_free  # pylint: disable=g-import-not-at-top
   run_dir = os.path.join(FLAGS.root_dir, name)
   summary_path = os.path.join(run_dir, 'summary.json')
   if not os.path.exists(summary_path):
@@ -161,7 +161,7 @@ def diversity(teacher, observations, labels, real_features, real_labels, rng) ->
 
 
 def _measures(features, labels, real_features, real_labels) -> dict:
-  from agents import data_free  # pylint: disable=g-import-not-at-top
+  from agents.data_free import distiller as data_free  # pylint: disable=g-import-not-at-top
   clusters = data_free.clusters_per_class(features, labels, NUM_CLASSES, FLAGS.cluster_distance)
   recall = data_free.recall_per_class(real_features, real_labels, features, labels, NUM_CLASSES)
   spread = data_free.mean_pairwise_distance_per_class(features, labels, NUM_CLASSES)

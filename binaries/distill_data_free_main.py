@@ -40,7 +40,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  from agents import data_free  # pylint: disable=g-import-not-at-top  (registers its gin configurables)
+  from agents.data_free import distiller as data_free  # pylint: disable=g-import-not-at-top  (registers its gin configurables)
   with common.job('distill_data_free_main', argv):
     summary = data_free.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher)
     line = (f'Done: {summary["steps"]:,} steps in {summary["train_seconds"]:.0f} s from a '

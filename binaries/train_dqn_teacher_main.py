@@ -37,7 +37,7 @@ from tf_agents.policies import policy_saver
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.utils import common as tf_agents_common
 
-from agents import data_free
+from agents.data_free import distiller as data_free
 from agents import evaluation
 from agents import teachers
 from binaries import common

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents import data_free
+from agents.data_free import distiller as data_free
 from networks import actor_critic
 from networks import lenet
 from networks import torsos

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import data_free
+from agents.data_free import distiller as data_free
 from agents import policies
 from agents import teachers
 from networks import actor_critic

@@ -23,7 +23,7 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
-from agents import data_free
+from agents.data_free import distiller as data_free
 from agents import policies
 from agents import teachers
 from envs import suite

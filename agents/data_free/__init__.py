@@ -1,0 +1,1 @@
+"""Data-free policy distillation (the Generative Adversarial Simulator): see `distiller`."""
