@@ -8,7 +8,7 @@ r"""The data-free distillation ablation on MNIST (DAFL's benchmark, the Generati
 
 1. The teacher: LeNet-5 trained on the training images (`teacher.keras`), and, as the upper bound, the
    student LeNet-5-half trained on the same real images and labels.
-2. The data-free students, from the same teacher, by `agents.data_free.distill_data_free` with
+2. The data-free students, from the same teacher, by `agents.data_free.run.distill_data_free` with
    `--gin_file` (the full method) and per variant:
      dafl                   DAFL's losses only (adversarial weight 0, no re-initialisation);
      adversarial            + the adversarial term (no re-initialisation);
@@ -16,8 +16,8 @@ r"""The data-free distillation ablation on MNIST (DAFL's benchmark, the Generati
    The students never read the data set: only the test set measures them.
 3. Diversity of what each method generated, at an equal number of samples per method, in the teacher's
    feature space (its 'features' layer, L2-normalised): per class, the distinct clusters
-   (`data_free.clusters_per_class`), the recall of the real test digits (`data_free.recall_per_class`),
-   and the mean pairwise distance; the same measures on real test digits as the reference.
+   (`agents.data_free.diversity.clusters_per_class`), the recall of the real test digits
+   (`agents.data_free.diversity.recall_per_class`), and the mean pairwise distance; the same measures on real test digits as the reference.
 4. `exemplars.png`: per method, generated exemplars per class (rows: the teacher's label 0-9); and
    `exemplars_by_generation.png`: for the full method, one exemplar per class from each generator.
 
@@ -129,14 +129,14 @@ def run_variant(name: str, teacher_path: str, test_x, test_y) -> dict:
   """Distils the teacher with variant `name`'s configuration (or reads the finished run back)."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents import data_free  # pylint: disable=g-import-not-at-top
+  from agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
   run_dir = os.path.join(FLAGS.root_dir, name)
   summary_path = os.path.join(run_dir, 'summary.json')
   if not os.path.exists(summary_path):
     print(f'--- {name}: {VARIANTS[name][0]}', flush=True)
     gin.clear_config()
     common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + VARIANTS[name][1])
-    data_free.distill_data_free(root_dir=run_dir, teacher_path=teacher_path)
+    data_free_run.distill_data_free(root_dir=run_dir, teacher_path=teacher_path)
     gin.clear_config()
   with open(summary_path) as f:
     summary = json.load(f)
@@ -161,10 +161,10 @@ def diversity(teacher, observations, labels, real_features, real_labels, rng) ->
 
 
 def _measures(features, labels, real_features, real_labels) -> dict:
-  from agents import data_free  # pylint: disable=g-import-not-at-top
-  clusters = data_free.clusters_per_class(features, labels, NUM_CLASSES, FLAGS.cluster_distance)
-  recall = data_free.recall_per_class(real_features, real_labels, features, labels, NUM_CLASSES)
-  spread = data_free.mean_pairwise_distance_per_class(features, labels, NUM_CLASSES)
+  from agents.data_free import diversity as diversity_measures  # pylint: disable=g-import-not-at-top
+  clusters = diversity_measures.clusters_per_class(features, labels, NUM_CLASSES, FLAGS.cluster_distance)
+  recall = diversity_measures.recall_per_class(real_features, real_labels, features, labels, NUM_CLASSES)
+  spread = diversity_measures.mean_pairwise_distance_per_class(features, labels, NUM_CLASSES)
   return {'samples': int(len(features)), 'class_counts': np.bincount(labels, minlength=NUM_CLASSES).tolist(),
           'clusters_per_class': clusters.tolist(), 'mean_clusters': float(clusters.mean()),
           'recall_per_class': recall.tolist(), 'mean_recall': float(recall.mean()),

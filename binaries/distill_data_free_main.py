@@ -40,9 +40,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  from agents import data_free  # pylint: disable=g-import-not-at-top  (registers its gin configurables)
+  # Registers the gin configurables of agents.data_free.
+  from agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
   with common.job('distill_data_free_main', argv):
-    summary = data_free.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher)
+    summary = data_free_run.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher)
     line = (f'Done: {summary["steps"]:,} steps in {summary["train_seconds"]:.0f} s from a '
             f'{summary["teacher_kind"]} teacher, '
             f'{summary["generations"]} generator(s)')

@@ -37,9 +37,9 @@ from tf_agents.policies import policy_saver
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.utils import common as tf_agents_common
 
-from agents import data_free
 from agents import evaluation
 from agents import teachers
+from agents.data_free import play
 from binaries import common
 from envs import suite
 from runtime import run_directory
@@ -84,7 +84,7 @@ def _export_and_score(agent, env, env_id: str, policy_dir: str, episodes: int):
   The score is the export's, read back as the students will read it (its Q-values' argmax)."""
   policy_saver.PolicySaver(agent.policy, batch_size=None).save(policy_dir)
   teacher = teachers.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
-  return teacher, evaluation.evaluate(data_free.teacher_as_network(teacher), env_id, episodes)
+  return teacher, evaluation.evaluate(play.teacher_as_network(teacher), env_id, episodes)
 
 
 def train_dqn_teacher(root_dir: str,

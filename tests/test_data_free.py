@@ -1,4 +1,4 @@
-"""Tests for agents/data_free.py: the DAFL losses and the adversarial term against NumPy references and
+"""Tests for agents/data_free/: the DAFL losses and the adversarial term against NumPy references and
 hand-computed values (eagerly, under tf.function and XLA), the generators' boxes, the exemplar pool,
 generator re-initialisation, and a small data-free distillation on sklearn's digits that must reach a set
 accuracy while every data set loader is made to raise."""
@@ -11,7 +11,11 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents import data_free
+from agents.data_free import distiller as distiller_lib
+from agents.data_free import diversity
+from agents.data_free import exemplar_pool
+from agents.data_free import generators
+from agents.data_free import losses
 from networks import actor_critic
 from networks import lenet
 from networks import torsos
@@ -70,57 +74,57 @@ def _logits(seed, batch=6, actions=4, scale=2.0):
 
 def test_one_hot_loss_matches_numpy(mode):
   t = _logits(0)
-  np.testing.assert_allclose(tf_modes.run(mode, data_free.one_hot_loss, t), np_one_hot_loss(t), rtol=1e-5)
+  np.testing.assert_allclose(tf_modes.run(mode, losses.one_hot_loss, t), np_one_hot_loss(t), rtol=1e-5)
 
 
 def test_one_hot_loss_by_hand():
   # Logits (ln 3, 0): p = (3/4, 1/4), argmax 0, loss −ln(3/4). Equal logits over 4 actions: ln 4.
-  np.testing.assert_allclose(data_free.one_hot_loss(f32([[math.log(3.0), 0.0]])), -math.log(0.75), rtol=1e-6)
-  np.testing.assert_allclose(data_free.one_hot_loss(f32(np.zeros([3, 4]))), math.log(4.0), rtol=1e-6)
+  np.testing.assert_allclose(losses.one_hot_loss(f32([[math.log(3.0), 0.0]])), -math.log(0.75), rtol=1e-6)
+  np.testing.assert_allclose(losses.one_hot_loss(f32(np.zeros([3, 4]))), math.log(4.0), rtol=1e-6)
 
 
 def test_information_entropy_loss_matches_numpy(mode):
   t = _logits(1, batch=9, actions=5)
-  np.testing.assert_allclose(tf_modes.run(mode, data_free.information_entropy_loss, t),
+  np.testing.assert_allclose(tf_modes.run(mode, losses.information_entropy_loss, t),
                              np_information_entropy_loss(t), rtol=1e-5)
 
 
 def test_information_entropy_loss_by_hand():
   # Two confident rows on different classes of 2: the batch mean is (1/2, 1/2): −ln 2, the minimum.
   balanced = f32([[50.0, 0.0], [0.0, 50.0]])
-  np.testing.assert_allclose(data_free.information_entropy_loss(balanced), -math.log(2.0), rtol=1e-5)
+  np.testing.assert_allclose(losses.information_entropy_loss(balanced), -math.log(2.0), rtol=1e-5)
   # Both rows on class 0: the mean is one-hot, entropy 0 (the maximum of the loss).
   collapsed = f32([[50.0, 0.0], [50.0, 0.0]])
-  np.testing.assert_allclose(data_free.information_entropy_loss(collapsed), 0.0, atol=1e-6)
+  np.testing.assert_allclose(losses.information_entropy_loss(collapsed), 0.0, atol=1e-6)
 
 
 def test_activation_loss_by_hand(mode):
   features = f32([[1.0, -2.0], [0.0, 3.0]])
-  np.testing.assert_allclose(tf_modes.run(mode, data_free.activation_loss, features), -6.0 / 4.0, rtol=1e-6)
+  np.testing.assert_allclose(tf_modes.run(mode, losses.activation_loss, features), -6.0 / 4.0, rtol=1e-6)
 
 
 def test_kl_and_adversarial_loss_match_numpy(mode):
   t, s = _logits(2), _logits(3)
-  np.testing.assert_allclose(tf_modes.run(mode, data_free.teacher_student_kl, t, s), np_kl(t, s), rtol=1e-4,
+  np.testing.assert_allclose(tf_modes.run(mode, losses.teacher_student_kl, t, s), np_kl(t, s), rtol=1e-4,
                              atol=1e-6)
-  np.testing.assert_allclose(tf_modes.run(mode, data_free.adversarial_loss, t, s), -np_kl(t, s).mean(),
+  np.testing.assert_allclose(tf_modes.run(mode, losses.adversarial_loss, t, s), -np_kl(t, s).mean(),
                              rtol=1e-4)
-  np.testing.assert_allclose(data_free.teacher_student_kl(t, t), np.zeros(len(t)), atol=1e-6)
+  np.testing.assert_allclose(losses.teacher_student_kl(t, t), np.zeros(len(t)), atol=1e-6)
 
 
 def test_kl_by_hand():
   # p = (3/4, 1/4), q = (1/2, 1/2): KL = 3/4 ln(3/2) + 1/4 ln(1/2).
-  kl = data_free.teacher_student_kl(f32([[math.log(3.0), 0.0]]), f32([[0.0, 0.0]]))
+  kl = losses.teacher_student_kl(f32([[math.log(3.0), 0.0]]), f32([[0.0, 0.0]]))
   np.testing.assert_allclose(kl, [0.75 * math.log(1.5) + 0.25 * math.log(0.5)], rtol=1e-6)
 
 
 def test_student_loss_matches_numpy_and_stops_the_teacher(mode):
   t, s = _logits(4), _logits(5)
-  np.testing.assert_allclose(tf_modes.run(mode, data_free.student_loss, t, s), np_cross_entropy(t, s).mean(),
+  np.testing.assert_allclose(tf_modes.run(mode, losses.student_loss, t, s), np_cross_entropy(t, s).mean(),
                              rtol=1e-5)
   t_var, s_var = tf.Variable(t), tf.Variable(s)
   with tf.GradientTape() as tape:
-    loss = data_free.student_loss(t_var, s_var)
+    loss = losses.student_loss(t_var, s_var)
   teacher_gradient, student_gradient = tape.gradient(loss, [t_var, s_var])
   assert teacher_gradient is None
   # d/ds of the mean cross-entropy is (softmax(s) − softmax(t)) / B.
@@ -132,7 +136,7 @@ def test_generator_loss_is_the_weighted_sum(mode):
   features = f32(np.random.RandomState(8).randn(6, 5))
 
   def fn(t, s, features):
-    return data_free.generator_loss(t, s, features, one_hot_weight=1.5, information_entropy_weight=2.0,
+    return losses.generator_loss(t, s, features, one_hot_weight=1.5, information_entropy_weight=2.0,
                                     activation_weight=0.3, adversarial_weight=0.7)
 
   loss, terms = tf_modes.run(mode, fn, t, s, features)
@@ -147,8 +151,8 @@ def test_generator_loss_is_the_weighted_sum(mode):
 def test_generator_loss_weights_may_be_variables_read_at_run_time():
   t, s = _logits(9), _logits(10)
   weight = tf.Variable(0.0)
-  step = tf.function(lambda: data_free.generator_loss(t, s, None, activation_weight=0.0,
-                                                      adversarial_weight=weight)[0])
+  step = tf.function(lambda: losses.generator_loss(t, s, None, activation_weight=0.0,
+                                                   adversarial_weight=weight)[0])
   before = step().numpy()
   weight.assign(2.0)
   np.testing.assert_allclose(step().numpy() - before, -2.0 * np_kl(t, s).mean(), rtol=1e-4)
@@ -157,18 +161,18 @@ def test_generator_loss_weights_may_be_variables_read_at_run_time():
 def test_generator_loss_default_weights_are_dafls():
   # One-hot 1, information entropy 5 in log10 units (= 5 / ln 10 in nats), activation 0.1, no adversary.
   t, features = _logits(11), f32(np.ones([6, 3]))
-  loss, terms = data_free.generator_loss(t, None, features)
+  loss, terms = losses.generator_loss(t, None, features)
   np.testing.assert_allclose(loss, terms['one_hot'] + 5.0 * np_information_entropy_loss(t) / math.log(10.0)
                              + 0.1 * -1.0, rtol=1e-5)
 
 
 def test_generator_loss_errors_name_the_missing_input():
   with pytest.raises(ValueError, match='activation_weight=0.1 needs teacher_features'):
-    data_free.generator_loss(_logits(0), None, None)
+    losses.generator_loss(_logits(0), None, None)
   with pytest.raises(ValueError, match='adversarial_weight=1.0 needs student_logits'):
-    data_free.generator_loss(_logits(0), None, None, activation_weight=0.0, adversarial_weight=1.0)
+    losses.generator_loss(_logits(0), None, None, activation_weight=0.0, adversarial_weight=1.0)
   with pytest.raises(ValueError, match=r'logits \[B, A\]'):
-    data_free.one_hot_loss(f32(np.zeros([2, 3, 4])))
+    losses.one_hot_loss(f32(np.zeros([2, 3, 4])))
 
 
 def test_adversarial_gradient_moves_inputs_towards_disagreement():
@@ -177,9 +181,9 @@ def test_adversarial_gradient_moves_inputs_towards_disagreement():
   w_t, w_s = f32(rng.randn(3, 4)), f32(rng.randn(3, 4))
   x = tf.Variable(f32(rng.randn(8, 3)))
   with tf.GradientTape() as tape:
-    loss = data_free.adversarial_loss(x @ w_t, x @ w_s)
+    loss = losses.adversarial_loss(x @ w_t, x @ w_s)
   x.assign_sub(0.05 * tape.gradient(loss, x))
-  assert -data_free.adversarial_loss(x @ w_t, x @ w_s).numpy() > -loss.numpy()
+  assert -losses.adversarial_loss(x @ w_t, x @ w_s).numpy() > -loss.numpy()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -191,21 +195,21 @@ CARTPOLE_SPEC = tensor_spec.BoundedTensorSpec([4], tf.float32, minimum=[-4.8, -3
 
 
 def test_output_bounds_use_the_finite_spec_bounds_and_a_chosen_range_elsewhere():
-  low, high = data_free.output_bounds(CARTPOLE_SPEC, unbounded_range=3.0)
+  low, high = generators.output_bounds(CARTPOLE_SPEC, unbounded_range=3.0)
   np.testing.assert_allclose(low, [-4.8, -3.0, -0.42, -3.0], rtol=1e-6)
   np.testing.assert_allclose(high, [4.8, 3.0, 0.42, 3.0], rtol=1e-6)
   with pytest.raises(ValueError, match=r'coordinates \[\[1\], \[3\]\] are unbounded'):
-    data_free.output_bounds(CARTPOLE_SPEC)
-  low, high = data_free.output_bounds(CARTPOLE_SPEC, low=-1.0, high=[1.0, 2.0, 3.0, 4.0])
+    generators.output_bounds(CARTPOLE_SPEC)
+  low, high = generators.output_bounds(CARTPOLE_SPEC, low=-1.0, high=[1.0, 2.0, 3.0, 4.0])
   np.testing.assert_allclose(high, [1.0, 2.0, 3.0, 4.0])
   with pytest.raises(ValueError, match='low < high'):
-    data_free.output_bounds(CARTPOLE_SPEC, low=1.0, high=1.0)
+    generators.output_bounds(CARTPOLE_SPEC, low=1.0, high=1.0)
   with pytest.raises(ValueError, match='has no bounds'):
-    data_free.output_bounds(tf.TensorSpec([3], tf.float32))
+    generators.output_bounds(tf.TensorSpec([3], tf.float32))
 
 
 def test_vector_generator_fills_its_box():
-  generator = data_free.VectorGenerator(CARTPOLE_SPEC, unbounded_range=2.0)
+  generator = generators.VectorGenerator(CARTPOLE_SPEC, unbounded_range=2.0)
   observations = generator(tf.random.normal([512, generator.latent_dim]) * 10.0, training=True).numpy()
   assert observations.shape == (512, 4)
   assert np.all(observations >= [-4.8, -2.0, -0.42, -2.0]) and np.all(observations <= [4.8, 2.0, 0.42, 2.0])
@@ -214,7 +218,7 @@ def test_vector_generator_fills_its_box():
 @pytest.mark.parametrize('shape', [(28, 28, 1), (8, 8, 1), (10, 10, 4)])
 def test_image_generator_shapes_and_range(shape):
   spec = tensor_spec.BoundedTensorSpec(shape, tf.float32, 0.0, 1.0)
-  generator = data_free.ImageGenerator(spec, latent_dim=8, channels=(8, 4))
+  generator = generators.ImageGenerator(spec, latent_dim=8, channels=(8, 4))
   images = generator(tf.random.normal([3, 8]), training=True).numpy()
   assert images.shape == (3,) + shape
   assert images.min() >= 0.0 and images.max() <= 1.0
@@ -223,8 +227,8 @@ def test_image_generator_shapes_and_range(shape):
 def test_image_generator_binarizes_with_straight_through_gradients_and_fixes_coordinates():
   # MinAtar-like frames: pixels in {0, 1}; channels 2 and 3 fixed at 0 (low == high).
   spec = tensor_spec.BoundedTensorSpec((10, 10, 4), tf.float32, 0.0, 1.0)
-  generator = data_free.ImageGenerator(spec, latent_dim=8, channels=(8, 4), low=0.0,
-                                       high=[1.0, 1.0, 0.0, 0.0], binarize=True)
+  generator = generators.ImageGenerator(spec, latent_dim=8, channels=(8, 4), low=0.0,
+                                        high=[1.0, 1.0, 0.0, 0.0], binarize=True)
   z = tf.random.normal([6, 8])
   with tf.GradientTape() as tape:
     images = generator(z, training=True)
@@ -242,7 +246,7 @@ def test_image_generator_binarizes_with_straight_through_gradients_and_fixes_coo
 
 
 def test_exemplar_pool_is_first_in_first_out_and_samples_only_what_it_holds():
-  pool = data_free.ExemplarPool([2], capacity=5, seed=0)
+  pool = exemplar_pool.ExemplarPool([2], capacity=5, seed=0)
   pool.add(f32([[1, 1], [2, 2], [3, 3]]), generation=0)
   assert int(pool.size.numpy()) == 3
   assert set(pool.sample(200).numpy()[:, 0].tolist()) == {1.0, 2.0, 3.0}
@@ -272,12 +276,12 @@ def _distiller(teacher=None, **kwargs):
   observation_spec, action_spec = _digits_specs()
   teacher = teacher or _small_cnn((8, 8, 1), 8, 'teacher')
   student = _small_cnn((8, 8, 1), 4, 'student')
-  generator_fn = lambda spec: data_free.ImageGenerator(spec, latent_dim=16, channels=(16, 8))  # noqa: E731
+  generator_fn = lambda spec: generators.ImageGenerator(spec, latent_dim=16, channels=(16, 8))  # noqa: E731
   features = lenet.feature_model(teacher)
   kwargs = dict(dict(batch_size=32, pool_samples_per_generator=40, pool_capacity=100), **kwargs)
-  return data_free.DataFreeDistiller(teacher, student, observation_spec, action_spec,
-                                     generator_fn=generator_fn,
-                                     teacher_features_fn=lambda x: features(x, training=False), **kwargs)
+  return distiller_lib.DataFreeDistiller(teacher, student, observation_spec, action_spec,
+                                         generator_fn=generator_fn,
+                                         teacher_features_fn=lambda x: features(x, training=False), **kwargs)
 
 
 def test_train_archives_each_generator_and_reinitialisation_really_resets_it():
@@ -320,9 +324,9 @@ def test_policy_student_trains_only_its_policy_path():
                                             torso_fn=lambda: torsos.MLPTorso(layer_sizes=(8,)))
   student.create_variables()
   value_variables = [v.numpy() for v in student.trainable_variables if 'value' in v.name]
-  distiller = data_free.DataFreeDistiller(teacher, student, observation_spec, action_spec,
-                                          generator_fn=data_free.VectorGenerator, activation_weight=0.0,
-                                          adversarial_weight=0.5, batch_size=16)
+  distiller = distiller_lib.DataFreeDistiller(teacher, student, observation_spec, action_spec,
+                                              generator_fn=generators.VectorGenerator, activation_weight=0.0,
+                                              adversarial_weight=0.5, batch_size=16)
   # Policy torso (2) and policy head (2); the value torso and head are not the policy's.
   assert len(distiller._student_variables()) == 4  # pylint: disable=protected-access
   distiller.train(num_steps=3)
@@ -338,12 +342,12 @@ def test_constructor_errors_are_one_line_and_name_the_value():
     _distiller(reinit_interval=-1)
   observation_spec, action_spec = _digits_specs()
   with pytest.raises(ValueError, match='needs the teacher.s features'):
-    data_free.DataFreeDistiller(_small_cnn((8, 8, 1), 8, 't'), _small_cnn((8, 8, 1), 4, 's'),
-                                observation_spec, action_spec)
+    distiller_lib.DataFreeDistiller(_small_cnn((8, 8, 1), 8, 't'), _small_cnn((8, 8, 1), 4, 's'),
+                                    observation_spec, action_spec)
   frames = tensor_spec.BoundedTensorSpec([8, 8, 1], tf.uint8, 0, 255)
   with pytest.raises(ValueError, match='observations are uint8.*integer inputs .e.g. uint8 Atari frames'):
-    data_free.DataFreeDistiller(_small_cnn((8, 8, 1), 8, 't'), _small_cnn((8, 8, 1), 4, 's'), frames,
-                                action_spec)
+    distiller_lib.DataFreeDistiller(_small_cnn((8, 8, 1), 8, 't'), _small_cnn((8, 8, 1), 4, 's'), frames,
+                                    action_spec)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -359,13 +363,13 @@ def test_diversity_measures_tell_one_prototype_from_several_modes():
   one_mode = centres[0] + 0.3 * rng.randn(90, 2)
   three_modes = np.concatenate([c + 0.3 * rng.randn(30, 2) for c in centres])
   labels = np.zeros(90, np.int64)
-  assert data_free.clusters_per_class(one_mode, labels, 1, distance_threshold=3.0)[0] == 1
-  assert data_free.clusters_per_class(three_modes, labels, 1, distance_threshold=3.0)[0] == 3
-  recall_one = data_free.recall_per_class(real, real_labels, one_mode, labels, 1)[0]
-  recall_three = data_free.recall_per_class(real, real_labels, three_modes, labels, 1)[0]
+  assert diversity.clusters_per_class(one_mode, labels, 1, distance_threshold=3.0)[0] == 1
+  assert diversity.clusters_per_class(three_modes, labels, 1, distance_threshold=3.0)[0] == 3
+  recall_one = diversity.recall_per_class(real, real_labels, one_mode, labels, 1)[0]
+  recall_three = diversity.recall_per_class(real, real_labels, three_modes, labels, 1)[0]
   assert recall_one < 0.4 < 0.8 < recall_three
-  spread = data_free.mean_pairwise_distance_per_class(three_modes, labels, 1)[0]
-  assert spread > 5 * data_free.mean_pairwise_distance_per_class(one_mode, labels, 1)[0]
+  spread = diversity.mean_pairwise_distance_per_class(three_modes, labels, 1)[0]
+  assert spread > 5 * diversity.mean_pairwise_distance_per_class(one_mode, labels, 1)[0]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -414,9 +418,9 @@ def test_digits_student_learns_without_touching_data(monkeypatch):
   student = _small_cnn((8, 8, 1), 8, 'student')
   untrained_accuracy = np.mean(np.argmax(student.predict(test_x, verbose=0), -1) == test_y)
   features = lenet.feature_model(teacher)
-  distiller = data_free.DataFreeDistiller(
+  distiller = distiller_lib.DataFreeDistiller(
       teacher, student, observation_spec, action_spec,
-      generator_fn=lambda spec: data_free.ImageGenerator(spec, latent_dim=32, channels=(32, 16)),
+      generator_fn=lambda spec: generators.ImageGenerator(spec, latent_dim=32, channels=(32, 16)),
       teacher_features_fn=lambda x: features(x, training=False), num_steps=400, batch_size=128,
       generator_learning_rate=1e-2, student_learning_rate=1e-2, student_learning_rate_schedule='cosine',
       adversarial_weight=1.0, reinit_interval=100, pool_samples_per_generator=256)

@@ -13,9 +13,12 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import data_free
 from agents import policies
 from agents import teachers
+from agents.data_free import adapters
+from agents.data_free import frame_networks
+from agents.data_free import play
+from agents.data_free import run as data_free_run
 from networks import actor_critic
 from networks import torsos
 
@@ -70,8 +73,8 @@ def test_policy_teacher_is_distilled_without_the_environment_and_evaluated_in_it
   rule = teachers.load_teacher(teacher_dir, OBSERVATION_SPEC, ACTION_SPEC)
   probe = np.random.RandomState(0).uniform([-2.4, -2.0, -0.2, -2.0], [2.4, 2.0, 0.2, 2.0], (2000, 4))
   probe = probe.astype(np.float32)
-  agreement = np.mean(np.argmax(data_free.teacher_logits(student, probe), -1)
-                      == np.argmax(data_free.teacher_logits(rule, probe), -1))
+  agreement = np.mean(np.argmax(adapters.teacher_logits(student, probe), -1)
+                      == np.argmax(adapters.teacher_logits(rule, probe), -1))
   assert agreement > 0.9, agreement
   # Evaluated in CartPole afterwards, with the teacher for reference.
   assert summary['env_id'] == 'CartPole-v1'
@@ -130,7 +133,7 @@ def test_bad_teachers_are_one_line_errors(tmp_path):
   import gin  # pylint: disable=g-import-not-at-top
   gin.parse_config(['distill_data_free.student_fn = @ActorCriticNetwork'])
   with pytest.raises(ValueError, match='teacher .*missing.* does not exist; pass a Keras classifier file'):
-    data_free.distill_data_free(str(tmp_path / 'out'), str(tmp_path / 'missing'))
+    data_free_run.distill_data_free(str(tmp_path / 'out'), str(tmp_path / 'missing'))
 
 
 def test_an_unbounded_observation_without_a_box_is_a_clear_error(tmp_path):
@@ -140,7 +143,7 @@ def test_an_unbounded_observation_without_a_box_is_a_clear_error(tmp_path):
                     'DataFreeDistiller.generator_fn = @VectorGenerator',
                     'DataFreeDistiller.activation_weight = 0.0'])
   with pytest.raises(ValueError, match=r"unbounded in the spec .* set the generator's unbounded_range"):
-    data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+    data_free_run.distill_data_free(str(tmp_path / 'out'), teacher_dir)
 
 
 # A small ALE-like frame stack (84x84 would do the same, slower): uint8 frames, 4 actions.
@@ -194,21 +197,21 @@ def test_a_uint8_frame_teacher_is_distilled_on_frames_scaled_to_unit_range(tmp_p
   frames = np.random.default_rng(3).integers(0, 256, size=(16,) + tuple(FRAME_SPEC.shape), dtype=np.uint8)
 
   # The rebuilt teacher computes on frames / 255 what the export computes on the frames, with a gradient.
-  teacher, exported = data_free.frame_teacher(teacher_dir, _nature_cnn_network, FRAME_ACTION_SPEC)
+  teacher, exported = frame_networks.frame_teacher(teacher_dir, _nature_cnn_network, FRAME_ACTION_SPEC)
   assert exported.observation_spec.dtype == tf.uint8 and teacher.observation_spec.dtype == tf.float32
   scaled = tf.constant(frames, tf.float32) / 255.0
   np.testing.assert_allclose(teacher.logits_and_value(scaled)[0].numpy(),
                              exported.logits_and_value(tf.constant(frames))[0].numpy(), atol=1e-4)
   with tf.GradientTape() as tape:
     tape.watch(scaled)
-    first_logit = tf.reduce_sum(data_free.differentiable_teacher_logits(teacher, scaled)[:, 0])
+    first_logit = tf.reduce_sum(adapters.differentiable_teacher_logits(teacher, scaled)[:, 0])
   gradient = tape.gradient(first_logit, scaled)
   assert gradient is not None and float(tf.reduce_max(tf.abs(gradient))) > 0.0
 
-  summary = data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+  summary = data_free_run.distill_data_free(str(tmp_path / 'out'), teacher_dir)
   assert summary['steps'] == 3
   # The student is exported for the environment's uint8 frames, and plays them as it was trained on /255.
-  time_step_spec, _ = data_free.policy_specs(summary['policy'])
+  time_step_spec, _ = adapters.policy_specs(summary['policy'])
   assert time_step_spec.observation.dtype == tf.uint8
   exemplars = np.load(str(tmp_path / 'out' / 'exemplars.npz'))['observations']
   assert exemplars.dtype == np.float32 and exemplars.min() >= 0.0 and exemplars.max() <= 1.0
@@ -217,17 +220,17 @@ def test_a_uint8_frame_teacher_is_distilled_on_frames_scaled_to_unit_range(tmp_p
 
 
 def test_the_student_learnt_on_scaled_frames_is_exported_for_uint8_frames():
-  student = _nature_cnn_network(data_free.frame_view_spec(FRAME_SPEC), FRAME_ACTION_SPEC)
+  student = _nature_cnn_network(frame_networks.frame_view_spec(FRAME_SPEC), FRAME_ACTION_SPEC)
   student.create_variables()
   frames = np.random.default_rng(4).integers(0, 256, size=(8,) + tuple(FRAME_SPEC.shape), dtype=np.uint8)
-  exported = data_free.frame_student_for_export(student, _nature_cnn_network, FRAME_SPEC, FRAME_ACTION_SPEC)
-  np.testing.assert_allclose(data_free.student_logits(exported, tf.constant(frames)).numpy(),
-                             data_free.student_logits(student, tf.constant(frames, tf.float32) / 255.0).numpy(),
+  exported = frame_networks.frame_student_for_export(student, _nature_cnn_network, FRAME_SPEC, FRAME_ACTION_SPEC)
+  np.testing.assert_allclose(adapters.student_logits(exported, tf.constant(frames)).numpy(),
+                             adapters.student_logits(student, tf.constant(frames, tf.float32) / 255.0).numpy(),
                              atol=1e-5)
   # A torso that does not scale uint8 frames would play other actions than the student learnt: refused.
   unscaled = lambda spec, actions: actor_critic.ActorCriticNetwork(spec, actions, torso_fn=_UnscaledTorso)  # noqa: E731
   with pytest.raises(ValueError, match='the student rebuilt for uint8 frames differs from the trained one'):
-    data_free.frame_student_for_export(student, unscaled, FRAME_SPEC, FRAME_ACTION_SPEC)
+    frame_networks.frame_student_for_export(student, unscaled, FRAME_SPEC, FRAME_ACTION_SPEC)
 
 
 def test_a_frame_teacher_needs_a_network_that_reproduces_it(tmp_path):
@@ -235,21 +238,21 @@ def test_a_frame_teacher_needs_a_network_that_reproduces_it(tmp_path):
   teacher_dir = _frame_teacher(str(tmp_path / 'teacher' / 'policy'))
   gin.parse_config([b for b in FRAME_BINDINGS if not b.startswith('distill_data_free.teacher_network_fn')])
   with pytest.raises(ValueError, match=r'uint8 frames .* set distill_data_free.teacher_network_fn'):
-    data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+    data_free_run.distill_data_free(str(tmp_path / 'out'), teacher_dir)
   gin.parse_config(['distill_data_free.teacher_network_fn = @teacher/ActorCriticNetwork',
                     'teacher/ActorCriticNetwork.torso_fn = @ImpalaResNetTorso'])
   with pytest.raises(ValueError, match=r'rebuilt by distill_data_free.teacher_network_fn: its weights differ from '
                                        r'the network built for them \(12 against 36 variables\); the weights have '
                                        r'NatureCNNTorso/conv_0/bias \(32,\)'):
-    data_free.distill_data_free(str(tmp_path / 'out'), teacher_dir)
+    data_free_run.distill_data_free(str(tmp_path / 'out'), teacher_dir)
   # The same shapes computing something else (a torso that expects raw 0-255 pixels): the logits differ.
   raw_pixels = lambda spec, actions: actor_critic.ActorCriticNetwork(spec, actions, torso_fn=_RawPixelTorso)  # noqa: E731
   with pytest.raises(ValueError, match='does not reproduce the export: its logits differ by up to'):
-    data_free.frame_teacher(teacher_dir, raw_pixels, FRAME_ACTION_SPEC)
+    frame_networks.frame_teacher(teacher_dir, raw_pixels, FRAME_ACTION_SPEC)
 
 
 def test_a_state_sample_is_uniform_over_the_stream_and_bounded():
-  sample = data_free.StateSample(capacity=100, seed=0)
+  sample = play.StateSample(capacity=100, seed=0)
   for start in range(0, 10_000, 50):
     sample(np.arange(start, start + 50)[:, None])
   rows = sample.array()[:, 0]
@@ -268,7 +271,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_where_it_stopped(tmp_path, ca
         f'DataFreeDistiller.num_steps = {num_steps}', 'DataFreeDistiller.reinit_interval = 4',
         "DataFreeDistiller.student_learning_rate_schedule = 'constant'", 'distill_data_free.log_every = 2',
         'distill_data_free.eval_episodes = 0'])
-    return data_free.distill_data_free(str(root), teacher_dir)
+    return data_free_run.distill_data_free(str(root), teacher_dir)
 
   whole = distill(tmp_path / 'whole', 8)
   first = distill(tmp_path / 'stopped', 4)  # as if killed after step 4: its checkpoint is the last state
@@ -283,6 +286,6 @@ def test_a_stopped_run_resumes_from_its_checkpoint_where_it_stopped(tmp_path, ca
   # The resumed student is the one an uninterrupted run trains: same generators, pool, optimiser moments.
   probe = np.random.RandomState(1).uniform(-0.2, 0.2, (256, 4)).astype(np.float32)
   np.testing.assert_allclose(
-      data_free.teacher_logits(teachers.load_teacher(resumed['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
-      data_free.teacher_logits(teachers.load_teacher(whole['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
+      adapters.teacher_logits(teachers.load_teacher(resumed['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
+      adapters.teacher_logits(teachers.load_teacher(whole['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
       atol=1e-4)

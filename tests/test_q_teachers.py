@@ -23,9 +23,9 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
-from agents import data_free
 from agents import policies
 from agents import teachers
+from agents.data_free import adapters
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -184,7 +184,7 @@ def test_the_q_teacher_is_differentiable_in_its_input_for_data_free_distillation
   observations = tf.constant(dqn['observations'][:8])
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(observations)
-    logits = data_free.differentiable_teacher_logits(teacher, observations)
+    logits = adapters.differentiable_teacher_logits(teacher, observations)
     q_values, _ = dqn['network'](observations)
     first_logit, first_q = logits[:, 0], q_values[:, 0] / 0.01
   np.testing.assert_allclose(tape.gradient(first_logit, observations).numpy(),

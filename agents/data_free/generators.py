@@ -1,0 +1,223 @@
+"""Generators: noise `[B, latent_dim]` to observations `[B, *obs_shape]` inside a box.
+
+`output_bounds` finds the box a generator fills (from the observation spec, or given); `Generator` is the
+base class the distiller re-initialises from its `config`; `ImageGenerator` (DAFL's DCGAN generator) and
+`VectorGenerator` are the gin configurables.
+"""
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from runtime import errors
+
+
+# A bound at or beyond this magnitude in an observation spec means "unbounded" (gymnasium writes ±inf
+# as ±3.4e38 for float32 boxes, e.g. CartPole's velocities).
+UNBOUNDED = 1e6
+
+
+def output_bounds(observation_spec, low=None, high=None,
+                  unbounded_range: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """The box `[low, high]` (float32 arrays of the observation's shape) a generator's outputs fill.
+
+  `low`/`high` given (scalars or arrays broadcastable to the shape): used as they are; low == high fixes a
+  coordinate (e.g. the all-zero padding channels of MinAtar frames, known from the game's definition).
+  Otherwise the spec's bounds where they are finite (|bound| < 1e6); coordinates the spec leaves unbounded
+  (CartPole's velocities) get [−unbounded_range, unbounded_range], which the user must choose: a generator
+  that never sees the environment has nothing else to go by. No statistic of real observations is used.
+
+  Raises:
+    ValueError: If bounds are missing for some coordinate, low > high somewhere, or low == high everywhere.
+  """
+  shape = tuple(observation_spec.shape)
+  if (low is None) != (high is None):
+    raise errors.ConfigError(f'give both low and high for the generator\'s output box, got low={low!r}, '
+                             f'high={high!r}.')
+  if low is not None:
+    low = np.broadcast_to(np.asarray(low, np.float64), shape).copy()
+    high = np.broadcast_to(np.asarray(high, np.float64), shape).copy()
+  else:
+    if not hasattr(observation_spec, 'minimum'):
+      raise errors.ConfigError(f'the observation spec {observation_spec!r} has no bounds; give the '
+                               'generator\'s low and high (e.g. 0.0 and 1.0 for images in [0, 1]).')
+    low = np.broadcast_to(np.asarray(observation_spec.minimum, np.float64), shape).copy()
+    high = np.broadcast_to(np.asarray(observation_spec.maximum, np.float64), shape).copy()
+    unbounded = (np.abs(low) >= UNBOUNDED) | (np.abs(high) >= UNBOUNDED)
+    if unbounded.any():
+      if unbounded_range is None or not unbounded_range > 0:
+        raise errors.ConfigError(f'observation coordinates {np.argwhere(unbounded).tolist()} are unbounded '
+                                 f'in the spec {observation_spec!r}; set the generator\'s unbounded_range (a '
+                                 'box half-width you choose) or its low and high.')
+      low[unbounded & (np.abs(low) >= UNBOUNDED)] = -unbounded_range
+      high[unbounded & (np.abs(high) >= UNBOUNDED)] = unbounded_range
+  if not np.all(low <= high) or not np.any(low < high):
+    raise errors.ConfigError(f'the generator\'s output box needs low <= high everywhere (low == high fixes a '
+                             f'coordinate) and low < high somewhere, got low={low.tolist()} and '
+                             f'high={high.tolist()}.')
+  return low.astype(np.float32), high.astype(np.float32)
+
+
+class _BoxOutput(tf.keras.layers.Layer):
+  """tanh, then mapped affinely onto the box: low + (high − low)·(tanh(h) + 1)/2.
+
+  With `binarize`, each coordinate is rounded to low or high in the forward pass while the gradient is
+  the unrounded one's (the straight-through estimator, Bengio et al. 2013, arXiv 1308.3432): for teachers
+  that only ever saw two values per coordinate (MinAtar's {0, 1} frames).
+  """
+
+  def __init__(self, low, high, binarize: bool = False, name='box_output'):
+    super().__init__(name=name)
+    self._low = tf.constant(low)
+    self._scale = tf.constant((high - low) / 2.0)
+    self._binarize = binarize
+
+  def call(self, h):
+    unit = (tf.tanh(h) + 1.0) / 2.0
+    if self._binarize:
+      unit = unit + tf.stop_gradient(tf.round(unit) - unit)
+    return self._low + 2.0 * self._scale * unit
+
+
+class Generator(tf.keras.Model):
+  """A generator: noise `[B, latent_dim]` to observations `[B, *obs_shape]` inside a box.
+
+  Subclasses build their layers in `__init__` and set `latent_dim`; `sample_latent` draws z ~ N(0, I).
+  `config` holds the constructor's arguments, so `type(g)(**g.config)` builds a freshly initialised twin
+  (what `DataFreeDistiller.reinitialize_generator` copies from).
+  """
+
+  def __init__(self, observation_spec, latent_dim: int, config: Dict[str, Any], name: str):
+    super().__init__(name=name)
+    if not isinstance(latent_dim, int) or latent_dim <= 0:
+      raise errors.ConfigError(f'{type(self).__name__}.latent_dim must be a positive int, got '
+                               f'{latent_dim!r}.')
+    self.latent_dim = latent_dim
+    self.observation_shape = tuple(observation_spec.shape)
+    self.config = dict(config, observation_spec=observation_spec)
+
+  def sample_latent(self, batch_size, rng: tf.random.Generator) -> tf.Tensor:
+    """z ~ N(0, I), `[batch_size, latent_dim]`, from the generator `rng`."""
+    return rng.normal([batch_size, self.latent_dim])
+
+  def build_variables(self):
+    """Creates the variables with one call on a batch of two zeros (BatchNorm needs more than one row)."""
+    self(tf.zeros([2, self.latent_dim]), training=False)
+
+
+@gin.configurable
+class ImageGenerator(Generator):
+  """DAFL's image generator (a DCGAN generator): dense, then (upsample ×2, 3x3 conv, BN, LeakyReLU)
+  per entry of `channels`, then a 3x3 conv to the image's channels and tanh into `[low, high]`.
+
+    z [B, latent_dim] -> dense -> [B, h0, w0, channels[0]] -> BN
+      -> per c in channels: upsample 2x -> conv 3x3 c -> BN -> LeakyReLU(0.2)
+      -> conv 3x3 C -> tanh -> box [low, high] -> centre crop -> [B, H, W, C]
+
+  h0 = ceil(H / 2^len(channels)) (w0 likewise); the output is centre-cropped to H x W (10x10 MinAtar
+  frames come from 12x12). DAFL's MNIST generator is channels (128, 64), latent 100, BN epsilon 0.8 (the
+  epsilon of the DCGAN code it starts from). DAFL ends with a BatchNorm without affine parameters instead
+  of a box: here the box keeps the images in the teacher's input range.
+  """
+
+  def __init__(self, observation_spec, latent_dim: int = 100, channels: Sequence[int] = (128, 64),
+               low=None, high=None, batch_norm_epsilon: float = 0.8, binarize: bool = False,
+               name: str = 'ImageGenerator'):
+    """Builds the layers (variables on the first call or `build_variables`).
+
+    Args:
+      observation_spec: The `TensorSpec`/`BoundedTensorSpec` of one image `[H, W, C]`.
+      latent_dim: Size of z. Default 100 (DAFL).
+      channels: Filters of the upsampling blocks, one block (×2) each. Default (128, 64), DAFL's.
+      low: Lower bound of the pixels (scalar or `[H, W, C]`). Default None: the spec's minimum.
+      high: Upper bound of the pixels. Default None: the spec's maximum.
+      batch_norm_epsilon: The BatchNorm epsilon. Default 0.8 (DAFL's, from the DCGAN code).
+      binarize: Round every pixel to low or high (straight-through gradients). Default False.
+      name: Model name.
+    """
+    super().__init__(observation_spec, latent_dim,
+                     dict(latent_dim=latent_dim, channels=tuple(channels), low=low, high=high,
+                          batch_norm_epsilon=batch_norm_epsilon, binarize=binarize, name=name), name=name)
+    if len(self.observation_shape) != 3:
+      raise errors.ConfigError(f'ImageGenerator makes images [H, W, C], but the observation shape is '
+                               f'{self.observation_shape}; use VectorGenerator.')
+    if not channels or any(not isinstance(c, int) or c <= 0 for c in channels):
+      raise errors.ConfigError(f'ImageGenerator.channels must be positive ints, one per upsampling, got '
+                               f'{channels!r}.')
+    height, width, depth = self.observation_shape
+    factor = 2 ** len(channels)
+    self._initial_shape = (-(-height // factor), -(-width // factor), channels[0])
+    self._dense = tf.keras.layers.Dense(int(np.prod(self._initial_shape)), name='dense')
+    self._initial_norm = tf.keras.layers.BatchNormalization(epsilon=batch_norm_epsilon, name='bn_0')
+    self._blocks = []
+    for i, filters in enumerate(channels):
+      self._blocks.append([tf.keras.layers.UpSampling2D(2, name=f'upsample_{i + 1}'),
+                           tf.keras.layers.Conv2D(filters, 3, padding='same', name=f'conv_{i + 1}'),
+                           tf.keras.layers.BatchNormalization(epsilon=batch_norm_epsilon, name=f'bn_{i + 1}'),
+                           tf.keras.layers.LeakyReLU(0.2, name=f'leaky_relu_{i + 1}')])
+    self._to_image = tf.keras.layers.Conv2D(depth, 3, padding='same', name='to_image')
+    box_low, box_high = output_bounds(observation_spec, low, high)
+    self._box = _BoxOutput(box_low[None], box_high[None], binarize=binarize)
+    self._crop = ((self._initial_shape[0] * factor - height) // 2,
+                  (self._initial_shape[1] * factor - width) // 2)
+
+  def call(self, z, training=False):
+    """Maps z `[B, latent_dim]` to images `[B, H, W, C]` in `[low, high]`."""
+    x = self._dense(z)
+    x = tf.reshape(x, (-1,) + self._initial_shape)
+    x = self._initial_norm(x, training=training)
+    for upsample, conv, norm, activation in self._blocks:
+      x = activation(norm(conv(upsample(x)), training=training))
+    x = self._to_image(x)
+    height, width, _ = self.observation_shape
+    x = x[:, self._crop[0]:self._crop[0] + height, self._crop[1]:self._crop[1] + width, :]
+    return self._box(x)
+
+
+@gin.configurable
+class VectorGenerator(Generator):
+  """A generator of vector observations: (dense, BN, LeakyReLU(0.2)) per hidden layer, then a dense layer
+  and tanh into the box `[low, high]`, reshaped to the observation's shape.
+
+  The box matters when the spec leaves coordinates unbounded (CartPole's velocities): see `output_bounds`.
+  """
+
+  def __init__(self, observation_spec, latent_dim: int = 16, hidden_sizes: Sequence[int] = (64, 64),
+               low=None, high=None, unbounded_range: Optional[float] = None, batch_norm_epsilon: float = 1e-3,
+               name: str = 'VectorGenerator'):
+    """Builds the layers (variables on the first call or `build_variables`).
+
+    Args:
+      observation_spec: The spec of one observation (any shape; flattened inside).
+      latent_dim: Size of z. Default 16.
+      hidden_sizes: Units of the hidden layers. Default (64, 64).
+      low: Lower bounds (scalar or the observation's shape). Default None: the spec's.
+      high: Upper bounds. Default None: the spec's.
+      unbounded_range: Half-width of the box on coordinates the spec leaves unbounded, used when low/high
+        are None. Default None (an error if the spec has such coordinates: choose it).
+      batch_norm_epsilon: The BatchNorm epsilon. Default 1e-3 (Keras').
+      name: Model name.
+    """
+    super().__init__(observation_spec, latent_dim,
+                     dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes), low=low, high=high,
+                          unbounded_range=unbounded_range, batch_norm_epsilon=batch_norm_epsilon, name=name),
+                     name=name)
+    if any(not isinstance(units, int) or units <= 0 for units in hidden_sizes):
+      raise errors.ConfigError(f'VectorGenerator.hidden_sizes must be positive ints, got {hidden_sizes!r}.')
+    self._hidden = [(tf.keras.layers.Dense(units, name=f'dense_{i}'),
+                     tf.keras.layers.BatchNormalization(epsilon=batch_norm_epsilon, name=f'bn_{i}'),
+                     tf.keras.layers.LeakyReLU(0.2, name=f'leaky_relu_{i}'))
+                    for i, units in enumerate(hidden_sizes)]
+    self._output = tf.keras.layers.Dense(int(np.prod(self.observation_shape)), name='output')
+    box_low, box_high = output_bounds(observation_spec, low, high, unbounded_range)
+    self._box = _BoxOutput(box_low.reshape(1, -1), box_high.reshape(1, -1))
+
+  def call(self, z, training=False):
+    """Maps z `[B, latent_dim]` to observations `[B, *obs_shape]` in `[low, high]`."""
+    x = z
+    for dense, norm, activation in self._hidden:
+      x = activation(norm(dense(x), training=training))
+    x = self._box(self._output(x))
+    return tf.reshape(x, (-1,) + self.observation_shape)
