@@ -438,7 +438,7 @@ class Member(tune.Trainable):
 
   def _codistill(self, returns) -> None:
     """Codistillation (`TeacherSet.peers`): publishes this member's policy, loads its best peers'."""
-    kickstarter = _attribute(self._trainer.learner, 'kickstarter')
+    kickstarter = self._trainer.learner.kickstarter
     peer_teachers = kickstarter.peer_teachers if kickstarter is not None else []
     if not peer_teachers:
       return
