@@ -67,6 +67,23 @@ class _QValuesAsLogits:
 
 
 @gin.configurable
+def _linear_epsilon(env_steps: tf.Variable, initial: float, final: float, decay_env_steps: int):
+  """The collect policy's ε as a function of `env_steps`: linear from `initial` to `final`, then held."""
+  def epsilon():
+    fraction = tf.minimum(tf.cast(env_steps, tf.float32) / float(max(decay_env_steps, 1)), 1.0)
+    return initial + fraction * (final - initial)
+  return epsilon
+
+
+def _gradient_burst(train_step, batches, network, gradient_steps: int):
+  """`gradient_steps` DQN updates on sampled pairs; returns (the last loss, the mean max Q of its batch)."""
+  for _ in range(gradient_steps):
+    experience = next(batches)[0]
+    loss = float(train_step(experience).loss)
+  q_values, _ = network(experience.observation[:, 0])
+  return loss, float(tf.reduce_mean(tf.reduce_max(q_values, axis=-1)))
+
+
 def _collection(agent, env, num_envs: int, replay_capacity: int, steps_per_collect: int, batch_size: int):
   """(collect, batches): a compiled driver filling a uniform replay with the collect policy, and an iterator
   of sampled pairs of consecutive steps (DqnAgent masks the pairs that cross an episode boundary)."""
@@ -79,12 +96,22 @@ def _collection(agent, env, num_envs: int, replay_capacity: int, steps_per_colle
   return collect, batches
 
 
-def _export_and_score(agent, env, env_id: str, policy_dir: str, episodes: int):
-  """Exports `agent.policy` with PolicySaver; returns (the export loaded as a teacher, its evaluation).
-  The score is the export's, read back as the students will read it (its Q-values' argmax)."""
+def _export_and_score(agent, env, root_dir: str, episodes: int, summary: dict, start: float) -> dict:
+  """Exports `agent.policy` with PolicySaver to `root_dir/policy`, scores the export, writes `summary` with
+  the score to `root_dir/summary.json` and returns it. The score is the export's, read back as the students
+  will read it (its Q-values' argmax)."""
+  policy_dir = os.path.join(root_dir, 'policy')
   policy_saver.PolicySaver(agent.policy, batch_size=None).save(policy_dir)
   teacher = teachers.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
-  return teacher, evaluation.evaluate(play.teacher_as_network(teacher), env_id, episodes)
+  final = evaluation.evaluate(play.teacher_as_network(teacher), summary['env_id'], episodes)
+  print(f'Exported {policy_dir}: {episodes} greedy episodes {final["return_mean"]:.1f} ± '
+        f'{final["return_std"]:.1f} (min {final["return_min"]:.1f}) after {summary["env_steps"]:,} env steps, '
+        f'{time.time() - start:.0f} s.', flush=True)
+  summary = dict(summary, eval_return_mean=final['return_mean'], eval_return_std=final['return_std'],
+                 eval_return_min=final['return_min'], eval_episodes=episodes, teacher_kind=teacher.kind,
+                 wall_seconds=time.time() - start)
+  run_directory.write_json(os.path.join(root_dir, 'summary.json'), summary)
+  return summary
 
 
 def train_dqn_teacher(root_dir: str,
@@ -148,11 +175,7 @@ def train_dqn_teacher(root_dir: str,
   env = tf_py_environment.TFPyEnvironment(suite.make_environment(env_id=env_id, num_envs=num_envs, seed=seed))
   network = q_network.QNetwork(env.observation_spec(), env.action_spec(), fc_layer_params=tuple(fc_layer_params))
   env_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-  def epsilon():
-    fraction = tf.minimum(tf.cast(env_steps, tf.float32) / float(max(epsilon_decay_env_steps, 1)), 1.0)
-    return epsilon_initial + fraction * (epsilon_final - epsilon_initial)
-
+  epsilon = _linear_epsilon(env_steps, epsilon_initial, epsilon_final, epsilon_decay_env_steps)
   agent = dqn_agent.DqnAgent(env.time_step_spec(), env.action_spec(), q_network=network,
                              optimizer=tf.keras.optimizers.Adam(learning_rate), epsilon_greedy=epsilon,
                              target_update_period=target_update_period, gamma=discount,
@@ -174,34 +197,22 @@ def train_dqn_teacher(root_dir: str,
     env_steps.assign_add(steps_per_collect * num_envs)
     steps = int(env_steps.numpy())
     if steps >= learning_starts:
-      for _ in range(gradient_steps):
-        experience = next(batches)[0]
-        loss = float(train_step(experience).loss)
-      q_values, _ = network(experience.observation[:, 0])
-      max_q = float(tf.reduce_mean(tf.reduce_max(q_values, axis=-1)))
+      loss, max_q = _gradient_burst(train_step, batches, network, gradient_steps)
     if steps >= next_eval or steps >= total_env_steps:
       next_eval += eval_interval_env_steps
       result = evaluation.evaluate(greedy_network, env_id, eval_episodes)
       evaluations.append({'env_steps': steps, 'return_mean': result['return_mean'],
                           'return_std': result['return_std']})
-      print(f'{steps:>8,} env steps  ε {float(epsilon()):.3f}  loss {loss:.4f}  mean max Q {max_q:.1f}  greedy return '
-            f'{result["return_mean"]:.1f} ± {result["return_std"]:.1f}  ({time.time() - start:.0f} s)',
-            flush=True)
+      print(f'{steps:>8,} env steps  ε {float(epsilon()):.3f}  loss {loss:.4f}  '
+            f'mean max Q {max_q:.1f}  greedy return {result["return_mean"]:.1f} ± {result["return_std"]:.1f}  '
+            f'({time.time() - start:.0f} s)', flush=True)
       if stop_at_eval_return is not None and result['return_mean'] >= stop_at_eval_return:
         break
   env.close()
 
-  teacher, final = _export_and_score(agent, env, env_id, os.path.join(root_dir, 'policy'), final_eval_episodes)
-  print(f'Exported {root_dir}/policy: {final_eval_episodes} greedy episodes {final["return_mean"]:.1f} ± '
-        f'{final["return_std"]:.1f} (min {final["return_min"]:.1f}) after {steps:,} env steps, '
-        f'{time.time() - start:.0f} s.', flush=True)
   summary = {'agent': 'tf_agents DqnAgent', 'env_id': env_id, 'seed': seed, 'env_steps': steps,
-             'gradient_steps': int(agent.train_step_counter.numpy()), 'evaluations': evaluations,
-             'eval_return_mean': final['return_mean'], 'eval_return_std': final['return_std'],
-             'eval_return_min': final['return_min'], 'eval_episodes': final_eval_episodes,
-             'teacher_kind': teacher.kind, 'wall_seconds': time.time() - start}
-  run_directory.write_json(os.path.join(root_dir, 'summary.json'), summary)
-  return summary
+             'gradient_steps': int(agent.train_step_counter.numpy()), 'evaluations': evaluations}
+  return _export_and_score(agent, env, root_dir, final_eval_episodes, summary, start)
 
 
 def main(argv):
