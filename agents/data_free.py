@@ -63,8 +63,8 @@ from tf_agents.policies import policy_saver
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import distillation_losses
-from agents import teachers
+from agents.distillation import losses as distillation_losses
+from agents.distillation import teachers
 from networks import actor_critic
 from runtime import config as run_config
 from runtime import errors

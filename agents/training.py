@@ -32,11 +32,11 @@ from tf_agents.trajectories import time_step as ts
 from agents import actor as actor_lib
 from agents import evaluation
 from agents import impala_learner  # noqa: F401  (registers IMPALALearner with gin)
-from agents import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
+from agents.distillation import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
 from agents import policies
 from agents import ppo_learner
 from agents import rnd  # noqa: F401  (registers RNDLearner with gin)
-from agents import teachers
+from agents.distillation import teachers
 from envs import suite
 from networks import actor_critic
 from replay import local_queue

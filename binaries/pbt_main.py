@@ -68,8 +68,8 @@ def resolve_gin_files(paths):
 def check_configuration(space, teacher_names) -> None:
   """What would make every member fail in its own process, found here first (one line each)."""
   from agents import distributed  # pylint: disable=g-import-not-at-top
-  from agents import kickstarting  # pylint: disable=g-import-not-at-top
-  from agents import teachers  # pylint: disable=g-import-not-at-top
+  from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
+  from agents.distillation import teachers  # pylint: disable=g-import-not-at-top
   from runtime.config import bound  # pylint: disable=g-import-not-at-top
 
   # The members' train.* settings (budget, intervals), checked as each member's Trainer would check them.

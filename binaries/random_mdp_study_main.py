@@ -30,7 +30,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from agents import distillation_losses  # noqa: E402
+from agents.distillation import losses as distillation_losses  # noqa: E402
 from envs import random_mdp  # noqa: E402
 from studies import random_mdp_study  # noqa: E402
 from studies import random_mdp_training as training  # noqa: E402

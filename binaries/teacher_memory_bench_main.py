@@ -31,10 +31,10 @@ import tensorflow as tf  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from agents import actor as actor_lib  # noqa: E402
-from agents import kickstarting  # noqa: E402
 from agents import policies  # noqa: E402
-from agents import teachers  # noqa: E402
 from agents import training  # noqa: E402
+from agents.distillation import kickstarting  # noqa: E402
+from agents.distillation import teachers  # noqa: E402
 from envs import suite  # noqa: E402
 from networks import actor_critic  # noqa: E402
 from networks import torsos  # noqa: E402

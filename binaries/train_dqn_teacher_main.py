@@ -39,7 +39,7 @@ from tf_agents.utils import common as tf_agents_common
 
 from agents import data_free
 from agents import evaluation
-from agents import teachers
+from agents.distillation import teachers
 from binaries import common
 from envs import suite
 from runtime import run_directory

@@ -255,8 +255,8 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   `TeacherSet`: 'teacher_0', 'teacher_1', ..., then the peer teachers 'peer_0', ...); ((), False) without
   kickstarting.
   """
-  from agents import kickstarting  # pylint: disable=g-import-not-at-top
-  from agents import teachers  # pylint: disable=g-import-not-at-top
+  from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
+  from agents.distillation import teachers  # pylint: disable=g-import-not-at-top
   if not kickstarting.kickstarter_configured():
     return (), False
   paths = run_config.bound('TeacherSet.paths', ())

@@ -74,8 +74,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from agents import distillation_losses
 from agents import losses
+from agents.distillation import losses as distillation_losses
 from envs import random_mdp
 
 PARTS = ('sampling', 'actions', 'noisy')

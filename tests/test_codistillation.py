@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from test_ppo_learner import OBS_SPEC, _batch, _learner, _network
 
-from agents import kickstarting
-from agents import teachers
+from agents.distillation import kickstarting
+from agents.distillation import teachers
 from pbt import codistillation
 
 

@@ -15,7 +15,7 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import data_free
 from agents import policies
-from agents import teachers
+from agents.distillation import teachers
 from networks import actor_critic
 from networks import torsos
 

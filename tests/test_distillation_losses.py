@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
-from agents import distillation_losses as dl
 from agents import losses
+from agents.distillation import losses as dl
 
 RTOL = 1e-5
 ATOL = 1e-5

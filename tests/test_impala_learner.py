@@ -9,11 +9,11 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import distillation_losses
 from agents import impala_learner
-from agents import kickstarting
-from agents import schedules
-from agents import teachers
+from agents.distillation import kickstarting
+from agents.distillation import losses as distillation_losses
+from agents.distillation import schedules
+from agents.distillation import teachers
 from networks import actor_critic
 from networks import torsos
 

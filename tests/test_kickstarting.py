@@ -6,11 +6,11 @@ import tensorflow as tf
 from test_ppo_learner import ACTION_SPEC, B, OBS_SPEC, T, _batch, _learner, _network
 from tf_agents.trajectories import time_step as ts
 
-from agents import distillation_losses
-from agents import kickstarting
 from agents import ppo_learner
-from agents import schedules
-from agents import teachers
+from agents.distillation import kickstarting
+from agents.distillation import losses as distillation_losses
+from agents.distillation import schedules
+from agents.distillation import teachers
 from networks import actor_critic
 from networks import torsos
 

@@ -25,7 +25,7 @@ from tf_agents.utils import common
 
 from agents import data_free
 from agents import policies
-from agents import teachers
+from agents.distillation import teachers
 from envs import suite
 from networks import actor_critic
 from networks import torsos

@@ -9,10 +9,10 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from agents import actor as actor_lib
-from agents import kickstarting
 from agents import policies
-from agents import teachers
 from agents import training
+from agents.distillation import kickstarting
+from agents.distillation import teachers
 from envs import suite
 from networks import actor_critic
 from networks import torsos

@@ -14,7 +14,7 @@ from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 
 from agents import policies
-from agents import teachers
+from agents.distillation import teachers
 from networks import actor_critic
 from networks import torsos
 

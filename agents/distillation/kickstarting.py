@@ -90,9 +90,9 @@ import gin
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents import distillation_losses
-from agents import schedules
-from agents import teachers as teachers_lib
+from agents.distillation import losses as distillation_losses
+from agents.distillation import schedules
+from agents.distillation import teachers as teachers_lib
 from replay import frame_stacks
 from runtime import config as run_config
 from runtime import errors
