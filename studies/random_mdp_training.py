@@ -76,6 +76,7 @@ import tensorflow as tf
 
 from agents import losses
 from agents.distillation import losses as distillation_losses
+from agents.distillation import variants
 from envs import random_mdp
 
 PARTS = ('sampling', 'actions', 'noisy')
@@ -267,8 +268,8 @@ class _TabularStudents:
     self.teacher_probs = tf.exp(self.teacher_log_probs)
 
   def _terms(self, inputs, reward_coef: float):
-    return distillation_losses.distillation_terms(self.variant, inputs, distillation_coef=self.distillation_coef,
-                                                  reward_coef=reward_coef)
+    return variants.distillation_terms(self.variant, inputs, distillation_coef=self.distillation_coef,
+                                       reward_coef=reward_coef)
 
   @tf.function
   def update(self, step_seed):
@@ -291,7 +292,7 @@ class _TabularStudents:
       if self.normalization != 'none':
         surrogate = self._normalized_surrogate(inputs, flat_states[:-1])
       else:
-        surrogate = distillation_losses.distillation_surrogate(
+        surrogate = variants.distillation_surrogate(
             self.variant, inputs, distillation_coef=self.distillation_coef, reward_coef=config.reward_coef)
       if self.use_baseline and self.normalization == 'none':
         # −log π_θ(a_t|s_t)·(R̂_t − b(s_t)): a state baseline leaves eq. 1's expectation unchanged.

@@ -11,9 +11,9 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import impala_learner
 from agents.distillation import kickstarting
-from agents.distillation import losses as distillation_losses
 from agents.distillation import schedules
 from agents.distillation import teachers
+from agents.distillation import variants
 from networks import actor_critic
 from networks import torsos
 
@@ -268,7 +268,7 @@ def _kickstarter_fn(model, variant):
     with (strategy or tf.distribute.get_strategy()).scope():
       weights = schedules.TeacherWeights(['teacher'])
     return kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set, weights=weights,
-                                    config=distillation_losses.DistillationConfig(variant=variant),
+                                    config=variants.DistillationConfig(variant=variant),
                                     strategy=strategy)
   return make
 

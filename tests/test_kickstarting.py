@@ -8,9 +8,9 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import ppo_learner
 from agents.distillation import kickstarting
-from agents.distillation import losses as distillation_losses
 from agents.distillation import schedules
 from agents.distillation import teachers
+from agents.distillation import variants
 from networks import actor_critic
 from networks import torsos
 
@@ -33,7 +33,7 @@ def _kickstarter_fn(models, variant='on_policy_distill_with_reward', tasks=None,
       teacher_weights = schedules.TeacherWeights(names, mode=mode, total_iterations=total_iterations, **weights)
     return kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set,
                                     weights=teacher_weights,
-                                    config=distillation_losses.DistillationConfig(variant=variant),
+                                    config=variants.DistillationConfig(variant=variant),
                                     strategy=strategy)
   return make
 

@@ -5,7 +5,7 @@ K teachers, on the student's own trajectories.
 
 * the teachers (`teachers.TeacherSet`: PolicySaver or Keras, any architecture, routed per task),
 * their weights λ_k (`schedules.TeacherWeights`: `tf.Variable`s moved by a schedule or set by PBT),
-* the distillation variant (`distillation_losses.DistillationConfig`, default expected entropy
+* the distillation variant (`variants.DistillationConfig`, default expected entropy
   regularised; the Kickstarting paper's own loss H×(π_T‖π_S) is 'on_policy_distill_with_reward').
 
 A learner (PPO, IMPALA) uses it in four steps, all inside its compiled step:
@@ -93,6 +93,7 @@ from tf_agents.trajectories import time_step as ts
 from agents.distillation import losses as distillation_losses
 from agents.distillation import schedules
 from agents.distillation import teachers as teachers_lib
+from agents.distillation import variants
 from replay import frame_stacks
 from runtime import config as run_config
 from runtime import errors
@@ -157,7 +158,7 @@ class Kickstarter(tf.Module):
 
   def __init__(self, observation_spec, action_spec, teachers: Optional[teachers_lib.TeacherSet] = None,
                weights: Optional[schedules.TeacherWeights] = None,
-               config: Optional[distillation_losses.DistillationConfig] = None,
+               config: Optional[variants.DistillationConfig] = None,
                strategy: Optional[tf.distribute.Strategy] = None, student_network=None,
                total_iterations=None, name: str = 'Kickstarter'):
     super().__init__(name=name)
@@ -167,7 +168,7 @@ class Kickstarter(tf.Module):
       raise errors.ConfigError("Kickstarter has no teacher: set TeacherSet.paths to the teachers' policy "
                                'directories (PolicySaver exports, e.g. <root_dir>/policy of a train_main '
                                'run).')
-    self._config = config if config is not None else distillation_losses.DistillationConfig()
+    self._config = config if config is not None else variants.DistillationConfig()
     variant = self._config.variant
     if distillation_losses.SAMPLED_BY[variant] != 'student':
       students = [v for v in distillation_losses.VARIANTS if distillation_losses.SAMPLED_BY[v] == 'student']
@@ -253,8 +254,8 @@ class Kickstarter(tf.Module):
           rewards=zeros, discounts=discounts, teacher_values=output.value, student_values=student_values,
           mask=mask)
       # The environment reward is the learner's own: reward_coef 0.
-      terms = distillation_losses.distillation_terms(self.variant, inputs,
-                                                     distillation_coef=self.distillation_coef, reward_coef=0.0)
+      terms = variants.distillation_terms(self.variant, inputs,
+                                          distillation_coef=self.distillation_coef, reward_coef=0.0)
       pseudo_rewards += lambda_k * terms.pseudo_rewards
       if self.variant == 'value_gated':
         mask *= tf.cast(output.value[:-1] > student_values[:-1], tf.float32)
@@ -281,7 +282,7 @@ class Kickstarter(tf.Module):
     Normalised like the learner's own policy loss (a mean over the policy's steps): in a multi-task batch
     a teacher that teaches a third of the steps adds a third of what it would add teaching all of them, so
     each step of the batch carries the same weight whichever teacher teaches it. ℓ_k is the variant's
-    per-state loss (`distillation_losses.step_loss`): H×(π_S‖π_k) for expected entropy regularised (the
+    per-state loss (`variants.step_loss`): H×(π_S‖π_k) for expected entropy regularised (the
     default), H×(π_k‖π_S) for the distill variants, 0 for the reward-only ones. Tested against
     hand-computed values (`tests/test_kickstarting.py`).
 
@@ -305,7 +306,7 @@ class Kickstarter(tf.Module):
     for name, lambda_k, logits_k, mask_k in zip(self.teacher_names, self.weights.values(),
                                                  prepared['teacher_logits'], prepared['teacher_masks']):
       steps = mask * mask_k
-      per_step = distillation_losses.step_loss(variant, student_logits, logits_k)
+      per_step = variants.step_loss(variant, student_logits, logits_k)
       term = tf.math.divide_no_nan(tf.reduce_sum(tf.where(steps > 0, per_step * steps, 0.0)), count)
       total += lambda_k * self.distillation_coef * term
       cross_entropy = distillation_losses.cross_entropy(logits_k, tf.stop_gradient(student_logits))
