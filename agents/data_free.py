@@ -34,7 +34,7 @@ Defaults follow DAFL's published MNIST settings where DAFL has one (one-hot 1, i
 log10 units, activation 0.1, Adam for both networks, learning rates 0.2 (generator) and 2e-3 (student)),
 and were otherwise chosen and measured on MNIST (BENCHMARKS.md, "Data-free distillation").
 
-Teachers come from `agents.teachers.load_teacher` (a Keras classifier or a PolicySaver export of any kind:
+Teachers come from `teacher_loading.load_teacher` (a Keras classifier or a PolicySaver export of any kind:
 logits, a Categorical distribution, a DQN's Q-values taught as softmax(Q/τ), or, where none of these is
 reachable, its actions as an ε-smoothed one-hot; the kind is printed at load time and written in
 summary.json as `teacher_kind`). The generator needs gradients THROUGH the teacher, which
@@ -64,6 +64,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from agents.distillation import losses as distillation_losses
+from agents.distillation import teacher_loading
 from agents.distillation import teachers
 from networks import actor_critic
 from runtime import config as run_config
@@ -690,7 +691,7 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
                              'distill_data_free.teacher_network_fn = @teacher/ActorCriticNetwork and bind '
                              'teacher/ActorCriticNetwork to the training run\'s network (its '
                              'operative_config.gin) so the teacher can run on frames scaled to [0, 1].')
-  exported = teachers.load_teacher(path, frame_spec, action_spec)
+  exported = teacher_loading.load_teacher(path, frame_spec, action_spec)
   network = network_fn(frame_view_spec(frame_spec), action_spec)
   what = f'teacher {path!r} rebuilt by distill_data_free.teacher_network_fn'
   copy_network_weights(exported.saved_policy.model_variables, network, what)
@@ -803,7 +804,7 @@ class DataFreeDistiller(tf.Module):
     """Loads the teacher, builds the generator, the pool and both optimisers.
 
     Args:
-      teacher: Anything `agents.teachers.load_teacher` takes: a Keras classifier (or its file), a
+      teacher: Anything `teacher_loading.load_teacher` takes: a Keras classifier (or its file), a
         PolicySaver export directory, or a `Teacher`. It must be feed-forward.
       student: A Keras model mapping `[B, *obs_shape]` to logits `[B, A]`, or an `ActorCriticNetwork`
         (only its policy is trained; its value heads get no gradient).
@@ -855,7 +856,7 @@ class DataFreeDistiller(tf.Module):
                                    'Atari frames) do not have. Distil a teacher whose inputs are float (for '
                                    'frames: scaled to [0, 1]; for a policy export of uint8 frames, '
                                    'distill_data_free rebuilds one with teacher_network_fn).')
-    self.teacher = teachers.load_teacher(teacher, self.observation_spec, self.action_spec)
+    self.teacher = teacher_loading.load_teacher(teacher, self.observation_spec, self.action_spec)
     if self.teacher.is_recurrent:
       raise errors.PolicyLoadError(f'teacher {self.teacher.source!r} is recurrent; data-free distillation '
                                    'generates single observations and needs a feed-forward teacher.')
@@ -1285,7 +1286,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
   if not tf.io.gfile.exists(teacher_path):
     raise errors.PolicyLoadError(f'teacher {teacher_path!r} does not exist; pass a Keras classifier file or '
                                  'a policy/ directory exported by train_main.')
-  is_policy = teachers.teacher_kind(teacher_path) == 'policy'
+  is_policy = teacher_loading.teacher_kind(teacher_path) == 'policy'
   run = run_directory.RunDirectory(root_dir, 'distill_data_free')  # one process at a time, writable
   try:
     tf.keras.utils.set_random_seed(seed)

@@ -39,7 +39,7 @@ from tf_agents.utils import common as tf_agents_common
 
 from agents import data_free
 from agents import evaluation
-from agents.distillation import teachers
+from agents.distillation import teacher_loading
 from binaries import common
 from envs import suite
 from runtime import run_directory
@@ -180,7 +180,7 @@ def train_dqn_teacher(root_dir: str,
   policy_dir = os.path.join(root_dir, 'policy')
   policy_saver.PolicySaver(agent.policy, batch_size=None).save(policy_dir)
   # The score is the export's, read back as the students will read it (its Q-values' argmax).
-  teacher = teachers.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
+  teacher = teacher_loading.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
   final = evaluation.evaluate(data_free.teacher_as_network(teacher), env_id, final_eval_episodes)
   print(f'Exported {policy_dir}: {final_eval_episodes} greedy episodes {final["return_mean"]:.1f} ± '
         f'{final["return_std"]:.1f} (min {final["return_min"]:.1f}) after {steps:,} env steps, '

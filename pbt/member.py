@@ -256,7 +256,7 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   kickstarting.
   """
   from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
-  from agents.distillation import teachers  # pylint: disable=g-import-not-at-top
+  from agents.distillation import teacher_set as teacher_set_lib  # pylint: disable=g-import-not-at-top
   if not kickstarting.kickstarter_configured():
     return (), False
   paths = run_config.bound('TeacherSet.paths', ())
@@ -265,7 +265,7 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   if names is None:
     names = [f'teacher_{k}' for k in range(len(paths))]
   names = [names] if isinstance(names, str) else list(names)
-  names += [f'{teachers.PEER_PREFIX}{k}' for k in range(int(run_config.bound('TeacherSet.peers', 0) or 0))]
+  names += [f'{teacher_set_lib.PEER_PREFIX}{k}' for k in range(int(run_config.bound('TeacherSet.peers', 0) or 0))]
   return tuple(names), run_config.bound('TeacherWeights.scale_schedule', None) is not None
 
 

@@ -9,7 +9,7 @@ from tf_agents.trajectories import time_step as ts
 from agents import ppo_learner
 from agents.distillation import kickstarting
 from agents.distillation import schedules
-from agents.distillation import teachers
+from agents.distillation import teacher_set as teacher_set_lib
 from agents.distillation import variants
 from networks import actor_critic
 from networks import torsos
@@ -28,7 +28,7 @@ def _kickstarter_fn(models, variant='on_policy_distill_with_reward', tasks=None,
   def make(observation_spec, action_spec, strategy=None, student_network=None, total_iterations=None):
     del student_network  # no peer teachers here
     names = [f'teacher_{k}' for k in range(len(models))]
-    teacher_set = teachers.TeacherSet(observation_spec, action_spec, paths=models, names=names, tasks=tasks)
+    teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, paths=models, names=names, tasks=tasks)
     with (strategy or tf.distribute.get_strategy()).scope():
       teacher_weights = schedules.TeacherWeights(names, mode=mode, total_iterations=total_iterations, **weights)
     return kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set,
@@ -155,7 +155,7 @@ def test_each_task_is_taught_by_its_own_teacher():
 def test_kickstarter_errors_name_the_fix():
   with pytest.raises(ValueError, match='TeacherSet.paths'):
     kickstarting.Kickstarter(OBS_SPEC, _network().action_spec,
-                             teachers=teachers.TeacherSet(OBS_SPEC, _network().action_spec))
+                             teachers=teacher_set_lib.TeacherSet(OBS_SPEC, _network().action_spec))
   with pytest.raises(ValueError, match="'teacher_distill'.*samples with the student"):
     _kickstarter_fn([_keras_teacher(1)], variant='teacher_distill')(OBS_SPEC, _network().action_spec)
   with pytest.raises(ValueError, match='needs each teacher.s critic'):

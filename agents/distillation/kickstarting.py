@@ -3,7 +3,7 @@ K teachers, on the student's own trajectories.
 
 `Kickstarter` joins three pieces that stay separate and testable on their own:
 
-* the teachers (`teachers.TeacherSet`: PolicySaver or Keras, any architecture, routed per task),
+* the teachers (`teacher_set_lib.TeacherSet`: PolicySaver or Keras, any architecture, routed per task),
 * their weights λ_k (`schedules.TeacherWeights`: `tf.Variable`s moved by a schedule or set by PBT),
 * the distillation variant (`variants.DistillationConfig`, default expected entropy
   regularised; the Kickstarting paper's own loss H×(π_T‖π_S) is 'on_policy_distill_with_reward').
@@ -92,6 +92,7 @@ from tf_agents.trajectories import time_step as ts
 
 from agents.distillation import losses as distillation_losses
 from agents.distillation import schedules
+from agents.distillation import teacher_set as teacher_set_lib
 from agents.distillation import teachers as teachers_lib
 from agents.distillation import variants
 from replay import frame_stacks
@@ -113,7 +114,7 @@ def kickstarter_configured() -> bool:
 
 
 def actor_teachers(observation_spec, action_spec,
-                   kickstarter: Optional['Kickstarter'] = None) -> Optional[teachers_lib.TeacherSet]:
+                   kickstarter: Optional['Kickstarter'] = None) -> Optional[teacher_set_lib.TeacherSet]:
   """The teachers whose states an actor records, or None when there is none to record.
 
   A kickstarted run's recurrent teachers (`TeacherSet.recorded_state_specs`): `kickstarter`'s own, when the
@@ -124,7 +125,7 @@ def actor_teachers(observation_spec, action_spec,
   if kickstarter is not None:
     teacher_set = kickstarter.teacher_set
   elif kickstarter_configured():
-    teacher_set = teachers_lib.TeacherSet(observation_spec, action_spec, recurrent_only=True)
+    teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, recurrent_only=True)
   else:
     return None
   return teacher_set if teacher_set.recorded_state_specs() else None
@@ -156,13 +157,13 @@ class Kickstarter(tf.Module):
       run follow (`linear_decay`'s default `decay_steps=None`); the learners pass it.
   """
 
-  def __init__(self, observation_spec, action_spec, teachers: Optional[teachers_lib.TeacherSet] = None,
+  def __init__(self, observation_spec, action_spec, teachers: Optional[teacher_set_lib.TeacherSet] = None,
                weights: Optional[schedules.TeacherWeights] = None,
                config: Optional[variants.DistillationConfig] = None,
                strategy: Optional[tf.distribute.Strategy] = None, student_network=None,
                total_iterations=None, name: str = 'Kickstarter'):
     super().__init__(name=name)
-    self._teachers = teachers if teachers is not None else teachers_lib.TeacherSet(
+    self._teachers = teachers if teachers is not None else teacher_set_lib.TeacherSet(
         observation_spec, action_spec, student_network=student_network)
     if len(self._teachers) == 0:  # pylint: disable=g-explicit-length-test
       raise errors.ConfigError("Kickstarter has no teacher: set TeacherSet.paths to the teachers' policy "
@@ -197,7 +198,7 @@ class Kickstarter(tf.Module):
     return self._config.variant
 
   @property
-  def teacher_set(self) -> teachers_lib.TeacherSet:
+  def teacher_set(self) -> teacher_set_lib.TeacherSet:
     return self._teachers
 
   @property
