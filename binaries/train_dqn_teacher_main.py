@@ -11,7 +11,7 @@ Only TF-Agents' own components: a `QNetwork`, a `DqnAgent` (Huber TD loss, hard 
 Protégé's batched gymnasium environments (`envs/suite.py`). Training stops once a greedy evaluation reaches
 `stop_at_eval_return` (or at `total_env_steps`); `agent.policy`, the greedy policy, is then exported with
 `policy_saver.PolicySaver` as TF-Agents' `dqn_train_eval` exports it. Loaded as a teacher it is a Q-values
-teacher, softmax(Q/τ) (`agents/teachers.py`).
+teacher, softmax(Q/τ) (`agents/distillation/`).
 
 Written to `--root_dir`: `policy/` (the SavedModel), `operative_config.gin`, and `summary.json` with the
 evaluations and the final score: `final_eval_episodes` fresh greedy episodes played by the exported policy

@@ -1,7 +1,7 @@
 r"""The random-MDP study's tabular trainer: its configuration, the teachers, every distillation variant
 trained on all MDPs at once, and the summaries over MDPs (the study: `studies/random_mdp_study.py`).
 
-Every distillation variant of `agents/distillation_losses.py` trains a tabular student on every one of M
+Every distillation variant of `agents/distillation/variants.py` trains a tabular student on every one of M
 random grid worlds (`envs/random_mdp.py`) at once: the students' logits are one `[M·S, A]` variable, the
 trajectories of all MDPs are sampled together in one `tf.while_loop`, and one compiled step applies
 `distillation_surrogate(variant, ·)` to all of them. Returns, values and state visitation are computed

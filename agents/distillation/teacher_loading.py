@@ -120,8 +120,9 @@ def load_teacher(path_or_model: Union[str, os.PathLike, tf.keras.Model, teachers
                  action_only: Optional[bool] = None) -> teachers.Teacher:
   """Loads a teacher, checks it against the student's specs and prints the kind it took.
 
-  Call eagerly, once, outside `tf.function` and strategy scopes. The module docstring lists the kinds
-  (`Teacher.kind`) and when each is taken; one line, 'Teacher <name> (<source>): <kind>', says which.
+  Call eagerly, once, outside `tf.function` and strategy scopes. The docstring of `saved_policy_teachers`
+  lists the kinds (`Teacher.kind`) and when each is taken; one line, 'Teacher <name> (<source>): <kind>',
+  says which.
 
   Args:
     path_or_model: A PolicySaver export directory; a Keras model file (`.keras`, `.h5`) or Keras SavedModel

@@ -126,10 +126,10 @@ def _module_name(name: str) -> str:
 class Teacher(tf.Module):
   """A frozen policy: observations in, logits (and a value) out, gradients stopped.
 
-  Built by `load_teacher`; a subclass implements `_step` for one batch-major step. Properties describe
-  what the teacher was checked against: `observation_spec`, `action_spec` (its discrete actions),
-  `num_actions`, `state_spec` (`()` when feed-forward), `has_value`, `name` and `source` (its path or a
-  description, for messages).
+  Built by `teacher_loading.load_teacher`; a subclass implements `_step` for one batch-major step.
+  Properties describe what the teacher was checked against: `observation_spec`, `action_spec` (its
+  discrete actions), `num_actions`, `state_spec` (`()` when feed-forward), `has_value`, `name` and `source`
+  (its path or a description, for messages).
   """
 
   def __init__(self, observation_spec, action_spec, num_actions: int, state_spec=(), has_value: bool = False,
