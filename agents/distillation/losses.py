@@ -365,4 +365,3 @@ def distillation_metrics(inputs: DistillationInputs) -> Dict[str, tf.Tensor]:
       'student_entropy': losses.masked_mean(student_entropy, c.mask),
       'teacher_entropy': losses.masked_mean(teacher_entropy, c.mask),
   }
-
