@@ -38,8 +38,8 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
 from agents import actor as actor_lib
-from agents import kickstarting
 from agents import training
+from agents.distillation import kickstarting
 from envs import suite
 from replay import reverb_replay
 from runtime import config as run_config

@@ -31,9 +31,9 @@ from tf_agents.trajectories import time_step as ts
 
 from agents import actor as actor_lib
 from agents import evaluation
-from agents import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
 from agents import policies
-from agents import teachers
+from agents.distillation import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
+from agents.distillation import teachers
 from agents.learners import base as learner_base
 from agents.learners import impala  # noqa: F401  (registers IMPALALearner with gin)
 from agents.learners import ppo

@@ -8,8 +8,8 @@ r"""Distils a teacher into a student with no simulator and no data (Generative A
 `--teacher` is a Keras classifier (a `.keras`/`.h5` file or a Keras SavedModel) or a policy exported by
 TF-Agents' `PolicySaver`: `binaries/train_main.py`'s `<root_dir>/policy`, or any other, e.g. a DQN agent's
 greedy or ε-greedy policy. The run prints which kind of teacher it took (logits, a Categorical
-distribution, Q-values taught as softmax(Q/τ), or actions only as an ε-smoothed one-hot; `agents.teachers`,
-gin `teacher_targets`) and writes it in summary.json. A generator synthesises observations, the teacher
+distribution, Q-values taught as softmax(Q/τ), or actions only as an ε-smoothed one-hot;
+`agents.distillation.teacher_loading`, gin `teacher_targets`) and writes it in summary.json. A generator synthesises observations, the teacher
 labels them and the student learns the teacher's distribution on them (`agents.data_free`); the student
 never reads a data set or builds an environment while it trains. It is written into `--root_dir` as
 `student.keras` (classifier teachers) or as a PolicySaver `policy/` like train_main's (policy teachers),

@@ -68,8 +68,8 @@ def resolve_gin_files(paths):
 def check_configuration(space, teacher_names) -> None:
   """What would make every member fail in its own process, found here first (one line each)."""
   from agents import distributed  # pylint: disable=g-import-not-at-top
-  from agents import kickstarting  # pylint: disable=g-import-not-at-top
-  from agents import teachers  # pylint: disable=g-import-not-at-top
+  from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
+  from agents.distillation import teacher_loading  # pylint: disable=g-import-not-at-top
   from runtime.config import bound  # pylint: disable=g-import-not-at-top
 
   # The members' train.* settings (budget, intervals), checked as each member's Trainer would check them.
@@ -87,7 +87,7 @@ def check_configuration(space, teacher_names) -> None:
                                      f'{os.getcwd()} (members resolve relative paths from the directory '
                                      'pbt_main runs in): train or export the teacher first, or pass its '
                                      'absolute path.')
-      teachers.teacher_kind(path)  # one that holds no policy is refused here too
+      teacher_loading.teacher_kind(path)  # one that holds no policy is refused here too
   moves_lambda = any(name.startswith('lambda_') for name in space)
   if moves_lambda and bound('TeacherWeights.mode', 'schedule') != 'pbt':
     raise errors.ConfigError("The search space moves the teachers' λ but TeacherWeights.mode is not 'pbt' "

@@ -4,7 +4,7 @@ r"""The random-MDP study of "Distilling Policy Distillation" (Czarnecki et al., 
   python binaries/random_mdp_study_main.py --output_dir=/tmp/s --tiny             # ~30 s, for tests
   python binaries/random_mdp_study_main.py --output_dir=/tmp/s --parts=sampling --num_mdps=200
 
-Every distillation variant of `agents/distillation_losses.py` trains a tabular student on every one of M
+Every distillation variant of `agents/distillation/variants.py` trains a tabular student on every one of M
 random grid worlds (`envs/random_mdp.py`) at once, with exact returns, values and state visitation. Three
 parts (`--parts`): `sampling` (every variant at its own learning rate, then teacher- against student-driven
 sampling at common rates), `actions` (entropy_regularised against expected_entropy_regularised as the
@@ -30,7 +30,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from agents import distillation_losses  # noqa: E402
+from agents.distillation import losses as distillation_losses  # noqa: E402
 from envs import random_mdp  # noqa: E402
 from studies import random_mdp_study  # noqa: E402
 from studies import random_mdp_training as training  # noqa: E402

@@ -31,10 +31,10 @@ import tensorflow as tf  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from agents import actor as actor_lib  # noqa: E402
-from agents import kickstarting  # noqa: E402
 from agents import policies  # noqa: E402
-from agents import teachers  # noqa: E402
 from agents import training  # noqa: E402
+from agents.distillation import kickstarting  # noqa: E402
+from agents.distillation import teacher_set as teacher_set_lib  # noqa: E402
 from envs import suite  # noqa: E402
 from networks import actor_critic  # noqa: E402
 from networks import torsos  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv):
                                             core='lstm', core_size=64)
       net.create_variables()
       path = policies.export_policy(net, ts.time_step_spec(observation_spec), action_spec, os.path.join(tmp, 'lstm'))
-    teacher_set = teachers.TeacherSet(observation_spec, action_spec, paths=[path])
+    teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, paths=[path])
     teacher = teacher_set.teachers[0]
     if not teacher.is_recurrent:
       raise app.UsageError(f'--teacher={path!r} is feed-forward; pass a recurrent policy.')

@@ -11,7 +11,7 @@ Only TF-Agents' own components: a `QNetwork`, a `DqnAgent` (Huber TD loss, hard 
 Protégé's batched gymnasium environments (`envs/suite.py`). Training stops once a greedy evaluation reaches
 `stop_at_eval_return` (or at `total_env_steps`); `agent.policy`, the greedy policy, is then exported with
 `policy_saver.PolicySaver` as TF-Agents' `dqn_train_eval` exports it. Loaded as a teacher it is a Q-values
-teacher, softmax(Q/τ) (`agents/teachers.py`).
+teacher, softmax(Q/τ) (`agents/distillation/`).
 
 Written to `--root_dir`: `policy/` (the SavedModel), `operative_config.gin`, and `summary.json` with the
 evaluations and the final score: `final_eval_episodes` fresh greedy episodes played by the exported policy
@@ -38,8 +38,8 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.utils import common as tf_agents_common
 
 from agents import evaluation
-from agents import teachers
 from agents.data_free import play
+from agents.distillation import teacher_loading
 from binaries import common
 from envs import suite
 from runtime import run_directory
@@ -102,7 +102,7 @@ def _export_and_score(agent, env, root_dir: str, episodes: int, summary: dict, s
   will read it (its Q-values' argmax)."""
   policy_dir = os.path.join(root_dir, 'policy')
   policy_saver.PolicySaver(agent.policy, batch_size=None).save(policy_dir)
-  teacher = teachers.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
+  teacher = teacher_loading.load_teacher(policy_dir, env.observation_spec(), env.action_spec())
   final = evaluation.evaluate(play.teacher_as_network(teacher), summary['env_id'], episodes)
   print(f'Exported {policy_dir}: {episodes} greedy episodes {final["return_mean"]:.1f} ± '
         f'{final["return_std"]:.1f} (min {final["return_min"]:.1f}) after {summary["env_steps"]:,} env steps, '

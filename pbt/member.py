@@ -249,8 +249,8 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   `TeacherSet`: 'teacher_0', 'teacher_1', ..., then the peer teachers 'peer_0', ...); ((), False) without
   kickstarting.
   """
-  from agents import kickstarting  # pylint: disable=g-import-not-at-top
-  from agents import teachers  # pylint: disable=g-import-not-at-top
+  from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
+  from agents.distillation import teacher_set as teacher_set_lib  # pylint: disable=g-import-not-at-top
   if not kickstarting.kickstarter_configured():
     return (), False
   paths = run_config.bound('TeacherSet.paths', ())
@@ -259,7 +259,7 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   if names is None:
     names = [f'teacher_{k}' for k in range(len(paths))]
   names = [names] if isinstance(names, str) else list(names)
-  names += [f'{teachers.PEER_PREFIX}{k}' for k in range(int(run_config.bound('TeacherSet.peers', 0) or 0))]
+  names += [f'{teacher_set_lib.PEER_PREFIX}{k}' for k in range(int(run_config.bound('TeacherSet.peers', 0) or 0))]
   return tuple(names), run_config.bound('TeacherWeights.scale_schedule', None) is not None
 
 

@@ -1,7 +1,7 @@
 r"""The random-MDP study's tabular trainer: its configuration, the teachers, every distillation variant
 trained on all MDPs at once, and the summaries over MDPs (the study: `studies/random_mdp_study.py`).
 
-Every distillation variant of `agents/distillation_losses.py` trains a tabular student on every one of M
+Every distillation variant of `agents/distillation/variants.py` trains a tabular student on every one of M
 random grid worlds (`envs/random_mdp.py`) at once: the students' logits are one `[M·S, A]` variable, the
 trajectories of all MDPs are sampled together in one `tf.while_loop`, and one compiled step applies
 `distillation_surrogate(variant, ·)` to all of them. Returns, values and state visitation are computed
@@ -74,7 +74,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from agents import distillation_losses
+from agents.distillation import losses as distillation_losses
+from agents.distillation import variants
 from agents.learners import losses
 from envs import random_mdp
 
@@ -267,8 +268,8 @@ class _TabularStudents:
     self.teacher_probs = tf.exp(self.teacher_log_probs)
 
   def _terms(self, inputs, reward_coef: float):
-    return distillation_losses.distillation_terms(self.variant, inputs, distillation_coef=self.distillation_coef,
-                                                  reward_coef=reward_coef)
+    return variants.distillation_terms(self.variant, inputs, distillation_coef=self.distillation_coef,
+                                       reward_coef=reward_coef)
 
   @tf.function
   def update(self, step_seed):
@@ -291,7 +292,7 @@ class _TabularStudents:
       if self.normalization != 'none':
         surrogate = self._normalized_surrogate(inputs, flat_states[:-1])
       else:
-        surrogate = distillation_losses.distillation_surrogate(
+        surrogate = variants.distillation_surrogate(
             self.variant, inputs, distillation_coef=self.distillation_coef, reward_coef=config.reward_coef)
       if self.use_baseline and self.normalization == 'none':
         # −log π_θ(a_t|s_t)·(R̂_t − b(s_t)): a state baseline leaves eq. 1's expectation unchanged.

@@ -355,12 +355,12 @@ def test_pbt_refuses_a_learning_rate_range_that_reaches_zero_and_a_negative_burn
                                             ('q_temperature', float('inf')), ('action_smoothing', -0.1),
                                             ('action_smoothing', 1.0), ('action_only', 'yes')])
 def test_a_teachers_target_setting_out_of_range_is_one_line_before_anything_is_loaded(setting, value, tmp_path):
-  from agents import teachers  # pylint: disable=g-import-not-at-top
+  from agents.distillation import teacher_loading  # pylint: disable=g-import-not-at-top
   from tf_agents.specs import tensor_spec  # pylint: disable=g-import-not-at-top
   # The path does not exist: a ConfigError, not a PolicyLoadError, shows the setting is checked first.
   with pytest.raises(errors.ConfigError) as error:
-    teachers.load_teacher(str(tmp_path / 'nothing'), tensor_spec.TensorSpec([4]),
-                          tensor_spec.BoundedTensorSpec([], 'int64', 0, 1), **{setting: value})
+    teacher_loading.load_teacher(str(tmp_path / 'nothing'), tensor_spec.TensorSpec([4]),
+                                 tensor_spec.BoundedTensorSpec([], 'int64', 0, 1), **{setting: value})
   message = str(error.value)
   assert f'teacher_targets.{setting}' in message and repr(value) in message and '\n' not in message, message
 

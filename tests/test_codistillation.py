@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from test_ppo_learner import OBS_SPEC, _batch, _learner, _network
 
-from agents import kickstarting
-from agents import teachers
+from agents.distillation import kickstarting
+from agents.distillation import teacher_set as teacher_set_lib
 from pbt import codistillation
 
 
@@ -26,7 +26,7 @@ def _other_network(seed, core=None):
 @pytest.mark.parametrize('core', [None, 'gru'])
 def test_a_peer_teacher_is_masked_until_loaded_then_acts_as_the_peer(core):
   student = _network(core)
-  teacher_set = teachers.TeacherSet(OBS_SPEC, student.action_spec, peers=1, student_network=student)
+  teacher_set = teacher_set_lib.TeacherSet(OBS_SPEC, student.action_spec, peers=1, student_network=student)
   assert teacher_set.names == ('peer_0',)
   (peer,) = teacher_set.peer_teachers
   observation = tf.constant(np.random.default_rng(0).normal(size=(6, 4, 3)), tf.float32)  # [T, B, 3]
@@ -49,7 +49,8 @@ def test_a_peer_teacher_is_masked_until_loaded_then_acts_as_the_peer(core):
 
 def test_a_peer_of_another_architecture_is_a_clear_error():
   student = _network()
-  (peer,) = teachers.TeacherSet(OBS_SPEC, student.action_spec, peers=1, student_network=student).peer_teachers
+  (peer,) = teacher_set_lib.TeacherSet(OBS_SPEC, student.action_spec, peers=1,
+                                       student_network=student).peer_teachers
   wider = _network(core='gru')
   with pytest.raises(ValueError, match=r"peer 'member_1' sent .* every member must build the same network"):
     peer.assign_weights([v.numpy() for v in wider.variables], peer='member_1')
@@ -62,13 +63,13 @@ def test_a_peer_of_another_architecture_is_a_clear_error():
 
 def test_peers_need_the_students_network_and_their_own_names():
   with pytest.raises(ValueError, match='needs the student\'s network'):
-    teachers.TeacherSet(OBS_SPEC, _network().action_spec, peers=1)
+    teacher_set_lib.TeacherSet(OBS_SPEC, _network().action_spec, peers=1)
   with pytest.raises(ValueError, match='must be a count'):
-    teachers.TeacherSet(OBS_SPEC, _network().action_spec, peers=-1, student_network=_network())
+    teacher_set_lib.TeacherSet(OBS_SPEC, _network().action_spec, peers=-1, student_network=_network())
   keras_teacher = tf.keras.Sequential([tf.keras.Input([3]), tf.keras.layers.Dense(2)])
   with pytest.raises(ValueError, match=r"\['peer_0'\] are the peer teachers' names"):
-    teachers.TeacherSet(OBS_SPEC, _network().action_spec, paths=[keras_teacher], names=['peer_0'], peers=1,
-                        student_network=_network())
+    teacher_set_lib.TeacherSet(OBS_SPEC, _network().action_spec, paths=[keras_teacher], names=['peer_0'], peers=1,
+                               student_network=_network())
 
 
 def test_the_learner_distils_from_a_peer_only_once_loaded_without_retracing():
@@ -110,7 +111,8 @@ def test_members_publish_atomically_and_read_the_best_others(tmp_path):
 def test_an_exchange_publishes_this_member_and_loads_the_best_peer(tmp_path):
   root = str(tmp_path)
   student = _network()
-  (peer,) = teachers.TeacherSet(OBS_SPEC, student.action_spec, peers=1, student_network=student).peer_teachers
+  (peer,) = teacher_set_lib.TeacherSet(OBS_SPEC, student.action_spec, peers=1,
+                                       student_network=student).peer_teachers
   # Alone in the population: it publishes, nothing to load.
   assert codistillation.exchange(root, 'member_0', student, [peer], [1.0, 2.0], env_steps=64) == {}
   assert float(peer.active.numpy()) == 0.0

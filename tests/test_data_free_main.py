@@ -14,11 +14,11 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from agents import policies
-from agents import teachers
 from agents.data_free import adapters
 from agents.data_free import frame_networks
 from agents.data_free import play
 from agents.data_free import run as data_free_run
+from agents.distillation import teacher_loading
 from networks import actor_critic
 from networks import torsos
 
@@ -69,8 +69,8 @@ def test_policy_teacher_is_distilled_without_the_environment_and_evaluated_in_it
   assert min(summary['teacher_labels_histogram']) > 0.2 * sum(summary['teacher_labels_histogram'])
 
   # The student is a policy export as train_main writes: it loads as a teacher, and acts as the rule.
-  student = teachers.load_teacher(str(root / 'policy'), OBSERVATION_SPEC, ACTION_SPEC)
-  rule = teachers.load_teacher(teacher_dir, OBSERVATION_SPEC, ACTION_SPEC)
+  student = teacher_loading.load_teacher(str(root / 'policy'), OBSERVATION_SPEC, ACTION_SPEC)
+  rule = teacher_loading.load_teacher(teacher_dir, OBSERVATION_SPEC, ACTION_SPEC)
   probe = np.random.RandomState(0).uniform([-2.4, -2.0, -0.2, -2.0], [2.4, 2.0, 0.2, 2.0], (2000, 4))
   probe = probe.astype(np.float32)
   agreement = np.mean(np.argmax(adapters.teacher_logits(student, probe), -1)
@@ -215,7 +215,7 @@ def test_a_uint8_frame_teacher_is_distilled_on_frames_scaled_to_unit_range(tmp_p
   assert time_step_spec.observation.dtype == tf.uint8
   exemplars = np.load(str(tmp_path / 'out' / 'exemplars.npz'))['observations']
   assert exemplars.dtype == np.float32 and exemplars.min() >= 0.0 and exemplars.max() <= 1.0
-  student = teachers.load_teacher(summary['policy'], FRAME_SPEC, FRAME_ACTION_SPEC)
+  student = teacher_loading.load_teacher(summary['policy'], FRAME_SPEC, FRAME_ACTION_SPEC)
   assert np.all(np.isfinite(student.logits_and_value(tf.constant(frames))[0].numpy()))
 
 
@@ -285,7 +285,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_where_it_stopped(tmp_path, ca
   assert resumed['train_seconds'] > first['train_seconds']
   # The resumed student is the one an uninterrupted run trains: same generators, pool, optimiser moments.
   probe = np.random.RandomState(1).uniform(-0.2, 0.2, (256, 4)).astype(np.float32)
-  np.testing.assert_allclose(
-      adapters.teacher_logits(teachers.load_teacher(resumed['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
-      adapters.teacher_logits(teachers.load_teacher(whole['policy'], OBSERVATION_SPEC, ACTION_SPEC), probe),
-      atol=1e-4)
+  resumed_teacher = teacher_loading.load_teacher(resumed['policy'], OBSERVATION_SPEC, ACTION_SPEC)
+  whole_teacher = teacher_loading.load_teacher(whole['policy'], OBSERVATION_SPEC, ACTION_SPEC)
+  np.testing.assert_allclose(adapters.teacher_logits(resumed_teacher, probe),
+                             adapters.teacher_logits(whole_teacher, probe), atol=1e-4)

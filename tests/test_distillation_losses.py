@@ -1,4 +1,4 @@
-"""Tests for agents/distillation_losses.py.
+"""Tests for agents/distillation/losses.py and agents/distillation/variants.py.
 
 Each variant is checked against a slow NumPy reference written with explicit loops in the paper's
 notation (Czarnecki et al. 2019, eq. 1 and its summary table), eagerly, under `tf.function` and under
@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
-from agents import distillation_losses as dl
+from agents.distillation import losses as dl
+from agents.distillation import variants
 from agents.learners import losses
 
 RTOL = 1e-5
@@ -159,8 +160,8 @@ def test_terms_and_surrogate_match_numpy_reference(variant, mode):
   alpha, beta = 0.7, 1.3
 
   def fn(inputs):
-    terms = dl.distillation_terms(variant, inputs, distillation_coef=alpha, reward_coef=beta)
-    surrogate = dl.distillation_surrogate(variant, inputs, distillation_coef=alpha, reward_coef=beta)
+    terms = variants.distillation_terms(variant, inputs, distillation_coef=alpha, reward_coef=beta)
+    surrogate = variants.distillation_surrogate(variant, inputs, distillation_coef=alpha, reward_coef=beta)
     return terms.loss, terms.pseudo_rewards, surrogate
 
   loss, pseudo_rewards, surrogate = run(mode, fn, to_inputs(batch))
@@ -176,13 +177,13 @@ def test_defaults_without_optional_fields(variant):
   """No discounts means 1 everywhere, no mask means every step counts."""
   batch = random_batch(seed=3)
   minimal = {k: batch[k] for k in ('student_logits', 'teacher_logits', 'actions')}
-  surrogate = dl.distillation_surrogate(variant, to_inputs(minimal)).numpy()
+  surrogate = variants.distillation_surrogate(variant, to_inputs(minimal)).numpy()
   np.testing.assert_allclose(surrogate, reference_surrogate(variant, minimal), rtol=RTOL, atol=ATOL)
 
 
 def test_float64_inputs_give_float64_outputs():
   batch = random_batch(seed=4, dtype=np.float64)
-  surrogate = dl.distillation_surrogate('value_gated', to_inputs(batch))
+  surrogate = variants.distillation_surrogate('value_gated', to_inputs(batch))
   assert surrogate.dtype == tf.float64
   np.testing.assert_allclose(surrogate.numpy(), reference_surrogate('value_gated', batch), rtol=1e-10)
 
@@ -212,21 +213,21 @@ def test_hand_computed_entropy_regularised():
   # surrogate_0 = −log π_θ(1|s_0)·R̂_0 = −log 0.2 · (log 0.5 + log 0.9) = −1.28515…
   # surrogate_1 = −log π_θ(0|s_1)·R̂_1 = −log 0.5 · log 0.9 = −0.07303…
   inputs = to_inputs(hand_batch())
-  terms = dl.distillation_terms('entropy_regularised', inputs)
+  terms = variants.distillation_terms('entropy_regularised', inputs)
   np.testing.assert_allclose(terms.pseudo_rewards.numpy()[:, 0], [math.log(0.5), math.log(0.9)], rtol=1e-6)
   np.testing.assert_allclose(terms.loss.numpy(), 0.0)
-  surrogate = dl.distillation_surrogate('entropy_regularised', inputs).numpy()[:, 0]
+  surrogate = variants.distillation_surrogate('entropy_regularised', inputs).numpy()[:, 0]
   np.testing.assert_allclose(surrogate, [-1.2851493, -0.0730297], rtol=1e-5)
 
 
 def test_hand_computed_n_distill():
   # ℓ_0 = H×((.5,.5)‖(.8,.2)) = −.5 log .8 − .5 log .2 = 0.91629…;  ℓ_1 = H×((.9,.1)‖(.5,.5)) = log 2.
   # r̂_0 = −H×(π(s_1)‖π_θ(s_1)) = −log 2;  r̂_1 = −H×((.25,.75)‖(.5,.5)) = −log 2.
-  terms = dl.distillation_terms('n_distill', to_inputs(hand_batch()))
+  terms = variants.distillation_terms('n_distill', to_inputs(hand_batch()))
   np.testing.assert_allclose(terms.loss.numpy()[:, 0], [0.9162907, LN2], rtol=1e-6)
   np.testing.assert_allclose(terms.pseudo_rewards.numpy()[:, 0], [-LN2, -LN2], rtol=1e-6)
   # R̂ = (−2 log 2, −log 2): surrogate_0 = −log 0.2·(−2 log 2) + 0.91629 = −2.23118… + 0.91629…
-  surrogate = dl.distillation_surrogate('n_distill', to_inputs(hand_batch())).numpy()[:, 0]
+  surrogate = variants.distillation_surrogate('n_distill', to_inputs(hand_batch())).numpy()[:, 0]
   np.testing.assert_allclose(surrogate, [math.log(0.2) * 2 * LN2 + 0.9162907, math.log(0.5) * LN2 + LN2],
                              rtol=1e-5)
 
@@ -234,13 +235,13 @@ def test_hand_computed_n_distill():
 def test_hand_computed_expected_entropy_regularised():
   # ℓ_0 = H×((.8,.2)‖(.5,.5)) = log 2;  ℓ_1 = H×((.5,.5)‖(.9,.1)) = −.5 log .9 − .5 log .1 = 1.20397…
   # r̂_0 = log π(a_1=0|s_1) = log .9;  r̂_1 = E_{a∼π_θ(s_2)} log π(a|s_2) = .5 log .25 + .5 log .75.
-  terms = dl.distillation_terms('expected_entropy_regularised', to_inputs(hand_batch()))
+  terms = variants.distillation_terms('expected_entropy_regularised', to_inputs(hand_batch()))
   np.testing.assert_allclose(terms.loss.numpy()[:, 0], [LN2, 1.2039728], rtol=1e-6)
   np.testing.assert_allclose(terms.pseudo_rewards.numpy()[:, 0],
                              [math.log(0.9), 0.5 * math.log(0.25) + 0.5 * math.log(0.75)], rtol=1e-6)
   # A termination at s_2 (discount_1 = 0) removes the last step's next-state reward.
-  ended = dl.distillation_terms('expected_entropy_regularised',
-                                to_inputs(hand_batch(discounts=[[1.0], [0.0]])))
+  ended = variants.distillation_terms('expected_entropy_regularised',
+                                      to_inputs(hand_batch(discounts=[[1.0], [0.0]])))
   np.testing.assert_allclose(ended.pseudo_rewards.numpy()[:, 0], [math.log(0.9), 0.0], rtol=1e-6)
 
 
@@ -249,22 +250,22 @@ def test_hand_computed_teacher_value_reward_and_value_gate():
   # r̂_0 = 0.5 + 2 − 1 = 1.5;  r̂_1 = −1 + 0·4 − 2 = −3.
   batch = hand_batch(rewards=[[0.5], [-1.0]], discounts=[[1.0], [0.0]], teacher_values=[[1.0], [2.0], [4.0]],
                      student_values=[[2.0], [1.0], [0.0]])
-  terms = dl.distillation_terms('teacher_value_reward', to_inputs(batch))
+  terms = variants.distillation_terms('teacher_value_reward', to_inputs(batch))
   np.testing.assert_allclose(terms.pseudo_rewards.numpy()[:, 0], [1.5, -3.0], rtol=1e-6)
   np.testing.assert_allclose(terms.loss.numpy(), 0.0)
   # Gate: V_π(s_0) = 1 < V_πθ(s_0) = 2 → no distillation at s_0; V_π(s_1) = 2 > 1 → ℓ_1 = log 2.
-  gated = dl.distillation_terms('value_gated', to_inputs(batch))
+  gated = variants.distillation_terms('value_gated', to_inputs(batch))
   np.testing.assert_allclose(gated.loss.numpy()[:, 0], [0.0, LN2], rtol=1e-6)
   np.testing.assert_allclose(gated.pseudo_rewards.numpy()[:, 0], [0.5, -1.0], rtol=1e-6)
   # Equal values do not distil (the gate is strict).
-  tied = dl.distillation_terms('value_gated', to_inputs(dict(batch, student_values=batch['teacher_values'])))
+  tied = variants.distillation_terms('value_gated', to_inputs(dict(batch, student_values=batch['teacher_values'])))
   np.testing.assert_allclose(tied.loss.numpy(), 0.0)
 
 
 def test_hand_computed_cross_entropy_directions():
   inputs = to_inputs(hand_batch())
-  forward = dl.distillation_terms('on_policy_distill', inputs).loss.numpy()[0, 0]    # H×(π‖π_θ)
-  backward = dl.distillation_terms('expected_entropy_regularised', inputs).loss.numpy()[0, 0]  # H×(π_θ‖π)
+  forward = variants.distillation_terms('on_policy_distill', inputs).loss.numpy()[0, 0]    # H×(π‖π_θ)
+  backward = variants.distillation_terms('expected_entropy_regularised', inputs).loss.numpy()[0, 0]  # H×(π_θ‖π)
   np.testing.assert_allclose(forward, -0.5 * math.log(0.8) - 0.5 * math.log(0.2), rtol=1e-6)
   np.testing.assert_allclose(backward, LN2, rtol=1e-6)
 
@@ -307,7 +308,7 @@ def test_masked_steps_are_zero_and_padding_garbage_does_not_leak():
   batch['rewards'][2, 1] = np.nan
   batch['rewards'][4, 1] = np.inf      # the padding step of column 1
   for variant in dl.VARIANTS:
-    surrogate = dl.distillation_surrogate(variant, to_inputs(batch)).numpy()
+    surrogate = variants.distillation_surrogate(variant, to_inputs(batch)).numpy()
     assert np.all(np.isfinite(surrogate)), variant
     assert np.all(surrogate[batch['mask'] == 0] == 0.0), variant
     clean = dict(batch, rewards=np.nan_to_num(batch['rewards'], nan=0.0, posinf=0.0))
@@ -318,9 +319,9 @@ def test_masked_steps_are_zero_and_padding_garbage_does_not_leak():
 def test_bootstrap_extends_the_last_return():
   batch = random_batch(seed=6)
   inputs = to_inputs(batch)
-  base = dl.distillation_surrogate('on_policy_distill_with_reward', inputs).numpy()
-  boosted = dl.distillation_surrogate('on_policy_distill_with_reward', inputs,
-                                      bootstrap=f32([1.0, 1.0, 1.0])).numpy()
+  base = variants.distillation_surrogate('on_policy_distill_with_reward', inputs).numpy()
+  boosted = variants.distillation_surrogate('on_policy_distill_with_reward', inputs,
+                                            bootstrap=f32([1.0, 1.0, 1.0])).numpy()
   log_probs = losses.categorical_log_prob(batch['student_logits'][:-1], batch['actions']).numpy()
   extra = reference_returns(np.zeros_like(batch['rewards']), batch['discounts'], np.ones(3))
   np.testing.assert_allclose(boosted - base, -log_probs * extra * batch['mask'], rtol=1e-4, atol=1e-5)
@@ -337,7 +338,7 @@ def test_teacher_and_values_get_no_gradient(variant):
   variables = {k: tf.Variable(batch[k]) for k in ('teacher_logits', 'teacher_values', 'student_values')}
   with tf.GradientTape() as tape:
     inputs = to_inputs(batch)._replace(**variables)
-    total = tf.reduce_sum(dl.distillation_surrogate(variant, inputs))
+    total = tf.reduce_sum(variants.distillation_surrogate(variant, inputs))
   for name, grad in zip(variables, tape.gradient(total, list(variables.values()))):
     assert grad is None or not np.any(grad.numpy()), (variant, name)
 
@@ -375,7 +376,7 @@ def test_surrogate_gradient_is_policy_gradient_plus_loss_gradient(variant):
   student = tf.Variable(batch['student_logits'])
   with tf.GradientTape() as tape:
     inputs = to_inputs(batch)._replace(student_logits=student)
-    total = tf.reduce_sum(dl.distillation_surrogate(variant, inputs))
+    total = tf.reduce_sum(variants.distillation_surrogate(variant, inputs))
   grad = tape.gradient(total, student).numpy()
   np.testing.assert_allclose(grad, reference_gradient(variant, batch), rtol=1e-9, atol=1e-12)
   assert not np.any(grad[-1]), 'the bootstrap state s_T only enters pseudo-rewards, which are constants'
@@ -426,7 +427,7 @@ def expected_update(mdp, variant, sampler_table=None):
   with tf.GradientTape() as tape:
     sampler = table if sampler_table is None else tf.constant(sampler_table)
     weights = tf.stop_gradient(tf.exp(mdp.trajectory_log_probs(sampler)))
-    surrogate = dl.distillation_surrogate(variant, mdp.inputs(table))
+    surrogate = variants.distillation_surrogate(variant, mdp.inputs(table))
     update = tf.reduce_sum(weights * tf.reduce_sum(surrogate, 0))
   return tf.convert_to_tensor(tape.gradient(update, table)).numpy()
 
@@ -487,9 +488,9 @@ def assert_one_line(error, *fragments):
 
 def test_unknown_variant_names_the_value_and_lists_the_valid_ones():
   inputs = to_inputs(random_batch())
-  for call in (lambda: dl.distillation_surrogate('kickstart', inputs),
-               lambda: dl.distillation_terms('kickstart', inputs),
-               lambda: dl.DistillationConfig(variant='kickstart')):
+  for call in (lambda: variants.distillation_surrogate('kickstart', inputs),
+               lambda: variants.distillation_terms('kickstart', inputs),
+               lambda: variants.DistillationConfig(variant='kickstart')):
     with pytest.raises(ValueError) as error:
       call()
     assert_one_line(error, "'kickstart'", *dl.VARIANTS)
@@ -510,18 +511,18 @@ def test_shape_errors_are_one_line_naming_the_argument(field, value, fragment):
   batch = random_batch()
   batch[field] = value
   with pytest.raises(ValueError) as error:
-    dl.distillation_surrogate('value_gated', to_inputs(batch))
+    variants.distillation_surrogate('value_gated', to_inputs(batch))
   assert_one_line(error, fragment)
 
 
 def test_dtype_errors_name_the_argument():
   batch = random_batch()
   with pytest.raises(TypeError) as error:
-    dl.distillation_surrogate('on_policy_distill', to_inputs(dict(batch, actions=batch['actions'] * 1.0)))
+    variants.distillation_surrogate('on_policy_distill', to_inputs(dict(batch, actions=batch['actions'] * 1.0)))
   assert_one_line(error, '`actions`')
   with pytest.raises(TypeError) as error:
-    dl.distillation_surrogate('on_policy_distill_with_reward',
-                              to_inputs(dict(batch, rewards=batch['rewards'].astype(np.float64))))
+    variants.distillation_surrogate('on_policy_distill_with_reward',
+                                    to_inputs(dict(batch, rewards=batch['rewards'].astype(np.float64))))
   assert_one_line(error, '`rewards`')
 
 
@@ -529,13 +530,13 @@ def test_missing_field_names_it():
   batch = random_batch()
   del batch['teacher_values']
   with pytest.raises(ValueError) as error:
-    dl.distillation_surrogate('teacher_value_reward', to_inputs(batch))
+    variants.distillation_surrogate('teacher_value_reward', to_inputs(batch))
   assert_one_line(error, "'teacher_value_reward'", '`inputs.teacher_values`')
 
 
 def test_negative_coefficient_is_rejected():
   with pytest.raises(ValueError) as error:
-    dl.distillation_surrogate('n_distill', to_inputs(random_batch()), distillation_coef=-1.0)
+    variants.distillation_surrogate('n_distill', to_inputs(random_batch()), distillation_coef=-1.0)
   assert_one_line(error, '`distillation_coef`')
 
 
@@ -552,7 +553,7 @@ def test_coefficient_variables_are_read_at_run_time():
   @tf.function
   def mean_surrogate(inputs):
     traces.append(1)
-    return losses.masked_mean(dl.distillation_surrogate('n_distill', inputs, distillation_coef=alpha),
+    return losses.masked_mean(variants.distillation_surrogate('n_distill', inputs, distillation_coef=alpha),
                               inputs.mask)
 
   inputs = to_inputs(batch)
@@ -568,16 +569,16 @@ def test_distillation_config_from_gin():
       "DistillationConfig.variant = 'n_distill'",
       'DistillationConfig.distillation_coef = 0.5',
   ])
-  config = dl.DistillationConfig()
+  config = variants.DistillationConfig()
   assert (config.variant, config.distillation_coef, config.reward_coef) == ('n_distill', 0.5, 1.0)
   assert config.sampled_by == 'student' and config.required_fields == ()
   inputs = to_inputs(random_batch())
   np.testing.assert_allclose(config.surrogate(inputs).numpy(),
-                             dl.distillation_surrogate('n_distill', inputs, distillation_coef=0.5).numpy())
+                             variants.distillation_surrogate('n_distill', inputs, distillation_coef=0.5).numpy())
   gin.clear_config()
-  assert dl.DistillationConfig().variant == dl.DEFAULT_VARIANT
+  assert variants.DistillationConfig().variant == dl.DEFAULT_VARIANT
   with pytest.raises(ValueError, match='reward_coef'):
-    dl.DistillationConfig(reward_coef=-1.0)
+    variants.DistillationConfig(reward_coef=-1.0)
 
 
 def test_distillation_metrics_match_numpy():
@@ -608,6 +609,6 @@ def test_step_loss_is_the_terms_loss(variant):
       student_logits=student, teacher_logits=teacher, actions=rng.integers(0, A_, (T_, B_)),
       rewards=f32(rng.normal(size=(T_, B_))), discounts=np.full((T_, B_), 0.9, np.float32),
       teacher_values=teacher_values, student_values=student_values)
-  expected = dl.distillation_terms(variant, inputs).loss.numpy()
-  got = dl.step_loss(variant, student[:-1], teacher[:-1], teacher_values[:-1], student_values[:-1]).numpy()
+  expected = variants.distillation_terms(variant, inputs).loss.numpy()
+  got = variants.step_loss(variant, student[:-1], teacher[:-1], teacher_values[:-1], student_values[:-1]).numpy()
   np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)

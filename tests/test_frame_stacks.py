@@ -8,9 +8,9 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
+from agents import training
 from agents.learners import ppo
 from agents.learners import rnd
-from agents import training
 from envs import suite
 from networks import actor_critic
 from networks import torsos

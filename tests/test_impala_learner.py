@@ -9,11 +9,11 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import distillation_losses
+from agents.distillation import kickstarting
+from agents.distillation import schedules
+from agents.distillation import teacher_set as teacher_set_lib
+from agents.distillation import variants
 from agents.learners import impala
-from agents import kickstarting
-from agents import schedules
-from agents import teachers
 from networks import actor_critic
 from networks import torsos
 
@@ -264,11 +264,11 @@ def _keras_teacher(preferred_action: int, strength: float = 3.0) -> tf.keras.Mod
 def _kickstarter_fn(model, variant):
   def make(observation_spec, action_spec, strategy=None, student_network=None, total_iterations=None):
     del student_network  # no peer teachers here
-    teacher_set = teachers.TeacherSet(observation_spec, action_spec, paths=[model], names=['teacher'])
+    teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, paths=[model], names=['teacher'])
     with (strategy or tf.distribute.get_strategy()).scope():
       weights = schedules.TeacherWeights(['teacher'])
     return kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set, weights=weights,
-                                    config=distillation_losses.DistillationConfig(variant=variant),
+                                    config=variants.DistillationConfig(variant=variant),
                                     strategy=strategy)
   return make
 

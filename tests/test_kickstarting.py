@@ -6,11 +6,11 @@ import tensorflow as tf
 from test_ppo_learner import ACTION_SPEC, B, OBS_SPEC, T, _batch, _learner, _network
 from tf_agents.trajectories import time_step as ts
 
-from agents import distillation_losses
-from agents import kickstarting
+from agents.distillation import kickstarting
+from agents.distillation import schedules
+from agents.distillation import teacher_set as teacher_set_lib
+from agents.distillation import variants
 from agents.learners import ppo
-from agents import schedules
-from agents import teachers
 from networks import actor_critic
 from networks import torsos
 
@@ -28,12 +28,12 @@ def _kickstarter_fn(models, variant='on_policy_distill_with_reward', tasks=None,
   def make(observation_spec, action_spec, strategy=None, student_network=None, total_iterations=None):
     del student_network  # no peer teachers here
     names = [f'teacher_{k}' for k in range(len(models))]
-    teacher_set = teachers.TeacherSet(observation_spec, action_spec, paths=models, names=names, tasks=tasks)
+    teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, paths=models, names=names, tasks=tasks)
     with (strategy or tf.distribute.get_strategy()).scope():
       teacher_weights = schedules.TeacherWeights(names, mode=mode, total_iterations=total_iterations, **weights)
     return kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set,
                                     weights=teacher_weights,
-                                    config=distillation_losses.DistillationConfig(variant=variant),
+                                    config=variants.DistillationConfig(variant=variant),
                                     strategy=strategy)
   return make
 
@@ -155,7 +155,7 @@ def test_each_task_is_taught_by_its_own_teacher():
 def test_kickstarter_errors_name_the_fix():
   with pytest.raises(ValueError, match='TeacherSet.paths'):
     kickstarting.Kickstarter(OBS_SPEC, _network().action_spec,
-                             teachers=teachers.TeacherSet(OBS_SPEC, _network().action_spec))
+                             teachers=teacher_set_lib.TeacherSet(OBS_SPEC, _network().action_spec))
   with pytest.raises(ValueError, match="'teacher_distill'.*samples with the student"):
     _kickstarter_fn([_keras_teacher(1)], variant='teacher_distill')(OBS_SPEC, _network().action_spec)
   with pytest.raises(ValueError, match='needs each teacher.s critic'):

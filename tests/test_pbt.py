@@ -18,7 +18,7 @@ from ray.tune.experiment import Trial
 from scipy import stats
 import tensorflow as tf
 
-from agents import schedules
+from agents.distillation import schedules
 from pbt import lineage as lineage_lib
 from pbt import member as member_lib
 from pbt import scheduler as scheduler_lib

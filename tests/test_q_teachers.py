@@ -24,8 +24,9 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
 from agents import policies
-from agents import teachers
 from agents.data_free import adapters
+from agents.distillation import teacher_loading
+from agents.distillation import teachers
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -102,7 +103,7 @@ def dqn(tmp_path_factory):
 
 
 def _load(dqn, name, **kwargs):
-  return teachers.load_teacher(dqn['paths'][name], dqn['observation_spec'], dqn['action_spec'], **kwargs)
+  return teacher_loading.load_teacher(dqn['paths'][name], dqn['observation_spec'], dqn['action_spec'], **kwargs)
 
 
 def _saved_greedy_actions(path, observations):
@@ -173,7 +174,7 @@ def test_protege_exports_are_still_taken_as_logits(dqn, tmp_path):
   for greedy in (False, True):
     path = policies.export_policy(network, ts.time_step_spec(spec), dqn['action_spec'],
                                   str(tmp_path / f'greedy_{greedy}'), greedy=greedy)
-    teacher = teachers.load_teacher(path, spec, dqn['action_spec'])
+    teacher = teacher_loading.load_teacher(path, spec, dqn['action_spec'])
     assert teacher.kind == teachers.KIND_LOGITS
     np.testing.assert_allclose(teacher.logits_and_value(observations)[0].numpy(), expected.numpy(),
                                rtol=1e-5, atol=1e-6)
@@ -195,7 +196,7 @@ def test_a_keras_model_marked_as_q_values_teaches_softmax_of_q_over_tau(dqn):
   inputs = tf.keras.Input([4])
   q_values = tf.keras.layers.Dense(2)(inputs)
   model = tf.keras.Model(inputs, {'q_values': q_values})
-  teacher = teachers.load_teacher(model, dqn['observation_spec'], dqn['action_spec'], q_temperature=0.5)
+  teacher = teacher_loading.load_teacher(model, dqn['observation_spec'], dqn['action_spec'], q_temperature=0.5)
   assert teacher.kind == teachers.KIND_Q_VALUES
   observations = dqn['observations']
   kernel, bias = (w.numpy() for w in model.weights)

@@ -9,10 +9,10 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from agents import actor as actor_lib
-from agents import kickstarting
 from agents import policies
-from agents import teachers
 from agents import training
+from agents.distillation import kickstarting
+from agents.distillation import teacher_set as teacher_set_lib
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -44,8 +44,8 @@ def lstm_export(tmp_path_factory):
 
 def test_an_lstm_teacher_gives_in_training_the_logits_of_its_whole_episodes(lstm_export):
   path, (observation_spec, action_spec) = lstm_export
-  kickstarter = kickstarting.Kickstarter(observation_spec, action_spec,
-                                         teachers=teachers.TeacherSet(observation_spec, action_spec, paths=[path]))
+  teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, paths=[path])
+  kickstarter = kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set)
   actor_teachers = kickstarting.actor_teachers(observation_spec, action_spec, kickstarter=kickstarter)
   assert list(actor_teachers.recorded_state_specs()) == ['teacher_0']
   env = suite.make_environment('CartPole-v1', N, seed=3)

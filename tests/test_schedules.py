@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents import schedules
+from agents.distillation import schedules
 from runtime import errors
 
 

@@ -14,7 +14,9 @@ from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 
 from agents import policies
-from agents import teachers
+from agents.distillation import teacher_loading
+from agents.distillation import teacher_set as teacher_set_lib
+from agents.distillation import teachers
 from networks import actor_critic
 from networks import torsos
 
@@ -63,7 +65,7 @@ def exported(tmp_path_factory):
 
 def test_policy_saver_round_trip_gives_identical_logits_and_value(exported):
   nets, paths = exported
-  teacher = teachers.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC)
+  teacher = teacher_loading.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC)
   assert (teacher.name, teacher.num_actions, teacher.kind) == ('ff', 2, teachers.KIND_LOGITS)
   assert teacher.has_value and not teacher.is_recurrent
   observation = _observations(6)
@@ -73,14 +75,14 @@ def test_policy_saver_round_trip_gives_identical_logits_and_value(exported):
     np.testing.assert_allclose(logits.numpy(), expected_logits.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(value.numpy(), expected_values['extrinsic'].numpy(), rtol=1e-5, atol=1e-6)
     assert state == ()
-  _, intrinsic, _ = teachers.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC,
-                                          value_head='intrinsic').logits_and_value(observation)
+  _, intrinsic, _ = teacher_loading.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC,
+                                                 value_head='intrinsic').logits_and_value(observation)
   np.testing.assert_allclose(intrinsic.numpy(), expected_values['intrinsic'].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_time_major_sequence_folds_into_one_batch(exported):
   nets, paths = exported
-  teacher = teachers.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC)
+  teacher = teacher_loading.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC)
   observation = _observations(3, outer=(5,))  # [T=5, B=3, 4]
   logits, value, _ = teacher.logits_and_value(observation)
   assert logits.shape == (5, 3, 2) and value.shape == (5, 3)
@@ -90,7 +92,7 @@ def test_time_major_sequence_folds_into_one_batch(exported):
 
 def test_greedy_export_teaches_with_the_network_logits(exported):
   nets, paths = exported
-  teacher = teachers.load_teacher(paths['greedy'], OBSERVATION_SPEC, ACTION_SPEC)
+  teacher = teacher_loading.load_teacher(paths['greedy'], OBSERVATION_SPEC, ACTION_SPEC)
   observation = _observations(4, seed=3)
   (expected, _), _ = nets['ff'](observation)
   np.testing.assert_allclose(teacher.logits_and_value(observation)[0].numpy(), expected.numpy(), rtol=1e-5,
@@ -100,7 +102,7 @@ def test_greedy_export_teaches_with_the_network_logits(exported):
 def test_recurrent_teacher_keeps_its_own_state_and_resets_on_first(exported):
   nets, paths = exported
   net = nets['gru']
-  teacher = teachers.load_teacher(paths['gru'], OBSERVATION_SPEC, ACTION_SPEC)
+  teacher = teacher_loading.load_teacher(paths['gru'], OBSERVATION_SPEC, ACTION_SPEC)
   assert teacher.is_recurrent
   batch, steps = 3, 4
   observation = _observations(batch, seed=5, outer=(steps,))  # [T, B, 4]
@@ -130,20 +132,20 @@ def test_recurrent_teacher_keeps_its_own_state_and_resets_on_first(exported):
 def test_mismatched_action_spec_raises_an_error_naming_both_specs(exported):
   _, paths = exported
   with pytest.raises(ValueError) as error:
-    teachers.load_teacher(paths['three'], OBSERVATION_SPEC, ACTION_SPEC)
+    teacher_loading.load_teacher(paths['three'], OBSERVATION_SPEC, ACTION_SPEC)
   message = str(error.value)
   assert '\n' not in message
   assert paths['three'] in message and 'acts over 3 actions' in message and 'the student over 2' in message
   assert repr(ACTION_SPEC) in message and 'maximum=array(2)' in message
   int32_actions = tensor_spec.BoundedTensorSpec([], tf.int32, 0, 1, 'action')
   with pytest.raises(ValueError, match='same dtype'):
-    teachers.load_teacher(paths['ff'], OBSERVATION_SPEC, int32_actions)
+    teacher_loading.load_teacher(paths['ff'], OBSERVATION_SPEC, int32_actions)
 
 
 def test_mismatched_observation_spec_raises_an_error_naming_both_specs(exported):
   _, paths = exported
   with pytest.raises(ValueError) as error:
-    teachers.load_teacher(paths['wide'], OBSERVATION_SPEC, ACTION_SPEC)
+    teacher_loading.load_teacher(paths['wide'], OBSERVATION_SPEC, ACTION_SPEC)
   message = str(error.value)
   assert '\n' not in message and paths['wide'] in message
   assert 'shape=(5,)' in message and repr(OBSERVATION_SPEC) in message
@@ -152,14 +154,14 @@ def test_mismatched_observation_spec_raises_an_error_naming_both_specs(exported)
 def test_unknown_source_and_value_head_raise(exported, tmp_path):
   _, paths = exported
   with pytest.raises(ValueError, match='does not exist'):
-    teachers.load_teacher(str(tmp_path / 'nothing'), OBSERVATION_SPEC, ACTION_SPEC)
+    teacher_loading.load_teacher(str(tmp_path / 'nothing'), OBSERVATION_SPEC, ACTION_SPEC)
   with pytest.raises(ValueError, match="no value head 'curiosity'.*'extrinsic', 'intrinsic'"):
-    teachers.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC, value_head='curiosity')
+    teacher_loading.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC, value_head='curiosity')
 
 
 def test_teacher_is_frozen(exported, tmp_path):
   _, paths = exported
-  teacher = teachers.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC)
+  teacher = teacher_loading.load_teacher(paths['ff'], OBSERVATION_SPEC, ACTION_SPEC)
   assert teacher.trainable_variables == () and teacher.variables == ()
   observation = _observations(2)
   with tf.GradientTape(persistent=True) as tape:
@@ -180,7 +182,7 @@ def test_teacher_is_frozen(exported, tmp_path):
 
 def test_teacher_runs_in_a_mirrored_replica_context(exported, mirrored_strategy):
   nets, paths = exported
-  teacher = teachers.load_teacher(paths['gru'], OBSERVATION_SPEC, ACTION_SPEC)
+  teacher = teacher_loading.load_teacher(paths['gru'], OBSERVATION_SPEC, ACTION_SPEC)
   observation = _observations(4, seed=7)
 
   @tf.function
@@ -217,7 +219,7 @@ def test_policy_without_info_logits_teaches_through_its_distribution(exported, t
   with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message='Encoding a StructuredValue')
     policy_saver.PolicySaver(_NoInfoPolicy(nets['ff']), batch_size=None).save(str(tmp_path / 'no_info'))
-  teacher = teachers.load_teacher(str(tmp_path / 'no_info'), OBSERVATION_SPEC, ACTION_SPEC, name='plain')
+  teacher = teacher_loading.load_teacher(str(tmp_path / 'no_info'), OBSERVATION_SPEC, ACTION_SPEC, name='plain')
   assert not teacher.has_value and teacher.name == 'plain'
   assert teacher.kind == teachers.KIND_DISTRIBUTION  # a Categorical policy holding no Q-network
   observation = _observations(5, seed=2)
@@ -242,21 +244,21 @@ def test_keras_model_and_file_round_trip(tmp_path):
   path = str(tmp_path / 'teacher.keras')
   model.save(path)
   for source in (model, path):
-    teacher = teachers.load_teacher(source, OBSERVATION_SPEC, ACTION_SPEC)
+    teacher = teacher_loading.load_teacher(source, OBSERVATION_SPEC, ACTION_SPEC)
     assert teacher.has_value and teacher.trainable_variables == ()
     logits, value, _ = tf.function(teacher.logits_and_value)(observation)
     np.testing.assert_allclose(logits.numpy(), expected_logits.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(value.numpy(), expected_value.numpy()[:, 0], rtol=1e-5, atol=1e-6)
-  assert teachers.load_teacher(path, OBSERVATION_SPEC, ACTION_SPEC).name == 'teacher'
+  assert teacher_loading.load_teacher(path, OBSERVATION_SPEC, ACTION_SPEC).name == 'teacher'
   logits_only = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])
-  assert not teachers.load_teacher(logits_only, OBSERVATION_SPEC, ACTION_SPEC).has_value
+  assert not teacher_loading.load_teacher(logits_only, OBSERVATION_SPEC, ACTION_SPEC).has_value
 
 
 def test_mismatched_keras_models_raise():
   with pytest.raises(ValueError, match=r'outputs logits of shape \(3,\).*over 2 actions'):
-    teachers.load_teacher(_keras_actor_critic(width=3), OBSERVATION_SPEC, ACTION_SPEC)
+    teacher_loading.load_teacher(_keras_actor_critic(width=3), OBSERVATION_SPEC, ACTION_SPEC)
   with pytest.raises(ValueError, match=r'takes observations of shape \(6,\)'):
-    teachers.load_teacher(_keras_actor_critic(input_width=6), OBSERVATION_SPEC, ACTION_SPEC)
+    teacher_loading.load_teacher(_keras_actor_critic(input_width=6), OBSERVATION_SPEC, ACTION_SPEC)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ TASK_IDS = tf.constant([0, 1, 1, 2, 0, 1, 2, 0])  # Tasks interleaved over the b
 def test_routing_sends_each_task_rows_to_its_teacher(gather_rows):
   by_task = {0: _RecordingTeacher(1), 1: [_RecordingTeacher(10), _RecordingTeacher(100)]}  # Task 2: none.
   observation = _observations(8, seed=9)
-  outputs = teachers.route_by_task(TASK_IDS, by_task, observation, gather_rows=gather_rows)
+  outputs = teacher_set_lib.route_by_task(TASK_IDS, by_task, observation, gather_rows=gather_rows)
   assert len(outputs) == 3
   x = observation.numpy()
   for output, task, factor in zip(outputs, (0, 1, 1), (1, 10, 100)):
@@ -305,8 +307,8 @@ def test_routing_a_time_major_sequence_and_recurrent_states():
   teacher_0, teacher_2 = _RecordingTeacher(1, recurrent=True), _RecordingTeacher(3, recurrent=True)
   observation = _observations(8, seed=10, outer=(3,))  # [T=3, B=8, 4]
   states = [tf.fill([8, 1], 0.5), tf.fill([8, 1], 0.5)]
-  outputs = tf.function(teachers.route_by_task)(TASK_IDS, [teacher_0, None, teacher_2], observation,
-                                                policy_states=states)
+  outputs = tf.function(teacher_set_lib.route_by_task)(TASK_IDS, [teacher_0, None, teacher_2], observation,
+                                                       policy_states=states)
   x = observation.numpy()
   for output, task, factor in zip(outputs, (0, 2), (1.0, 3.0)):
     rows = TASK_IDS.numpy() == task
@@ -322,9 +324,9 @@ def test_routing_a_time_major_sequence_and_recurrent_states():
 def test_routing_under_a_compiled_step_with_the_saved_policies(exported, gather_rows):
   nets, paths = exported
   # Task 5 has no rows in the batch: its teacher sees an empty batch (or is masked out everywhere).
-  teacher_set = teachers.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC,
-                                    paths=[paths['ff'], paths['gru'], paths['ff']],
-                                    names=['ff', 'gru', 'absent'], tasks=[1, 0, 5], gather_rows=gather_rows)
+  teacher_set = teacher_set_lib.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC,
+                                           paths=[paths['ff'], paths['gru'], paths['ff']],
+                                           names=['ff', 'gru', 'absent'], tasks=[1, 0, 5], gather_rows=gather_rows)
   observation = _observations(8, seed=11)
   # Gathering rows gives dynamic shapes; without it the step also compiles with XLA (as on a TPU).
   outputs = tf.function(teacher_set.outputs, jit_compile=not gather_rows)(observation, TASK_IDS)
@@ -341,7 +343,7 @@ def test_teacher_set_from_gin(exported):
   _, paths = exported
   gin.parse_config([f"TeacherSet.paths = ['{paths['ff']}', '{paths['greedy']}']",
                     "TeacherSet.names = ['a', 'b']"])
-  teacher_set = teachers.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC)
+  teacher_set = teacher_set_lib.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC)
   assert teacher_set.names == ('a', 'b') and teacher_set.tasks == (None, None) and len(teacher_set) == 2
   logits = teacher_set.logits(_observations(3))
   assert [each.shape for each in logits] == [(3, 2), (3, 2)]
@@ -352,12 +354,12 @@ def test_routing_errors(exported):
   _, paths = exported
   teacher = _RecordingTeacher(1)
   with pytest.raises(ValueError, match='pass task_ids'):
-    teachers.evaluate_on_task(teacher, 0, _observations(2))
+    teacher_set_lib.evaluate_on_task(teacher, 0, _observations(2))
   with pytest.raises(ValueError, match='task_ids must be an integer vector'):
-    teachers.evaluate_on_task(teacher, 0, _observations(2), task_ids=tf.constant([0.0, 1.0]))
+    teacher_set_lib.evaluate_on_task(teacher, 0, _observations(2), task_ids=tf.constant([0.0, 1.0]))
   with pytest.raises(ValueError, match=r'got shapes \(2, 5\)'):
     teacher.logits_and_value(tf.zeros([2, 5]))
   with pytest.raises(ValueError, match='one task id'):
-    teachers.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC, paths=[paths['ff']], tasks=[0, 1])
+    teacher_set_lib.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC, paths=[paths['ff']], tasks=[0, 1])
   with pytest.raises(ValueError, match='unique name'):
-    teachers.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC, paths=[paths['ff'], paths['ff']], names=['a', 'a'])
+    teacher_set_lib.TeacherSet(OBSERVATION_SPEC, ACTION_SPEC, paths=[paths['ff'], paths['ff']], names=['a', 'a'])

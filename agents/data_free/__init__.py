@@ -34,7 +34,7 @@ Defaults follow DAFL's published MNIST settings where DAFL has one (one-hot 1, i
 log10 units, activation 0.1, Adam for both networks, learning rates 0.2 (generator) and 2e-3 (student)),
 and were otherwise chosen and measured on MNIST (BENCHMARKS.md, "Data-free distillation").
 
-Teachers come from `agents.teachers.load_teacher` (a Keras classifier or a PolicySaver export of any kind:
+Teachers come from `agents.distillation.teacher_loading.load_teacher` (a Keras classifier or a PolicySaver export of any kind:
 logits, a Categorical distribution, a DQN's Q-values taught as softmax(Q/τ), or, where none of these is
 reachable, its actions as an ε-smoothed one-hot; the kind is printed at load time and written in
 summary.json as `teacher_kind`). The generator needs gradients THROUGH the teacher, which

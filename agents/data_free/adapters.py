@@ -10,7 +10,7 @@ from tf_agents.policies import policy_saver
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import teachers
+from agents.distillation import teachers
 from networks import actor_critic
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents import teachers
 from agents.data_free import adapters
 from agents.data_free import exemplar_pool
 from agents.data_free import generators
 from agents.data_free import losses
+from agents.distillation import teacher_loading
+from agents.distillation import teachers
 from runtime import config as run_config
 from runtime import errors
 
@@ -65,7 +66,7 @@ def bound_distiller_settings() -> Dict[str, Any]:
 
 
 def _load_feed_forward_teacher(teacher, observation_spec, action_spec) -> teachers.Teacher:
-  """`teachers.load_teacher(teacher, ...)`, refused (PolicyLoadError) on observations that are not float (no
+  """`teacher_loading.load_teacher(teacher, ...)`, refused (PolicyLoadError) on observations that are not float (no
   input gradient for the generator) and on a recurrent teacher."""
   if not tf.as_dtype(observation_spec.dtype).is_floating:
     raise errors.PolicyLoadError(f'the observations are {tf.as_dtype(observation_spec.dtype).name} '
@@ -74,7 +75,7 @@ def _load_feed_forward_teacher(teacher, observation_spec, action_spec) -> teache
                                  'Atari frames) do not have. Distil a teacher whose inputs are float (for '
                                  'frames: scaled to [0, 1]; for a policy export of uint8 frames, '
                                  'distill_data_free rebuilds one with teacher_network_fn).')
-  loaded = teachers.load_teacher(teacher, observation_spec, action_spec)
+  loaded = teacher_loading.load_teacher(teacher, observation_spec, action_spec)
   if loaded.is_recurrent:
     raise errors.PolicyLoadError(f'teacher {loaded.source!r} is recurrent; data-free distillation '
                                  'generates single observations and needs a feed-forward teacher.')
@@ -139,7 +140,7 @@ class DataFreeDistiller(tf.Module):
     """Loads the teacher, builds the generator, the pool and both optimisers.
 
     Args:
-      teacher: Anything `agents.teachers.load_teacher` takes: a Keras classifier (or its file), a
+      teacher: Anything `agents.distillation.teacher_loading.load_teacher` takes: a Keras classifier (or its file), a
         PolicySaver export directory, or a `Teacher`. It must be feed-forward.
       student: A Keras model mapping `[B, *obs_shape]` to logits `[B, A]`, or an `ActorCriticNetwork`
         (only its policy is trained; its value heads get no gradient).

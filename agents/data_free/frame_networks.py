@@ -11,8 +11,9 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents import teachers
 from agents.data_free import adapters
+from agents.distillation import teacher_loading
+from agents.distillation import teachers
 from runtime import errors
 
 
@@ -97,7 +98,7 @@ def frame_teacher(path: str, network_fn: Optional[Callable[..., Any]], action_sp
                              'distill_data_free.teacher_network_fn = @teacher/ActorCriticNetwork and bind '
                              'teacher/ActorCriticNetwork to the training run\'s network (its '
                              'operative_config.gin) so the teacher can run on frames scaled to [0, 1].')
-  exported = teachers.load_teacher(path, frame_spec, action_spec)
+  exported = teacher_loading.load_teacher(path, frame_spec, action_spec)
   network = network_fn(frame_view_spec(frame_spec), action_spec)
   what = f'teacher {path!r} rebuilt by distill_data_free.teacher_network_fn'
   copy_network_weights(exported.saved_policy.model_variables, network, what)

@@ -10,7 +10,7 @@ from typing import Dict, Tuple
 
 import tensorflow as tf
 
-from agents import distillation_losses
+from agents.distillation import losses as distillation_losses
 
 
 def _logits(x, name):
@@ -113,7 +113,7 @@ def adversarial_loss(teacher_logits, student_logits) -> tf.Tensor:
 def student_loss(teacher_logits, student_logits) -> tf.Tensor:
   """The student's distillation loss: (1/B) Σ_i H×(T(x_i)‖S(x_i)), the teacher's logits stopped.
 
-  The cross-entropy of `agents.distillation_losses.cross_entropy` (the teacher_distill loss of Distilling
+  The cross-entropy of `agents.distillation.losses.cross_entropy` (the teacher_distill loss of Distilling
   Policy Distillation on generated states); it differs from the KL by the teacher's entropy, a constant
   for the student.
 

@@ -6,9 +6,9 @@ from typing import Dict
 
 import numpy as np
 
-from agents import teachers
 from agents.data_free import adapters
 from agents.data_free import losses
+from agents.distillation import teachers
 from runtime import errors
 
 

@@ -14,11 +14,12 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents import teachers
 from agents.data_free import adapters
 from agents.data_free import distiller as distiller_lib
 from agents.data_free import frame_networks
 from agents.data_free import play
+from agents.distillation import teacher_loading
+from agents.distillation import teachers
 from networks import actor_critic
 from runtime import config as run_config
 from runtime import errors
@@ -114,7 +115,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     The summary written to summary.json.
   """
   _check_run_settings(teacher_path, checkpoint_interval_seconds, log_every, eval_episodes, exemplars_to_save)
-  is_policy = teachers.teacher_kind(teacher_path) == 'policy'
+  is_policy = teacher_loading.teacher_kind(teacher_path) == 'policy'
   run = run_directory.RunDirectory(root_dir, 'distill_data_free')  # one process at a time, writable
   try:
     tf.keras.utils.set_random_seed(seed)

@@ -38,9 +38,9 @@ from tf_agents.trajectories import time_step as ts
 from agents.learners import base
 from agents.learners import losses
 from agents.learners import vtrace
+from replay import frame_stacks
 from runtime import config as run_config
 from runtime import errors
-from replay import frame_stacks
 
 _EXTRINSIC = 'extrinsic'
 _OPTIMIZERS = ('rmsprop', 'adam')

@@ -188,7 +188,7 @@ def partly_normalized_advantages(advantages, unnormalized_advantages=None, mask=
 
   PPO's per-minibatch standardisation divides the policy-gradient term by std(A) while a loss added beside
   it (a kickstarter's ℓ) keeps its weight. For advantages of pseudo-rewards that are meant to be weighed
-  against that loss exactly (eq. 1 of Czarnecki et al. 2019, see `agents/kickstarting.py`), the
+  against that loss exactly (eq. 1 of Czarnecki et al. 2019, see `agents/distillation/kickstarting.py`), the
   statistics are taken over `advantages` alone and `unnormalized_advantages` are added after:
 
       Â_t = (A_t − mean(A)) / (std(A) + ε) + Ã_t          (mean and std over the masked entries)

@@ -99,7 +99,7 @@ class PPOLearner(base.OnPolicyLearner):
       `kickstarting.Kickstarter` (gin: `PPOLearner.kickstarter_fn = @Kickstarter`): teachers' pseudo-rewards
       join the extrinsic rewards before GAE and Σ_k λ_k·ℓ_k joins each minibatch's loss.
     pseudo_reward_advantages: how a kickstarter's pseudo-rewards reach the policy's advantage (see
-      `agents/kickstarting.py` for the analysis). 'joint' (default): added to the extrinsic rewards, so
+      `agents/distillation/kickstarting.py` for the analysis). 'joint' (default): added to the extrinsic rewards, so
       the extrinsic critic learns environment + pseudo returns and one advantage is normalised per
       minibatch; that division by std(A) reweighs the pseudo-returns against the unnormalised loss
       Σ_k λ_k·ℓ_k, so the distillation update is eq. 1's only when std(A) = 1. 'separate': their own GAE

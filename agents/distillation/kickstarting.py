@@ -3,9 +3,9 @@ K teachers, on the student's own trajectories.
 
 `Kickstarter` joins three pieces that stay separate and testable on their own:
 
-* the teachers (`teachers.TeacherSet`: PolicySaver or Keras, any architecture, routed per task),
+* the teachers (`teacher_set_lib.TeacherSet`: PolicySaver or Keras, any architecture, routed per task),
 * their weights λ_k (`schedules.TeacherWeights`: `tf.Variable`s moved by a schedule or set by PBT),
-* the distillation variant (`distillation_losses.DistillationConfig`, default expected entropy
+* the distillation variant (`variants.DistillationConfig`, default expected entropy
   regularised; the Kickstarting paper's own loss H×(π_T‖π_S) is 'on_policy_distill_with_reward').
 
 A learner (PPO, IMPALA) uses it in four steps, all inside its compiled step:
@@ -90,9 +90,11 @@ import gin
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents import distillation_losses
-from agents import schedules
-from agents import teachers as teachers_lib
+from agents.distillation import losses as distillation_losses
+from agents.distillation import schedules
+from agents.distillation import teacher_set as teacher_set_lib
+from agents.distillation import teachers as teachers_lib
+from agents.distillation import variants
 from replay import frame_stacks
 from runtime import config as run_config
 from runtime import errors
@@ -112,7 +114,7 @@ def kickstarter_configured() -> bool:
 
 
 def actor_teachers(observation_spec, action_spec,
-                   kickstarter: Optional['Kickstarter'] = None) -> Optional[teachers_lib.TeacherSet]:
+                   kickstarter: Optional['Kickstarter'] = None) -> Optional[teacher_set_lib.TeacherSet]:
   """The teachers whose states an actor records, or None when there is none to record.
 
   A kickstarted run's recurrent teachers (`TeacherSet.recorded_state_specs`): `kickstarter`'s own, when the
@@ -123,7 +125,7 @@ def actor_teachers(observation_spec, action_spec,
   if kickstarter is not None:
     teacher_set = kickstarter.teacher_set
   elif kickstarter_configured():
-    teacher_set = teachers_lib.TeacherSet(observation_spec, action_spec, recurrent_only=True)
+    teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, recurrent_only=True)
   else:
     return None
   return teacher_set if teacher_set.recorded_state_specs() else None
@@ -155,19 +157,19 @@ class Kickstarter(tf.Module):
       run follow (`linear_decay`'s default `decay_steps=None`); the learners pass it.
   """
 
-  def __init__(self, observation_spec, action_spec, teachers: Optional[teachers_lib.TeacherSet] = None,
+  def __init__(self, observation_spec, action_spec, teachers: Optional[teacher_set_lib.TeacherSet] = None,
                weights: Optional[schedules.TeacherWeights] = None,
-               config: Optional[distillation_losses.DistillationConfig] = None,
+               config: Optional[variants.DistillationConfig] = None,
                strategy: Optional[tf.distribute.Strategy] = None, student_network=None,
                total_iterations=None, name: str = 'Kickstarter'):
     super().__init__(name=name)
-    self._teachers = teachers if teachers is not None else teachers_lib.TeacherSet(
+    self._teachers = teachers if teachers is not None else teacher_set_lib.TeacherSet(
         observation_spec, action_spec, student_network=student_network)
     if len(self._teachers) == 0:  # pylint: disable=g-explicit-length-test
       raise errors.ConfigError("Kickstarter has no teacher: set TeacherSet.paths to the teachers' policy "
                                'directories (PolicySaver exports, e.g. <root_dir>/policy of a train_main '
                                'run).')
-    self._config = config if config is not None else distillation_losses.DistillationConfig()
+    self._config = config if config is not None else variants.DistillationConfig()
     variant = self._config.variant
     if distillation_losses.SAMPLED_BY[variant] != 'student':
       students = [v for v in distillation_losses.VARIANTS if distillation_losses.SAMPLED_BY[v] == 'student']
@@ -196,7 +198,7 @@ class Kickstarter(tf.Module):
     return self._config.variant
 
   @property
-  def teacher_set(self) -> teachers_lib.TeacherSet:
+  def teacher_set(self) -> teacher_set_lib.TeacherSet:
     return self._teachers
 
   @property
@@ -253,8 +255,8 @@ class Kickstarter(tf.Module):
           rewards=zeros, discounts=discounts, teacher_values=output.value, student_values=student_values,
           mask=mask)
       # The environment reward is the learner's own: reward_coef 0.
-      terms = distillation_losses.distillation_terms(self.variant, inputs,
-                                                     distillation_coef=self.distillation_coef, reward_coef=0.0)
+      terms = variants.distillation_terms(self.variant, inputs,
+                                          distillation_coef=self.distillation_coef, reward_coef=0.0)
       pseudo_rewards += lambda_k * terms.pseudo_rewards
       if self.variant == 'value_gated':
         mask *= tf.cast(output.value[:-1] > student_values[:-1], tf.float32)
@@ -281,7 +283,7 @@ class Kickstarter(tf.Module):
     Normalised like the learner's own policy loss (a mean over the policy's steps): in a multi-task batch
     a teacher that teaches a third of the steps adds a third of what it would add teaching all of them, so
     each step of the batch carries the same weight whichever teacher teaches it. ℓ_k is the variant's
-    per-state loss (`distillation_losses.step_loss`): H×(π_S‖π_k) for expected entropy regularised (the
+    per-state loss (`variants.step_loss`): H×(π_S‖π_k) for expected entropy regularised (the
     default), H×(π_k‖π_S) for the distill variants, 0 for the reward-only ones. Tested against
     hand-computed values (`tests/test_kickstarting.py`).
 
@@ -305,7 +307,7 @@ class Kickstarter(tf.Module):
     for name, lambda_k, logits_k, mask_k in zip(self.teacher_names, self.weights.values(),
                                                  prepared['teacher_logits'], prepared['teacher_masks']):
       steps = mask * mask_k
-      per_step = distillation_losses.step_loss(variant, student_logits, logits_k)
+      per_step = variants.step_loss(variant, student_logits, logits_k)
       term = tf.math.divide_no_nan(tf.reduce_sum(tf.where(steps > 0, per_step * steps, 0.0)), count)
       total += lambda_k * self.distillation_coef * term
       cross_entropy = distillation_losses.cross_entropy(logits_k, tf.stop_gradient(student_logits))
