@@ -48,7 +48,7 @@ def test_every_module_and_test_file_has_a_target():
   targets = _targets()
   listed = {src for t in targets for src in t.get('srcs', [])}
   modules = {os.path.relpath(p, REPO) for package in PACKAGES
-             for p in glob.glob(os.path.join(REPO, package, '*.py'))}
+             for p in glob.glob(os.path.join(REPO, package, '**', '*.py'), recursive=True)}
   assert modules - listed == set(), f'modules without a BUILD target: {sorted(modules - listed)}'
   test_files = {os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'tests', 'test_*.py'))}
   tested = {src for t in targets if t['kind'] == 'py_test' for src in t['srcs']}
