@@ -548,7 +548,7 @@ def teacher_logits(teacher: teachers.Teacher, observations: np.ndarray, batch_si
 
 class StateSample:
   """A uniform sample (reservoir sampling) of at most `capacity` observation rows from a stream of batches:
-  the `observation_fn` of `agents.evaluation.evaluate`, to keep states a policy visits."""
+  the `observation_fn` of `agents.training.evaluation.evaluate`, to keep states a policy visits."""
 
   def __init__(self, capacity: int = 4096, seed: int = 0):
     self.capacity = capacity
@@ -583,7 +583,7 @@ def agreement_on_states(teacher: teachers.Teacher, student, observations: np.nda
 
 
 class _TeacherPolicyNetwork:
-  """A feed-forward `Teacher` behind the network interface `agents.evaluation.evaluate` calls."""
+  """A feed-forward `Teacher` behind the network interface `agents.training.evaluation.evaluate` calls."""
 
   def __init__(self, teacher: teachers.Teacher):
     self._teacher = teacher
@@ -598,7 +598,7 @@ class _TeacherPolicyNetwork:
 
 
 def teacher_as_network(teacher: teachers.Teacher):
-  """Wraps a feed-forward teacher so `agents.evaluation.evaluate(network, env_id)` can play it."""
+  """Wraps a feed-forward teacher so `agents.training.evaluation.evaluate(network, env_id)` can play it."""
   if teacher.is_recurrent:
     raise errors.PolicyLoadError(f'teacher {teacher.source!r} is recurrent; only feed-forward teachers can '
                                  'be played here.')
@@ -1261,7 +1261,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     exemplars_to_save: Samples of the last generator written with the pool's. Default 2048.
     eval_episodes: Episodes to evaluate the student (and the teacher) in `make_environment.env_id` after
       training; 0 (default) skips it. Policy teachers only.
-    eval_seed: Seed of the evaluation environments. Default 12345 (agents.evaluation's).
+    eval_seed: Seed of the evaluation environments. Default 12345 (agents.training.evaluation's).
     eval_greedy: Evaluate with the argmax action (True, default) or sampled actions, both the student and
       the teacher.
     checkpoint_interval_seconds: Seconds of training between checkpoints. Default 600.
@@ -1272,8 +1272,8 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
   Returns:
     The summary written to summary.json.
   """
-  from agents import evaluation  # pylint: disable=g-import-not-at-top
-  from agents import policies  # pylint: disable=g-import-not-at-top
+  from agents.training import evaluation  # pylint: disable=g-import-not-at-top
+  from agents.training import policy_export  # pylint: disable=g-import-not-at-top
   # Every setting, and what the teacher path holds, before any work.
   check_distiller_settings(**_bound_distiller_settings())
   teachers.check_target_settings(**teachers.teacher_targets())
@@ -1375,8 +1375,8 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     if frame_spec is not None:
       student = frame_student_for_export(student, student_fn, frame_spec, action_spec)
     if is_policy:
-      summary['policy'] = policies.export_policy(student, time_step_spec, action_spec,
-                                                 os.path.join(root_dir, 'policy'))
+      summary['policy'] = policy_export.export_policy(student, time_step_spec, action_spec,
+                                                      os.path.join(root_dir, 'policy'))
     else:
       summary['student'] = os.path.join(root_dir, 'student.keras')
       partial = os.path.join(root_dir, '.student.partial.keras')  # Keras names the format by the extension
