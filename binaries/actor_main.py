@@ -33,13 +33,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   with common.job('actor_main', argv):
-    from agents import distributed  # pylint: disable=g-import-not-at-top
+    from agents.training import deployment  # pylint: disable=g-import-not-at-top
     # SIGINT/SIGTERM: the item under way is finished and written, the writer closed, then exit with
     # 128 + the signal's number (an actor holds no state of its own to save).
     stop = interrupts.StopRequest('actor_main', grace_seconds=FLAGS.retry_seconds + 10)
-    counts = distributed.run_actor(FLAGS.reverb_address, FLAGS.actor_id, root_dir=FLAGS.root_dir,
-                                   retry_seconds=FLAGS.retry_seconds, max_env_steps=FLAGS.max_env_steps or None,
-                                   stop_request=stop)
+    counts = deployment.run_actor(FLAGS.reverb_address, FLAGS.actor_id, root_dir=FLAGS.root_dir,
+                                  retry_seconds=FLAGS.retry_seconds, max_env_steps=FLAGS.max_env_steps or None,
+                                  stop_request=stop)
     if counts['stopped']:
       sys.exit(stop.exit_code)
 

@@ -30,7 +30,7 @@ PPO_WITHOUT_RND_BINDINGS = ('train.learner_fn = @PPOLearner', "ActorCriticNetwor
 def register_configurables() -> None:
   """Imports every module that defines gin configurables, so strict parsing knows all names."""
   # pylint: disable=g-import-not-at-top,unused-import
-  from agents import training  # noqa: F401  (imports actor, learner, networks, envs, replay)
+  from agents.training import trainer  # noqa: F401  (imports the actor, learners, networks, envs, replay)
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:

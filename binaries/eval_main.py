@@ -44,18 +44,20 @@ def main(argv):
   with common.job('eval_main', argv):
     if (FLAGS.policy_dir is None) == (FLAGS.checkpoint is None):
       raise errors.ConfigError('pass exactly one of --policy_dir (a SavedModel) and --checkpoint.')
-    from agents import distributed  # pylint: disable=g-import-not-at-top
-    from agents import evaluation  # pylint: disable=g-import-not-at-top
+    from agents.training import evaluation  # pylint: disable=g-import-not-at-top
+    from agents.training import saved_network  # pylint: disable=g-import-not-at-top
+    from agents.training import settings  # pylint: disable=g-import-not-at-top
+    from agents.training import video  # pylint: disable=g-import-not-at-top
     from envs import suite  # pylint: disable=g-import-not-at-top
     env = suite.make_environment(num_envs=1, seed=FLAGS.seed)
     env_id = env.env_id
     try:
       if FLAGS.policy_dir is not None:
         source = FLAGS.policy_dir
-        network = distributed.SavedPolicyNetwork(FLAGS.policy_dir)
+        network = saved_network.SavedPolicyNetwork(FLAGS.policy_dir)
       else:
         source = FLAGS.checkpoint
-        network = distributed.restore_network(FLAGS.checkpoint, distributed.train_settings().network_fn, env)
+        network = saved_network.restore_network(FLAGS.checkpoint, settings.train_settings().network_fn, env)
     finally:
       env.close()
     result = evaluation.evaluate(network, env_id, FLAGS.num_episodes, seed=FLAGS.seed, greedy=FLAGS.greedy)
@@ -64,8 +66,8 @@ def main(argv):
           f'{result["return_min"]:.1f}, max {result["return_max"]:.1f}) over {result["episodes"]} episodes '
           f'of {source}.', flush=True)
     if FLAGS.video_path:
-      frames = distributed.record_video(network, env_id, FLAGS.video_path, FLAGS.video_episodes,
-                                        seed=FLAGS.seed + 1_000, greedy=FLAGS.greedy, fps=FLAGS.video_fps)
+      frames = video.record_video(network, env_id, FLAGS.video_path, FLAGS.video_episodes,
+                                  seed=FLAGS.seed + 1_000, greedy=FLAGS.greedy, fps=FLAGS.video_fps)
       result['video'] = {'path': FLAGS.video_path, 'frames': frames}
       print(f'Video of {FLAGS.video_episodes} episode(s), {frames} frames: {FLAGS.video_path}', flush=True)
     if FLAGS.output_json:

@@ -271,9 +271,9 @@ def _poison_newest_checkpoint(gin_path, root):
   script = textwrap.dedent(f"""
       import numpy as np, tensorflow as tf
       from binaries import common
-      from agents import training
+      from agents.training import trainer as trainer_lib
       common.parse_gin([{gin_path!r}], [])
-      trainer = training.Trainer({root!r})
+      trainer = trainer_lib.Trainer({root!r})
       path = trainer.latest_checkpoint
       kernel = trainer.network.trainable_variables[0]
       kernel.assign(tf.tensor_scatter_nd_update(kernel, [[0, 0]], [np.nan]))

@@ -122,7 +122,7 @@ def run_student(method: str, seed: int, root_dir: str, teacher_policy: str) -> d
   if method == 'kickstarted':
     extra = [f"TeacherSet.paths = ['{teacher_policy}']"]
   else:
-    # Whichever learner the student's gin file kickstarts (both are registered with gin by agents.training).
+    # Whichever learner the student's gin file kickstarts (both are registered with gin by agents.training.trainer).
     extra = ['PPOLearner.kickstarter_fn = None', 'IMPALALearner.kickstarter_fn = None'] + list(
         FLAGS.scratch_gin_bindings)
   bindings = list(FLAGS.student_gin_bindings) + extra + [f'train.seed = {seed}']

@@ -40,19 +40,20 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   with common.job('learner_main', argv):
-    from agents import distributed  # pylint: disable=g-import-not-at-top
-    from agents import distribution  # pylint: disable=g-import-not-at-top
-    from agents import training  # pylint: disable=g-import-not-at-top
-    strategy = distribution.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
-    distributed.configure_numerics(FLAGS.mixed_precision, FLAGS.xla)
+    from agents.training import numerics as numerics_lib  # pylint: disable=g-import-not-at-top
+    from agents.training import settings  # pylint: disable=g-import-not-at-top
+    from agents.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    from agents.training import trainer  # pylint: disable=g-import-not-at-top
+    strategy = strategy_lib.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
+    numerics_lib.configure_numerics(FLAGS.mixed_precision, FLAGS.xla)
     numerics = {}
     if FLAGS.mixed_precision:
-      numerics['network_fn'] = distributed.float32_outputs(distributed.train_settings().network_fn)
+      numerics['network_fn'] = numerics_lib.float32_outputs(settings.train_settings().network_fn)
     # SIGINT/SIGTERM: a checkpoint after the iteration under way (or at once while waiting for items),
     # then exit with 128 + the signal's number.
     stop = interrupts.StopRequest('learner_main', on_deadline=lambda: interrupts.resume_hint(FLAGS.root_dir))
-    summary = training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
-                             local_actor=False, program='learner_main', stop_request=stop, **numerics)
+    summary = trainer.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
+                            local_actor=False, program='learner_main', stop_request=stop, **numerics)
     if summary is None:
       sys.exit(stop.exit_code)
 

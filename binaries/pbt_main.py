@@ -5,7 +5,7 @@ r"""Population based training of Protégé learners on Ray Tune.
       --gin_bindings="TeacherSet.paths = ['/tmp/pbt_teacher/policy']" --root_dir=runs/pbt_cartpole
 
 Each member is a learner as `train_main` runs it (`pbt.member.Member`, a Ray Tune Trainable around
-`agents.training.Trainer`); `pbt.scheduler.PBTScheduler` (Ray Tune's PBT, extended) copies and perturbs them.
+`agents.training.trainer.Trainer`); `pbt.scheduler.PBTScheduler` (Ray Tune's PBT, extended) copies and perturbs them.
 Without `--ray_address` a local Ray cluster starts in this process with `--num_cpus`; with the address of a
 running cluster (`ray start --head` and `ray start --address=...` on each machine, this repository installed
 on each, `--root_dir` on storage every node sees) the same command spreads the members over its machines.
@@ -67,13 +67,13 @@ def resolve_gin_files(paths):
 
 def check_configuration(space, teacher_names) -> None:
   """What would make every member fail in its own process, found here first (one line each)."""
-  from agents import distributed  # pylint: disable=g-import-not-at-top
   from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
   from agents.distillation import teacher_loading  # pylint: disable=g-import-not-at-top
+  from agents.training import settings  # pylint: disable=g-import-not-at-top
   from runtime.config import bound  # pylint: disable=g-import-not-at-top
 
   # The members' train.* settings (budget, intervals), checked as each member's Trainer would check them.
-  distributed.train_settings()
+  settings.train_settings()
 
   if kickstarting.kickstarter_configured():
     if not teacher_names:

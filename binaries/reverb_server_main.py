@@ -42,14 +42,14 @@ def main(argv):
         'authentication or encryption: anyone who reaches this port can read and write the run\'s data. '
         'Serve on a private network only (README, "Security").', flush=True)
   with common.job('reverb_server_main', argv):
-    from agents import distributed  # pylint: disable=g-import-not-at-top
-    distributed.check_server_settings(FLAGS.checkpoint_interval_seconds, FLAGS.keep_checkpoints)
+    from agents.training import deployment  # pylint: disable=g-import-not-at-top
+    deployment.check_server_settings(FLAGS.checkpoint_interval_seconds, FLAGS.keep_checkpoints)
     stop = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
       signal.signal(signal_number, lambda *_: stop.set())
-    server = distributed.start_server(FLAGS.port, FLAGS.checkpoint_dir, FLAGS.items_per_learner_step or None)
-    distributed.serve(server, FLAGS.checkpoint_interval_seconds, stop, checkpoint_dir=FLAGS.checkpoint_dir,
-                      keep_checkpoints=FLAGS.keep_checkpoints)
+    server = deployment.start_server(FLAGS.port, FLAGS.checkpoint_dir, FLAGS.items_per_learner_step or None)
+    deployment.serve(server, FLAGS.checkpoint_interval_seconds, stop, checkpoint_dir=FLAGS.checkpoint_dir,
+                     keep_checkpoints=FLAGS.keep_checkpoints)
 
 
 if __name__ == '__main__':

@@ -47,15 +47,15 @@ def _free_port() -> int:
 def _layout():
   """The run's environment, a network, its tables (with a queue large enough not to block) and settings."""
   import gin  # pylint: disable=g-import-not-at-top
-  from agents import distributed  # pylint: disable=g-import-not-at-top
-  from agents import training  # pylint: disable=g-import-not-at-top
+  from agents.training import components  # pylint: disable=g-import-not-at-top
+  from agents.training import settings as settings_lib  # pylint: disable=g-import-not-at-top
   from envs import suite  # pylint: disable=g-import-not-at-top
-  settings = distributed.train_settings()
+  settings = settings_lib.train_settings()
   env = suite.make_environment(seed=0)
-  network = training.make_network(settings.network_fn, env)
+  network = components.make_network(settings.network_fn, env)
   with gin.unlock_config():
     gin.bind_parameter('on_policy_table.max_size', 100_000)
-  tables = training.make_tables(env, network, settings.sequence_length, settings.table_name)
+  tables = components.make_tables(env, network, settings.sequence_length, settings.table_name)
   return env, network, tables, settings
 
 
@@ -106,7 +106,7 @@ def reverb_rates() -> dict:
   """Items/s one writer inserts and one dataset reader samples, for the run's item signature."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
   from replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, tables, settings = _layout()
   sequence_length = settings.sequence_length
@@ -140,7 +140,7 @@ def reverb_rates() -> dict:
 def learner_rate(items_per_replica: int) -> dict:
   """Learner iterations/s on an in-memory dataset of `items_per_replica` items per iteration."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
   from replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, _, settings = _layout()
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
@@ -167,7 +167,7 @@ def table_memory(sizes) -> list:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import psutil  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
   from replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, tables, settings = _layout()
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)

@@ -30,11 +30,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
-from agents import actor as actor_lib  # noqa: E402
-from agents import policies  # noqa: E402
-from agents import training  # noqa: E402
 from agents.distillation import kickstarting  # noqa: E402
 from agents.distillation import teacher_set as teacher_set_lib  # noqa: E402
+from agents.training import actor as actor_lib  # noqa: E402
+from agents.training import components  # noqa: E402
+from agents.training import policy_export  # noqa: E402
 from envs import suite  # noqa: E402
 from networks import actor_critic  # noqa: E402
 from networks import torsos  # noqa: E402
@@ -75,7 +75,7 @@ def _collect(observation_spec, action_spec, actor_teachers, items):
 def main(argv):
   del argv
   env = suite.make_environment('CartPole-v1', 1, seed=0)
-  observation_spec, action_spec = training.environment_specs(env)
+  observation_spec, action_spec = components.environment_specs(env)
   env.close()
   with tempfile.TemporaryDirectory() as tmp:
     path = FLAGS.teacher
@@ -83,7 +83,7 @@ def main(argv):
       net = actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((64,)),
                                             core='lstm', core_size=64)
       net.create_variables()
-      path = policies.export_policy(net, ts.time_step_spec(observation_spec), action_spec, os.path.join(tmp, 'lstm'))
+      path = policy_export.export_policy(net, ts.time_step_spec(observation_spec), action_spec, os.path.join(tmp, 'lstm'))
     teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, paths=[path])
     teacher = teacher_set.teachers[0]
     if not teacher.is_recurrent:

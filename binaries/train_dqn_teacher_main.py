@@ -37,9 +37,9 @@ from tf_agents.policies import policy_saver
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.utils import common as tf_agents_common
 
-from agents import evaluation
 from agents.data_free import play
 from agents.distillation import teacher_loading
+from agents.training import evaluation
 from binaries import common
 from envs import suite
 from runtime import run_directory
@@ -51,7 +51,7 @@ FLAGS = flags.FLAGS
 
 
 class _QValuesAsLogits:
-  """A QNetwork behind the network interface `agents.evaluation.evaluate` calls: its argmax is the greedy
+  """A QNetwork behind the network interface `agents.training.evaluation.evaluate` calls: its argmax is the greedy
   policy's action (the Q-values stand in for logits only to be argmaxed here)."""
 
   def __init__(self, q_network):

@@ -44,15 +44,15 @@ def main(argv):
   with common.one_line_errors('train_main', show_traceback=FLAGS.traceback):
     common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     common.tensorflow_threads()
-    from agents import distribution  # pylint: disable=g-import-not-at-top
-    from agents import training  # pylint: disable=g-import-not-at-top
-    strategy = distribution.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
+    from agents.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    from agents.training import trainer  # pylint: disable=g-import-not-at-top
+    strategy = strategy_lib.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
 
     # SIGINT/SIGTERM: the run saves a checkpoint after the iteration under way and exits with 128 + the
     # signal's number; running the same command resumes it.
     stop = interrupts.StopRequest('train_main', on_deadline=lambda: interrupts.resume_hint(FLAGS.root_dir))
-    summary = training.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
-                             program='train_main', stop_request=stop)
+    summary = trainer.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
+                            program='train_main', stop_request=stop)
     if summary is None:
       sys.exit(stop.exit_code)
 

@@ -1,4 +1,4 @@
-"""A member of the population: one Protégé learner (`agents.training.Trainer`) as a Ray Tune Trainable.
+"""A member of the population: one Protégé learner (`agents.training.trainer.Trainer`) as a Ray Tune Trainable.
 
 Ray Tune drives a member through the `Trainable` API; each call maps onto the Trainer:
 
@@ -306,8 +306,9 @@ class Member(tune.Trainable):
     self._apply(config)
 
   def _build(self, settings: Mapping[str, Any]) -> None:
-    # agents.training first: it registers the configurables the gin files name.
-    from agents import training  # pylint: disable=g-import-not-at-top
+    # agents.training.trainer first: it registers the configurables the gin files name.
+    from agents.training import settings as settings_lib  # pylint: disable=g-import-not-at-top
+    from agents.training import trainer  # pylint: disable=g-import-not-at-top
     from runtime import config as run_config  # pylint: disable=g-import-not-at-top
 
     _limit_threads(settings.get('threads', 1))
@@ -325,10 +326,10 @@ class Member(tune.Trainable):
     self._events = lineage_lib.LineageLog(os.path.join(self.member_dir, 'events.jsonl'))
     gin.clear_config()
     run_config.parse_gin(settings['gin_files'], settings['gin_bindings'])
-    run_settings = training.RunSettings()
-    self._trainer = training.Trainer(self.member_dir, program=f'pbt_main member {settings["index"]}',
-                                     settings=run_settings, seed=run_settings.seed + int(settings['index']),
-                                     stop_request=self._stop, hyperparameters_from_gin=False)
+    run_settings = settings_lib.RunSettings()
+    self._trainer = trainer.Trainer(self.member_dir, program=f'pbt_main member {settings["index"]}',
+                                    settings=run_settings, seed=run_settings.seed + int(settings['index']),
+                                    stop_request=self._stop, hyperparameters_from_gin=False)
     self._ready = int(settings['ready_env_steps'])
     names = [k for k in self.config if k != scheduler_lib.MEMBER_KEY]
     self._setters = hyperparameter_setters(self._trainer.learner, names)

@@ -5,7 +5,7 @@ used to start an in-process Reverb server for its trajectory queue. Reverb's ser
 option: it listens on `[::]:PORT`, every network interface, without authentication, so each such run
 took data and could be fed data from anywhere that reached the machine. This module gives those runs
 the same queue without Reverb; Reverb stays the transport between processes (`replay.reverb_replay`,
-`agents.distributed`, and `train_main --reverb_address=host:port`).
+`agents.training.deployment`, and `train_main --reverb_address=host:port`).
 
 Semantics and layout are those of `reverb_replay.on_policy_table` and `reverb_replay.SequenceWriter`:
 a FIFO queue of `capacity` items (`on_policy_capacity`, the table's rule and gin setting), each read once;

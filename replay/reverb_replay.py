@@ -1,5 +1,5 @@
 """Reverb tables, server, trajectory writers and the learner's tf.data pipeline: the transport between
-the processes of a distributed run (`agents.distributed`), and of `train_main --reverb_address`.
+the processes of a distributed run (`agents.training.deployment`), and of `train_main --reverb_address`.
 
 This is the only module of Protégé that imports `reverb`. A single-process run does not use it for its
 trajectories: Reverb's server listens on every network interface, unauthenticated, so that run keeps them
@@ -177,7 +177,7 @@ class ItemsAvailable:
   consumed (Reverb's sample counter since this object was made, less `consumed`). Made before the
   reader's dataset starts, so its count covers every sample that reader takes. The learner of a
   distributed run waits for its items here, in Python, where a stop request reaches it, rather than inside
-  its compiled step (`agents.training.Trainer`).
+  its compiled step (`agents.training.trainer.Trainer`).
   """
 
   def __init__(self, client: reverb.Client, table: str):

@@ -12,8 +12,8 @@ before any work starts:
   binds (`check_binding_types`), e.g. `make_environment.num_envs = 'eight'` against `num_envs: int`.
 
 This module sits below the agents: it imports none of them. Which configurables exist is the caller's
-business; import the modules that define them (`from agents import training`) before `parse_gin`, or
-strict parsing will call their names unknown.
+business; import the modules that define them (`from agents.training import trainer`) before
+`parse_gin`, or strict parsing will call their names unknown.
 """
 
 import collections.abc

@@ -7,7 +7,7 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import actor as actor_lib
+from agents.training import actor as actor_lib
 from envs import suite
 from networks import actor_critic
 from networks import torsos

@@ -13,12 +13,12 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import policies
 from agents.data_free import adapters
 from agents.data_free import frame_networks
 from agents.data_free import play
 from agents.data_free import run as data_free_run
 from agents.distillation import teacher_loading
+from agents.training import policy_export
 from networks import actor_critic
 from networks import torsos
 
@@ -34,14 +34,14 @@ ACTION_SPEC = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 1, name='action')
 
 def _rule_teacher(directory: str) -> str:
   """A CartPole policy that pushes towards where the pole falls (right iff θ + θ̇ > 0), exported by
-  `agents.policies.export_policy` as train_main exports its policies."""
+  `agents.training.policy_export.export_policy` as train_main exports its policies."""
   network = actor_critic.ActorCriticNetwork(OBSERVATION_SPEC, ACTION_SPEC,
                                             torso_fn=lambda: torsos.MLPTorso(layer_sizes=()))
   network.create_variables()
   kernel = np.zeros([4, 2], np.float32)
   kernel[2:, 0], kernel[2:, 1] = -10.0, 10.0
   network._policy_head.kernel.assign(kernel)  # pylint: disable=protected-access
-  return policies.export_policy(network, ts.time_step_spec(OBSERVATION_SPEC), ACTION_SPEC, directory)
+  return policy_export.export_policy(network, ts.time_step_spec(OBSERVATION_SPEC), ACTION_SPEC, directory)
 
 
 def _run(command, timeout=300):
@@ -187,7 +187,7 @@ def _frame_teacher(directory: str) -> str:
   tf.random.set_seed(7)
   network = actor_critic.ActorCriticNetwork(FRAME_SPEC, FRAME_ACTION_SPEC, torso_fn=torsos.NatureCNNTorso)
   network.create_variables()
-  return policies.export_policy(network, ts.time_step_spec(FRAME_SPEC), FRAME_ACTION_SPEC, directory)
+  return policy_export.export_policy(network, ts.time_step_spec(FRAME_SPEC), FRAME_ACTION_SPEC, directory)
 
 
 def test_a_uint8_frame_teacher_is_distilled_on_frames_scaled_to_unit_range(tmp_path):

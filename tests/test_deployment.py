@@ -20,9 +20,12 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents import actor as actor_lib
-from agents import distributed
-from agents import training
+from agents.training import actor as actor_lib
+from agents.training import components
+from agents.training import deployment
+from agents.training import numerics
+from agents.training import settings as settings_lib
+from agents.training import trainer as trainer_lib
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -239,8 +242,8 @@ def _tiny_network(observation_spec, action_spec):
 
 def test_variable_container_round_trip():
   env = suite.make_environment(env_id='CartPole-v1', num_envs=2)
-  network = training.make_network(_tiny_network, env)
-  server = reverb_replay.start_server(training.make_tables(env, network, sequence_length=4))
+  network = components.make_network(_tiny_network, env)
+  server = reverb_replay.start_server(components.make_tables(env, network, sequence_length=4))
   try:
     client = reverb_replay.connect(f'localhost:{server.port}')
     container = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables))
@@ -268,18 +271,18 @@ def test_remote_learner_under_mirrored_strategy(tmp_path, mirrored_strategy):
   gin.parse_config(["make_environment.env_id = 'CartPole-v1'", 'make_environment.num_envs = 2',
                     'PPOLearner.num_epochs = 1', 'PPOLearner.num_minibatches = 2'])
   env = suite.make_environment(seed=3)
-  network = training.make_network(_tiny_network, env)
-  server = reverb_replay.start_server(training.make_tables(env, network, sequence_length=8,
-                                                           items_per_learner_step=2))
+  network = components.make_network(_tiny_network, env)
+  server = reverb_replay.start_server(components.make_tables(env, network, sequence_length=8,
+                                                             items_per_learner_step=2))
   address = f'localhost:{server.port}'
   dataset = reverb_replay.make_dataset(address, 'trajectories', 1)
   assert all(spec.shape.is_fully_defined() for spec in tf.nest.flatten(dataset.element_spec))
-  trainer = training.Trainer(str(tmp_path / 'run'), strategy=mirrored_strategy, reverb_address=address,
-                             total_env_steps=64, sequence_length=8, network_fn=_tiny_network,
-                             eval_episodes=1, local_actor=False)
+  trainer = trainer_lib.Trainer(str(tmp_path / 'run'), strategy=mirrored_strategy, reverb_address=address,
+                                total_env_steps=64, sequence_length=8, network_fn=_tiny_network,
+                                eval_episodes=1, local_actor=False)
   client = reverb_replay.connect(address)
   writer = reverb_replay.SequenceWriter(client, 'trajectories', 8)
-  actor = actor_lib.Actor(env, training.make_network(_tiny_network, env), writer)
+  actor = actor_lib.Actor(env, components.make_network(_tiny_network, env), writer)
   actor.run(2 * 8 + 1)  # two items: one iteration of two replicas × one item
   writer.flush()
   trainer.run_iteration()
@@ -303,7 +306,7 @@ def test_remote_learner_under_mirrored_strategy(tmp_path, mirrored_strategy):
 def test_train_settings_read_the_gin_file():
   import gin  # pylint: disable=g-import-not-at-top
   gin.parse_config(['train.sequence_length = 16', 'train.network_fn = @ActorCriticNetwork'])
-  settings = distributed.train_settings()
+  settings = settings_lib.train_settings()
   assert settings.sequence_length == 16 and settings.table_name == 'trajectories'
   assert settings.seed == 0 and callable(settings.network_fn)
 
@@ -316,7 +319,7 @@ def test_prune_server_checkpoints_keeps_the_newest_complete_ones(tmp_path):
     (tmp_path / name / 'items.tfrecord').write_text('x')
   for name in names[:3]:
     (tmp_path / name / 'DONE').write_text('')
-  deleted = distributed.prune_server_checkpoints(str(tmp_path), keep=2)
+  deleted = deployment.prune_server_checkpoints(str(tmp_path), keep=2)
   assert deleted == names[:1]
   assert sorted(os.listdir(tmp_path)) == names[1:]  # the incomplete newest one is left alone
 
@@ -328,16 +331,16 @@ def test_remote_learner_with_bf16_mixed_precision_and_xla(tmp_path):
   gin.parse_config(["make_environment.env_id = 'CartPole-v1'", 'make_environment.num_envs = 2',
                     'PPOLearner.num_epochs = 1', 'PPOLearner.num_minibatches = 2'])
   env = suite.make_environment(seed=3)
-  actor_network = training.make_network(_tiny_network, env)
-  server = reverb_replay.start_server(training.make_tables(env, actor_network, sequence_length=8))
+  actor_network = components.make_network(_tiny_network, env)
+  server = reverb_replay.start_server(components.make_tables(env, actor_network, sequence_length=8))
   address = f'localhost:{server.port}'
   writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', 8)
   actor = actor_lib.Actor(env, actor_network, writer)
   try:
-    distributed.configure_numerics('mixed_bfloat16', xla=True)
-    trainer = training.Trainer(str(tmp_path / 'run'), reverb_address=address, total_env_steps=32,
-                               sequence_length=8, network_fn=distributed.float32_outputs(_tiny_network),
-                               eval_episodes=1, local_actor=False)
+    numerics.configure_numerics('mixed_bfloat16', xla=True)
+    trainer = trainer_lib.Trainer(str(tmp_path / 'run'), reverb_address=address, total_env_steps=32,
+                               sequence_length=8, network_fn=numerics.float32_outputs(_tiny_network),
+                                  eval_episodes=1, local_actor=False)
     assert trainer.network.variables[0].dtype == tf.float32
     (logits, values), _ = trainer.network(tf.zeros([3, 4]), step_type=tf.zeros([3], tf.int32))
     assert logits.dtype == tf.float32 and values['extrinsic'].dtype == tf.float32

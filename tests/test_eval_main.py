@@ -1,5 +1,5 @@
-"""`binaries/eval_main.py` and the evaluation helpers of `agents.distributed`: SavedModel or checkpoint,
-N episodes, videos."""
+"""`binaries/eval_main.py` and its helpers (`agents.training.saved_network`, `agents.training.video`):
+SavedModel or checkpoint, N episodes, videos."""
 
 import json
 import os
@@ -10,9 +10,11 @@ import gin
 import pytest
 from PIL import Image
 
-from agents import distributed
-from agents import evaluation
-from agents import training
+from agents.training import evaluation
+from agents.training import saved_network
+from agents.training import settings
+from agents.training import trainer
+from agents.training import video as video_lib
 from envs import suite
 from test_train_main import TINY_GIN  # the tiny CartPole run of the train_main tests
 
@@ -29,7 +31,7 @@ def run(tmp_path_factory):
     gin_path.write_text(f.read())
   gin.clear_config()
   gin.parse_config_file(str(gin_path))
-  training.train(str(root))
+  trainer.train(str(root))
   gin.clear_config()
   return root
 
@@ -37,10 +39,10 @@ def run(tmp_path_factory):
 def test_saved_model_and_checkpoint_evaluate_alike(run):
   gin.parse_config_file(str(run / 'tiny.gin'))
   env = suite.make_environment(num_envs=1)
-  from_checkpoint = distributed.restore_network(str(run / 'checkpoints'), distributed.train_settings().network_fn,
-                                                env)
+  from_checkpoint = saved_network.restore_network(str(run / 'checkpoints'), settings.train_settings().network_fn,
+                                                  env)
   env.close()
-  from_policy = distributed.SavedPolicyNetwork(str(run / 'policy'))
+  from_policy = saved_network.SavedPolicyNetwork(str(run / 'policy'))
   results = [evaluation.evaluate(network, 'CartPole-v1', 3, seed=7) for network in (from_checkpoint, from_policy)]
   assert results[0]['return_mean'] == results[1]['return_mean'] and results[0]['episodes'] == 3
   with open(run / 'summary.json') as f:
@@ -51,10 +53,10 @@ def test_mp4_video_of_a_checkpoint(run, tmp_path):
   import cv2  # pylint: disable=g-import-not-at-top
   gin.parse_config_file(str(run / 'tiny.gin'))
   env = suite.make_environment(num_envs=1)
-  network = distributed.restore_network(str(run / 'checkpoints'), distributed.train_settings().network_fn, env)
+  network = saved_network.restore_network(str(run / 'checkpoints'), settings.train_settings().network_fn, env)
   env.close()
   path = str(tmp_path / 'episode.mp4')
-  frames = distributed.record_video(network, 'CartPole-v1', path, num_episodes=1, max_steps=40)
+  frames = video_lib.record_video(network, 'CartPole-v1', path, num_episodes=1, max_steps=40)
   video = cv2.VideoCapture(path)
   assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == frames > 1
   ok, frame = video.read()
@@ -87,4 +89,4 @@ def test_eval_main_needs_exactly_one_source(tmp_path):
 
 def test_bad_video_path_is_rejected():
   with pytest.raises(ValueError, match='.gif or .mp4'):
-    distributed.record_video(None, 'CartPole-v1', '/tmp/video.avi')
+    video_lib.record_video(None, 'CartPole-v1', '/tmp/video.avi')

@@ -8,9 +8,9 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import training
 from agents.learners import ppo
 from agents.learners import rnd
+from agents.training import trainer as trainer_lib
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -234,10 +234,10 @@ def test_rnd_run_on_atari_stores_frames_once_and_trains(tmp_path):
                     "ActorCriticNetwork.value_heads = ('extrinsic', 'intrinsic')",
                     'RNDLearner.observation_normalization_steps = 4', 'PPOLearner.num_minibatches = 2',
                     'PPOLearner.microbatch_size = 5'])
-  trainer = training.Trainer(str(tmp_path), learner_fn=rnd.RNDLearner, total_env_steps=48, sequence_length=8,
-                             eval_episodes=1, progress_interval_seconds=0.001)
+  trainer = trainer_lib.Trainer(str(tmp_path), learner_fn=rnd.RNDLearner, total_env_steps=48, sequence_length=8,
+                                eval_episodes=1, progress_interval_seconds=0.001)
   try:
-    signature = trainer._queue.signature
+    signature = trainer._collection.queue.signature
     assert signature['observation'].shape == (9, 2, 84, 84)
     assert signature[frame_stacks.frames_before_key('zeros')].shape == (2, 84, 84, 3)
     before = [v.numpy() for v in trainer.network.variables]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents import training
+from agents.training import trainer as trainer_lib
 from agents.learners import base
 from runtime import errors
 import test_impala_learner
@@ -85,4 +85,4 @@ def test_rnd_wraps_its_inner_learner_through_the_interface():
 
 def test_a_learner_fn_that_builds_no_learner_is_refused(tmp_path):
   with pytest.raises(errors.ConfigError, match=r'train.learner_fn built a object, which is not a learner'):
-    training.Trainer(str(tmp_path / 'run'), learner_fn=lambda **kwargs: object(), total_env_steps=64)
+    trainer_lib.Trainer(str(tmp_path / 'run'), learner_fn=lambda **kwargs: object(), total_env_steps=64)

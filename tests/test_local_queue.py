@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents import actor as actor_lib
 from agents.learners import ppo
+from agents.training import actor as actor_lib
 from envs import suite
 from networks import actor_critic
 from networks import torsos

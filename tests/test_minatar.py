@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents import actor as actor_lib
-from agents import training
+from agents.training import actor as actor_lib
+from agents.training import components
 from binaries import common
 from envs import gymnasium_adapter
 from envs import minatar
@@ -203,7 +203,7 @@ def test_actor_critic_network_acts_on_minatar_observations():
   def torso():
     return torsos.ImpalaResNetTorso(channels=(16,), num_blocks=0, output_size=128)
 
-  network = training.make_network(
+  network = components.make_network(
       lambda observation_spec, action_spec: actor_critic.ActorCriticNetwork(
           observation_spec, action_spec, torso_fn=torso), env)
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents import actor as actor_lib
+from agents.training import actor as actor_lib
 from envs import suite
 from networks import actor_critic
 from networks import numpy_inference

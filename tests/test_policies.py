@@ -6,7 +6,7 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import policies
+from agents.training import policy_export
 from networks import actor_critic
 from networks import torsos
 
@@ -19,8 +19,8 @@ def test_saved_policy_reproduces_network_outputs(core, tmp_path):
                                         torso_fn=lambda: torsos.MLPTorso((8,)), core=core, core_size=4,
                                         value_heads=('extrinsic', 'intrinsic'))
   net.create_variables()
-  directory = policies.export_policy(net, ts.time_step_spec(observation_spec), action_spec,
-                                     str(tmp_path / 'policy'))
+  directory = policy_export.export_policy(net, ts.time_step_spec(observation_spec), action_spec,
+                                          str(tmp_path / 'policy'))
   loaded = tf.saved_model.load(directory)
   observation = tf.constant(np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32))
   time_step = ts.restart(observation, batch_size=4)
@@ -40,8 +40,8 @@ def test_greedy_export_takes_the_argmax(tmp_path):
   action_spec = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 3, 'action')
   net = actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((8,)))
   net.create_variables()
-  directory = policies.export_policy(net, ts.time_step_spec(observation_spec), action_spec,
-                                     str(tmp_path / 'greedy'), greedy=True)
+  directory = policy_export.export_policy(net, ts.time_step_spec(observation_spec), action_spec,
+                                          str(tmp_path / 'greedy'), greedy=True)
   loaded = tf.saved_model.load(directory)
   observation = tf.constant(np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32))
   step = loaded.action(ts.restart(observation, batch_size=6))

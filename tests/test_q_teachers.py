@@ -23,10 +23,10 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
-from agents import policies
 from agents.data_free import adapters
 from agents.distillation import teacher_loading
 from agents.distillation import teachers
+from agents.training import policy_export
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -172,8 +172,8 @@ def test_protege_exports_are_still_taken_as_logits(dqn, tmp_path):
   observations = tf.constant(dqn['observations'])
   (expected, _), _ = network(observations)
   for greedy in (False, True):
-    path = policies.export_policy(network, ts.time_step_spec(spec), dqn['action_spec'],
-                                  str(tmp_path / f'greedy_{greedy}'), greedy=greedy)
+    path = policy_export.export_policy(network, ts.time_step_spec(spec), dqn['action_spec'],
+                                       str(tmp_path / f'greedy_{greedy}'), greedy=greedy)
     teacher = teacher_loading.load_teacher(path, spec, dqn['action_spec'])
     assert teacher.kind == teachers.KIND_LOGITS
     np.testing.assert_allclose(teacher.logits_and_value(observations)[0].numpy(), expected.numpy(),

@@ -8,11 +8,12 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents import actor as actor_lib
-from agents import policies
-from agents import training
 from agents.distillation import kickstarting
 from agents.distillation import teacher_set as teacher_set_lib
+from agents.training import actor as actor_lib
+from agents.training import components
+from agents.training import policy_export
+from agents.training import trainer as trainer_lib
 from envs import suite
 from networks import actor_critic
 from networks import torsos
@@ -31,13 +32,13 @@ def _lstm_teacher(path, observation_spec, action_spec):
   net.create_variables()
   for k, variable in enumerate(net.variables):  # larger weights than the initialiser's: memory matters
     variable.assign(tf.random.stateless_normal(variable.shape, seed=[7, k]) * 0.8)
-  return policies.export_policy(net, ts.time_step_spec(observation_spec), action_spec, str(path))
+  return policy_export.export_policy(net, ts.time_step_spec(observation_spec), action_spec, str(path))
 
 
 @pytest.fixture(scope='module')
 def lstm_export(tmp_path_factory):
   env = suite.make_environment('CartPole-v1', 1, seed=0)
-  specs = training.environment_specs(env)
+  specs = components.environment_specs(env)
   env.close()
   return _lstm_teacher(tmp_path_factory.mktemp('lstm') / 'policy', *specs), specs
 
@@ -92,13 +93,13 @@ def test_a_kickstarted_run_and_its_reverb_table_carry_the_recurrent_teachers_sta
   try:
     assert kickstarting.kickstarter_configured()
     env = suite.make_environment(seed=0)
-    network = training.make_network(actor_critic.ActorCriticNetwork, env)
-    table, _ = training.make_tables(env, network, sequence_length=8)
+    network = components.make_network(actor_critic.ActorCriticNetwork, env)
+    table, _ = components.make_tables(env, network, sequence_length=8)
     env.close()
     assert 'teacher_state' in table.info.signature
-    trainer = training.Trainer(str(tmp_path / 'run'))
+    trainer = trainer_lib.Trainer(str(tmp_path / 'run'))
     try:
-      assert 'teacher_state' in trainer._queue.signature  # pylint: disable=protected-access
+      assert 'teacher_state' in trainer._collection.queue.signature  # pylint: disable=protected-access
       while not trainer.finished:
         metrics = trainer.run_iteration()
     finally:

@@ -191,9 +191,9 @@ def test_a_nan_weight_between_iterations_is_caught_before_it_is_saved(tmp_path):
   """The Trainer checks the whole learner state after every iteration, not only the losses."""
   import gin  # pylint: disable=g-import-not-at-top
   from binaries import common  # pylint: disable=g-import-not-at-top
-  from agents import training  # pylint: disable=g-import-not-at-top
+  from agents.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   common.parse_gin([TINY_GIN], [])
-  trainer = training.Trainer(str(tmp_path / 'run'), checkpoint_interval_seconds=0.001)
+  trainer = trainer_lib.Trainer(str(tmp_path / 'run'), checkpoint_interval_seconds=0.001)
   try:
     trainer.run_iteration()
     saved = trainer.latest_checkpoint

@@ -13,10 +13,10 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 
-from agents import policies
 from agents.distillation import teacher_loading
 from agents.distillation import teacher_set as teacher_set_lib
 from agents.distillation import teachers
+from agents.training import policy_export
 from networks import actor_critic
 from networks import torsos
 
@@ -37,8 +37,8 @@ def _network(action_spec=ACTION_SPEC, observation_spec=OBSERVATION_SPEC, core=No
 
 
 def _export(net, directory, observation_spec=OBSERVATION_SPEC, action_spec=ACTION_SPEC, greedy=False):
-  return policies.export_policy(net, ts.time_step_spec(observation_spec), action_spec, str(directory),
-                                greedy=greedy)
+  return policy_export.export_policy(net, ts.time_step_spec(observation_spec), action_spec, str(directory),
+                                     greedy=greedy)
 
 
 def _observations(batch, seed=0, outer=()):

@@ -1,5 +1,5 @@
 """The teacher and the student in the environment, after training (for the report only): a feed-forward
-teacher as a network `agents.evaluation.evaluate` can play, a uniform sample of the states it visits, and
+teacher as a network `agents.training.evaluation.evaluate` can play, a uniform sample of the states it visits, and
 how closely the student follows it on them."""
 
 from typing import Dict
@@ -14,7 +14,7 @@ from runtime import errors
 
 class StateSample:
   """A uniform sample (reservoir sampling) of at most `capacity` observation rows from a stream of batches:
-  the `observation_fn` of `agents.evaluation.evaluate`, to keep states a policy visits."""
+  the `observation_fn` of `agents.training.evaluation.evaluate`, to keep states a policy visits."""
 
   def __init__(self, capacity: int = 4096, seed: int = 0):
     self.capacity = capacity
@@ -49,7 +49,7 @@ def agreement_on_states(teacher: teachers.Teacher, student, observations: np.nda
 
 
 class _TeacherPolicyNetwork:
-  """A feed-forward `Teacher` behind the network interface `agents.evaluation.evaluate` calls."""
+  """A feed-forward `Teacher` behind the network interface `agents.training.evaluation.evaluate` calls."""
 
   def __init__(self, teacher: teachers.Teacher):
     self._teacher = teacher
@@ -64,7 +64,7 @@ class _TeacherPolicyNetwork:
 
 
 def teacher_as_network(teacher: teachers.Teacher):
-  """Wraps a feed-forward teacher so `agents.evaluation.evaluate(network, env_id)` can play it."""
+  """Wraps a feed-forward teacher so `agents.training.evaluation.evaluate(network, env_id)` can play it."""
   if teacher.is_recurrent:
     raise errors.PolicyLoadError(f'teacher {teacher.source!r} is recurrent; only feed-forward teachers can '
                                  'be played here.')

@@ -103,7 +103,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     exemplars_to_save: Samples of the last generator written with the pool's. Default 2048.
     eval_episodes: Episodes to evaluate the student (and the teacher) in `make_environment.env_id` after
       training; 0 (default) skips it. Policy teachers only.
-    eval_seed: Seed of the evaluation environments. Default 12345 (agents.evaluation's).
+    eval_seed: Seed of the evaluation environments. Default 12345 (agents.training.evaluation's).
     eval_greedy: Evaluate with the argmax action (True, default) or sampled actions, both the student and
       the teacher.
     checkpoint_interval_seconds: Seconds of training between checkpoints. Default 600.
@@ -294,12 +294,12 @@ def _export_student(student, student_fn: Callable[..., Any], loaded: _LoadedTeac
   """Writes the student into root_dir (policy/ for policy teachers, as train_main exports policies, else
   student.keras), records its path in `summary` and returns it (rebuilt for uint8 frames where the
   teacher reads them)."""
-  from agents import policies  # pylint: disable=g-import-not-at-top
+  from agents.training import policy_export  # pylint: disable=g-import-not-at-top
   if loaded.frame_spec is not None:
     student = frame_networks.frame_student_for_export(student, student_fn, loaded.frame_spec,
                                                       loaded.action_spec)
   if loaded.is_policy:
-    summary['policy'] = policies.export_policy(student, loaded.time_step_spec, loaded.action_spec,
+    summary['policy'] = policy_export.export_policy(student, loaded.time_step_spec, loaded.action_spec,
                                                os.path.join(root_dir, 'policy'))
   else:
     summary['student'] = os.path.join(root_dir, 'student.keras')
@@ -313,7 +313,7 @@ def _evaluate(student, distiller: distiller_lib.DataFreeDistiller, loaded: _Load
               eval_seed: int, eval_greedy: bool, seed: int, summary: Dict[str, Any]) -> None:
   """Plays the student and the teacher in `make_environment.env_id` and records their returns, and the
   student's agreement with the teacher on the teacher's own states, in `summary`."""
-  from agents import evaluation  # pylint: disable=g-import-not-at-top
+  from agents.training import evaluation  # pylint: disable=g-import-not-at-top
   if not loaded.is_policy:
     raise errors.ConfigError('distill_data_free.eval_episodes > 0 evaluates policies in an environment; a '
                              'classifier teacher has none: set it to 0.')

@@ -32,7 +32,7 @@ the cross-entropy H×, the returns R̂ of the pseudo-rewards (`pseudo_returns`) 
 metrics. Each variant's (ℓ, r̂), the surrogate whose gradient is eq. 1 and the gin `DistillationConfig` are
 in `agents/distillation/variants.py`, with how each row was settled from the paper.
 
-Conventions (as `agents/losses.py`): time-major; transition t is (s_t, a_t, r_t, s_{t+1});
+Conventions (as `agents/learners/losses.py`): time-major; transition t is (s_t, a_t, r_t, s_{t+1});
 `discounts[t] = γ·(1 − terminated_{t+1})`. Logits have T + 1 rows: row T is s_T, the state after the
 last transition (needed by the next-state rewards). The last step of `expected_entropy_regularised`
 needs a_T, which the batch does not hold; its log π(a_T|s_T) is replaced by its expectation under the
@@ -48,7 +48,7 @@ import tensorflow as tf
 from agents.learners import losses
 from runtime import errors
 
-# The argument checks of agents/losses.py, shared so both modules report errors the same way.
+# The argument checks of agents/learners/losses.py, shared so both modules report errors the same way.
 # pylint: disable=protected-access
 _float_tensor = losses._float_tensor
 _check_rank = losses._check_rank

@@ -4,7 +4,7 @@ Kickstarting needs of a teacher only its action distribution on the student's ob
 architecture is free: `load_teacher` takes
 
 * a policy exported by TF-Agents' `PolicySaver` (a directory holding `policy_specs.pbtxt`), such as the
-  ones `train_main` writes with `agents.policies.export_policy`, or a DQN agent's `agent.policy` /
+  ones `train_main` writes with `agents.training.policy_export.export_policy`, or a DQN agent's `agent.policy` /
   `agent.collect_policy`. The value is `info['values'][head]` (or `info['value']`) when the policy has a
   critic. Recurrent policies keep their own state (`get_initial_state(batch_size)`), separate from the
   student's;

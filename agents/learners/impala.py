@@ -14,7 +14,7 @@ network. Under a `tf.distribute` strategy every replica gets its own columns of 
 loss is weighted by its share of the batch's (unmasked) transitions and the gradients are summed over
 replicas, so the update is the one-device update on the whole batch; then clipped by global norm.
 
-Batch layout (see `agents.actor` and `replay.reverb_replay`): step t holds the time step the actor saw
+Batch layout (see `agents.training.actor` and `replay.reverb_replay`): step t holds the time step the actor saw
 (`step_type`, the `reward`/`discount` received on arriving there, `observation`), the action it took, its
 `behaviour_logits`, `behaviour_values`, `policy_version` and, for recurrent networks, the `core_state`
 before the step. Transition t is (step t → step t+1) with reward `reward[t+1]` and discount

@@ -11,7 +11,7 @@ inside the compiled function, computes GAE advantages once, then makes `num_epoc
 MirroredStrategy over GPUs or logical CPUs, or TPUStrategy): each replica gets its own columns of the
 batch, gradients are averaged over replicas, clipped by global norm, then applied.
 
-Batch layout (see `agents.actor`): step t holds the time step the actor saw at t (`step_type`, the
+Batch layout (see `agents.training.actor`): step t holds the time step the actor saw at t (`step_type`, the
 `reward`/`discount` received on arriving there, `observation`), the action it took and its behaviour
 logits/values. Transition t is (step t → step t+1), with reward `reward[t+1]` and discount
 `discount[t+1]`. A transition that starts at a LAST step is the environment's reset step (its action was

@@ -1,27 +1,26 @@
-"""The jobs of a distributed run besides the learner: the Reverb server and the actors; and evaluation of
-an exported policy or a checkpoint (`binaries/eval_main.py`).
+"""The jobs of a distributed run besides the learner: the Reverb server and the actors.
 
 A distributed run is one Reverb server, any number of actor processes and one learner process, all
 driven by the same gin file (TF-Agents' distributed examples split the jobs the same way):
 
-    reverb_server_main   the trajectory queue and the variables table (`training.make_tables`),
+    reverb_server_main   the trajectory queue and the variables table (`components.make_tables`),
                          checkpointed to a directory, so a restarted server restores its tables
     actor_main           N environments stepping a copy of the policy; writes trajectories, takes the
                          newest weights from the variables table before each item and records their
                          version (the learner step that produced them) in every step
-    learner_main         `training.train(local_actor=False)`: reads the queue, trains, publishes weights,
+    learner_main         `trainer.train(local_actor=False)`: reads the queue, trains, publishes weights,
                          checkpoints, evaluates and exports like the single-process run
 
 The server is the one job that listens on a port, on every network interface and without authentication
 (Reverb has neither a bind address nor authentication; README, "Security"). A single-process run keeps
 its trajectories in the process instead (`replay.local_queue`) and listens on none.
 
-The learner is the single-process `Trainer` without its actor, reading the server's queue where the
-single-process run reads its in-process one, so a distributed run writes the same run directory
-(checkpoints, summaries, policy, summary.json) and counts env steps the same way: from the items it
-consumed, `items × sequence_length × num_envs`, stored in its checkpoint with the learner step.
-A learner killed and resumed continues from the counter of its last checkpoint; what it trained on after
-that checkpoint is neither counted nor kept.
+The learner is the single-process `Trainer` with actors in other processes (`collection.RemoteCollection`),
+reading the server's queue where the single-process run reads its in-process one, so a distributed run
+writes the same run directory (checkpoints, summaries, policy, summary.json) and counts env steps the same
+way: from the items it consumed, `items × sequence_length × num_envs`, stored in its checkpoint with the
+learner step. A learner killed and resumed continues from the counter of its last checkpoint; what it
+trained on after that checkpoint is neither counted nor kept.
 
 The age of the weights behind each trajectory is its steps' `policy_version`; the learner logs the mean
 lag (`learner/policy_lag`, in learner steps) and each actor the wall-clock age of the weights it acts
@@ -35,75 +34,25 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
-from tf_agents.trajectories import time_step as ts
 
-from agents import actor as actor_lib
-from agents import training
 from agents.distillation import kickstarting
+from agents.training import actor as actor_lib
+from agents.training import components
+from agents.training import settings as settings_lib
 from envs import suite
 from replay import reverb_replay
 from runtime import config as run_config
-from runtime import errors
 
 # Actor i's environments are seeded `train.seed + ACTOR_SEED_STRIDE * (i + 1)`: apart from the learner's
 # own environment (train.seed) and from evaluation (train.seed + 10_000).
 ACTOR_SEED_STRIDE = 100_003
 
 
-def train_settings() -> 'training.RunSettings':
-  """The run's settings as the gin configuration sets them (`training.RunSettings`, gin name `train`).
-
-  The server and the actors read the run's layout (sequence length, network, table, seed) from the same
-  gin file as the learner.
-  """
-  return training.RunSettings()
-
-
-def configure_numerics(mixed_precision: Optional[str] = None, xla: bool = False) -> None:
-  """Numerics options of the learner; call before any network is built.
-
-  Args:
-    mixed_precision: None (float32), or a Keras mixed-precision policy: 'mixed_bfloat16' (TPUs, recent
-      CPUs/GPUs) or 'mixed_float16' (GPUs). Layers compute in 16 bits and keep float32 variables.
-    xla: compile the learner's step with XLA through TensorFlow's auto-clustering (on TPUs the step is
-      always compiled by XLA). Auto-clustering compiles the XLA-compatible parts of the graph and leaves
-      the Reverb dataset ops, which XLA cannot compile, to TensorFlow.
-  """
-  if mixed_precision is not None:
-    tf.keras.mixed_precision.set_global_policy(mixed_precision)
-  if xla:
-    tf.config.optimizer.set_jit('autoclustering')
-
-
-def float32_outputs(network_fn: Callable[..., Any]) -> Callable[..., Any]:
-  """Wraps a network factory so that its networks return float32 logits and values whatever the Keras
-  precision policy: under mixed precision the heads compute in 16 bits, and the losses, the behaviour
-  logits from replay and the exported policy's outputs are float32 (Keras' advice: keep the model's
-  outputs in float32 for numerical stability)."""
-
-  def make(observation_spec, action_spec):
-    network = network_fn(observation_spec, action_spec)
-
-    class Float32Outputs(type(network)):  # the network's own class, its outputs cast
-
-      def call(self, observation, step_type=None, network_state=(), training=False):
-        (logits, values), state = super().call(observation, step_type=step_type, network_state=network_state,
-                                               training=training)
-        to_float32 = lambda x: tf.cast(x, tf.float32)
-        return (to_float32(logits), tf.nest.map_structure(to_float32, values)), state
-
-    # A subclass swapped in rather than a patched `call` attribute: SavedModel export serialises methods.
-    network.__class__ = Float32Outputs
-    return network
-
-  return make
-
-
 # --- the Reverb server ---------------------------------------------------------------------------------
 
 
 def start_server(port: int, checkpoint_dir: Optional[str], items_per_learner_step: Optional[int] = None):
-  """Starts the run's Reverb server on `port` (tables from `train_settings()`); returns it.
+  """Starts the run's Reverb server on `port` (tables from `settings.train_settings()`); returns it.
 
   Args:
     port: the port to serve on; clients reconnect to the same address after a restart.
@@ -112,12 +61,12 @@ def start_server(port: int, checkpoint_dir: Optional[str], items_per_learner_ste
     items_per_learner_step: items the learner reads per iteration (its replicas × `train.items_per_replica`),
       the trajectory queue's smallest capacity; None: `train.items_per_replica` (a one-replica learner).
   """
-  settings = train_settings()
+  settings = settings_lib.train_settings()
   env = suite.make_environment(seed=settings.seed)
   try:
-    network = training.make_network(settings.network_fn, env)
-    tables = training.make_tables(env, network, settings.sequence_length, settings.table_name,
-                                  items_per_learner_step or settings.items_per_replica)
+    network = components.make_network(settings.network_fn, env)
+    tables = components.make_tables(env, network, settings.sequence_length, settings.table_name,
+                                    items_per_learner_step or settings.items_per_replica)
   finally:
     env.close()
   return reverb_replay.start_server(tables, port=port, checkpoint_dir=checkpoint_dir)
@@ -190,14 +139,14 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
       actor finishes the item under way, closes its writer and returns (`stopped` in the counts).
   """
   stopping = stop_request or (lambda: False)
-  settings = train_settings()
+  settings = settings_lib.train_settings()
   table, sequence_length = settings.table_name, settings.sequence_length
   seed = settings.seed + ACTOR_SEED_STRIDE * (actor_id + 1)
   tf.keras.utils.set_random_seed(seed)
   client = reverb_replay.connect(reverb_address)
   reverb_replay.check_tables(client, reverb_address, [table, reverb_replay.VARIABLES_TABLE])
   env = suite.make_environment(seed=seed)
-  network = training.make_network(settings.network_fn, env)
+  network = components.make_network(settings.network_fn, env)
   variables = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables),
                                               address=reverb_address, retry_seconds=retry_seconds)
   summary_writer = None
@@ -216,7 +165,7 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
     env = suite.make_environment(seed=seed)
   writer = reverb_replay.SequenceWriter(client, table, sequence_length)
   actor = actor_lib.Actor(env, network, writer, seed=seed,
-                          teachers=kickstarting.actor_teachers(*training.environment_specs(env)))
+                          teachers=kickstarting.actor_teachers(*components.environment_specs(env)))
   version, steps, items, episodes = None, sequence_length + 1, 0, 0
   recent: List[float] = []
   last_print = time.time()
@@ -276,109 +225,3 @@ def _wait_for_weights(variables, actor_id: int, stopping: Callable[[], bool],
             f'({last_report - start:.0f}s so far).', flush=True)
     time.sleep(0.5)
 
-
-# --- evaluation of an exported policy or a checkpoint ---------------------------------------------------
-
-
-class SavedPolicyNetwork:
-  """An exported SavedModel policy (`policies.export_policy`) behind the network interface that
-  `evaluation.evaluate` calls: `((logits, values), next_state) = network(observation, step_type=...,
-  network_state=...)`, read from the policy's `info`.
-
-  SavedModels execute their own graphs: load only ones you trust.
-  """
-
-  def __init__(self, policy_dir: str):
-    if not tf.io.gfile.exists(os.path.join(policy_dir, 'saved_model.pb')):
-      raise errors.PolicyLoadError(f"'{policy_dir}' is not a SavedModel directory (no saved_model.pb); pass "
-                                   "the run's policy/ directory, or a checkpoint with --checkpoint.")
-    self._policy = tf.saved_model.load(policy_dir)
-    self.num_actions = None
-
-  def get_initial_state(self, batch_size: int):
-    return self._policy.get_initial_state(batch_size)
-
-  def __call__(self, observation, step_type, network_state=(), training=False):
-    del training
-    batch = tf.shape(step_type)[0]
-    time_step = ts.TimeStep(step_type=step_type, reward=tf.zeros([batch], tf.float32),
-                            discount=tf.ones([batch], tf.float32), observation=observation)
-    step = self._policy.action(time_step, network_state)
-    return (step.info['logits'], step.info['values']), step.state
-
-
-def restore_network(checkpoint: str, network_fn, env):
-  """A network for `env` with the weights of a training checkpoint (a file prefix or a checkpoints/ dir)."""
-  path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
-  if not path or not tf.io.gfile.glob(path + '.index'):
-    raise errors.CheckpointError(f"no checkpoint at '{checkpoint}'; pass a run's checkpoints/ directory or a "
-                                 "checkpoint prefix such as checkpoints/ckpt-12.")
-  network = training.make_network(network_fn, env)
-  try:
-    tf.train.Checkpoint(network=network).restore(path).expect_partial().assert_existing_objects_matched()
-  except AssertionError as error:
-    raise errors.CheckpointError(f"checkpoint '{path}' does not hold this gin configuration's network "
-                                 f'({str(error).splitlines()[0]}); pass the gin file the run trained '
-                                 'with.') from None
-  return network
-
-
-def record_video(network, env_id: str, path: str, num_episodes: int = 1, seed: int = 12345,
-                 greedy: bool = True, fps: int = 30, max_steps: int = 10_000) -> int:
-  """Plays `num_episodes` episodes one after another on one environment and writes them to `path` (.gif
-  through Pillow, .mp4 through OpenCV); returns the number of frames.
-
-  Frames are the environment's `rgb_array` rendering; Atari games, which take no render option here, are
-  shown through the newest frame of their observation (the preprocessed 84×84 screen).
-  """
-  extension = os.path.splitext(path)[1].lower()
-  if extension not in ('.gif', '.mp4'):
-    raise errors.ConfigError(f"video path '{path}' must end in .gif or .mp4.")
-  atari = env_id.startswith('ALE/')
-  env = suite.make_environment(env_id=env_id, num_envs=1, seed=seed,
-                               env_kwargs=None if atari else {'render_mode': 'rgb_array'})
-
-  def frame(observation):
-    if atari:
-      screen = np.asarray(observation)[0]
-      screen = screen[..., -1] if screen.ndim == 3 else screen
-      return np.repeat(screen[..., None], 3, axis=-1).astype(np.uint8)
-    return np.asarray(env.vector_env.render()[0], np.uint8)
-
-  generator = np.random.default_rng(seed)
-  frames = []
-  try:
-    time_step = env.reset()
-    state = network.get_initial_state(1)
-    episodes = 0
-    frames.append(frame(time_step.observation))
-    for _ in range(max_steps):
-      (logits, _), state = network(tf.convert_to_tensor(time_step.observation),
-                                   step_type=tf.convert_to_tensor(time_step.step_type), network_state=state)
-      logits = np.asarray(logits)
-      action = np.argmax(logits if greedy else logits + generator.gumbel(size=logits.shape), axis=-1)
-      time_step = env.step(action.astype(env.action_spec().dtype))
-      frames.append(frame(time_step.observation))
-      if time_step.step_type[0] == ts.StepType.LAST:
-        episodes += 1
-        if episodes >= num_episodes:
-          break
-  finally:
-    env.close()
-  _write_video(frames, path, fps)
-  return len(frames)
-
-
-def _write_video(frames: List[np.ndarray], path: str, fps: int) -> None:
-  tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(path)))
-  if path.lower().endswith('.gif'):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return
-  import cv2  # pylint: disable=g-import-not-at-top  (OpenCV: installed with the Atari preprocessing)
-  height, width = frames[0].shape[:2]
-  video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps, (width, height))
-  for f in frames:
-    video.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-  video.release()
