@@ -84,7 +84,22 @@ def _raise_non_finite_reward(env_id: str, rewards: np.ndarray) -> None:
       f'{rewards[bad_index]!r}; fix the environment or a wrapper that computes the reward.')
 
 
-class GymnasiumEnvironment(py_environment.PyEnvironment):
+class _SpecsAndInfo:
+  """The specs and `info` accessors both adapters share: the specs are those of ONE environment (no batch
+  dimension; named 'observation' and 'action'), `info` that of the latest reset or step (the vector env's
+  holds arrays over environments)."""
+
+  def observation_spec(self) -> array_spec.BoundedArraySpec:
+    return self._observation_spec
+
+  def action_spec(self) -> array_spec.BoundedArraySpec:
+    return self._action_spec
+
+  def get_info(self) -> dict:
+    return self._info
+
+
+class GymnasiumEnvironment(_SpecsAndInfo, py_environment.PyEnvironment):
   """One `gymnasium.Env` as an unbatched TF-Agents `PyEnvironment`.
 
   `terminated` becomes `ts.termination` (discount 0), `truncated` becomes `ts.truncation`
@@ -113,18 +128,6 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
   def gymnasium_env(self) -> gymnasium.Env:
     """The wrapped gymnasium environment."""
     return self._env
-
-  def observation_spec(self) -> array_spec.BoundedArraySpec:
-    """The spec of one observation, named 'observation'."""
-    return self._observation_spec
-
-  def action_spec(self) -> array_spec.BoundedArraySpec:
-    """The spec of one action, named 'action'."""
-    return self._action_spec
-
-  def get_info(self) -> dict:
-    """The `info` dict of the latest `reset` or `step`."""
-    return self._info
 
   def _observation(self, observation: Any) -> np.ndarray:
     return np.asarray(observation, dtype=self._observation_spec.dtype)
@@ -170,7 +173,7 @@ def _frames_per_step_from_spec(env: gymnasium.vector.VectorEnv) -> Optional[floa
   return (low + high - 1) / 2
 
 
-class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
+class VectorGymnasiumEnvironment(_SpecsAndInfo, py_environment.PyEnvironment):
   """A gymnasium `VectorEnv` (NEXT_STEP autoreset) as a batched TF-Agents `PyEnvironment`.
 
   Time steps are batched `[N]` (`N = num_envs`) with TF-Agents' semantics per environment:
@@ -372,18 +375,6 @@ class VectorGymnasiumEnvironment(py_environment.PyEnvironment):
   def vector_env(self) -> gymnasium.vector.VectorEnv:
     """The wrapped gymnasium vector environment."""
     return self._env
-
-  def observation_spec(self) -> array_spec.BoundedArraySpec:
-    """The spec of ONE environment's observation (no batch dimension)."""
-    return self._observation_spec
-
-  def action_spec(self) -> array_spec.BoundedArraySpec:
-    """The spec of ONE environment's action (no batch dimension)."""
-    return self._action_spec
-
-  def get_info(self) -> dict:
-    """The vector env's `info` dict (arrays over environments) of the latest reset or step."""
-    return self._info
 
   @property
   def task_ids(self) -> np.ndarray:

@@ -74,6 +74,15 @@ def _paper_convs():
   ]
 
 
+def _checked_torso(class_name, input_spec, output_size, mlp_hidden_sizes) -> list:
+  """The arguments checked (`_check_arguments`), then the layers before the heads: the paper's convolutions
+  for an image spec, else leaky-ReLU dense layers of `mlp_hidden_sizes`."""
+  _check_arguments(class_name, input_spec, output_size, mlp_hidden_sizes)
+  if tf.TensorShape(input_spec.shape).rank == 3:
+    return _paper_convs()
+  return [_dense(units, _leaky_relu, name=f'hidden_{i}') for i, units in enumerate(mlp_hidden_sizes)]
+
+
 def _check_arguments(class_name, input_spec, output_size, mlp_hidden_sizes):
   """Raises a one-line ValueError for an input spec or size the networks cannot use."""
   shape = tf.TensorShape(input_spec.shape)
@@ -178,11 +187,7 @@ class RNDTargetNetwork(_RNDNetwork):
         ValueError: If the spec is not rank 1 or 3, not fully defined, not float, an image is
             smaller than 36x36, or a size is not a positive int.
     """
-    _check_arguments('RNDTargetNetwork', input_spec, output_size, mlp_hidden_sizes)
-    if tf.TensorShape(input_spec.shape).rank == 3:
-      layers = _paper_convs()
-    else:
-      layers = [_dense(units, _leaky_relu, name=f'hidden_{i}') for i, units in enumerate(mlp_hidden_sizes)]
+    layers = _checked_torso('RNDTargetNetwork', input_spec, output_size, mlp_hidden_sizes)
     layers.append(_dense(output_size, None, name='output'))
     super().__init__(input_spec, output_size, layers, frozen=True, name=name)
 
@@ -207,13 +212,9 @@ class RNDPredictorNetwork(_RNDNetwork):
         ValueError: If the spec is not rank 1 or 3, not fully defined, not float, an image is
             smaller than 36x36, or a size is not a positive int.
     """
-    _check_arguments('RNDPredictorNetwork', input_spec, output_size, mlp_hidden_sizes)
-    if tf.TensorShape(input_spec.shape).rank == 3:
-      layers = _paper_convs()
-      extra_units = 512  # the paper's fc1r_hat1_pred / fc1r_hat2_pred: 256 * enlargement 2
-    else:
-      layers = [_dense(units, _leaky_relu, name=f'hidden_{i}') for i, units in enumerate(mlp_hidden_sizes)]
-      extra_units = mlp_hidden_sizes[-1]
+    layers = _checked_torso('RNDPredictorNetwork', input_spec, output_size, mlp_hidden_sizes)
+    # Images: the paper's fc1r_hat1_pred / fc1r_hat2_pred, 256 * enlargement 2.
+    extra_units = 512 if tf.TensorShape(input_spec.shape).rank == 3 else mlp_hidden_sizes[-1]
     layers.append(_dense(extra_units, 'relu', name='extra_0'))
     layers.append(_dense(extra_units, 'relu', name='extra_1'))
     layers.append(_dense(output_size, None, name='output'))

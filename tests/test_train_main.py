@@ -118,10 +118,13 @@ def test_unreachable_reverb_is_one_clear_line(tiny_gin, tmp_path):
   assert f'localhost:{port}' in line
 
 
-def test_asynchronous_actor_run_completes(tiny_gin, tmp_path):
+def test_asynchronous_actor_run_completes_and_a_rerun_of_the_finished_directory_trains_no_more(tiny_gin, tmp_path):
   stdout, summary = _train(tiny_gin, str(tmp_path / 'async'), '--gin_bindings=train.asynchronous_actor = True')
   assert 'asynchronous actor' in stdout
   assert summary['env_steps'] == 64 and summary['learner_iterations'] == 4
+  # The budget is spent: the actor thread is never started, and closing the run must not wait for it.
+  _, again = _train(tiny_gin, str(tmp_path / 'async'), '--gin_bindings=train.asynchronous_actor = True')
+  assert again['env_steps'] == 64 and again['env_steps_this_run'] == 0 and again['learner_iterations'] == 4
 
 
 def test_two_logical_cpus_run_the_mirrored_learner(tiny_gin, tmp_path):

@@ -60,6 +60,12 @@ _Terms = distillation_losses.DistillationTerms
 # ----------------------------------------------------------------------------------------------
 
 
+def _checked(variant: str, inputs, distillation_coef):
+  """(the checked inputs, α as a tensor of the logits' dtype): how every variant's terms begin."""
+  c = distillation_losses.check_inputs(variant, inputs)
+  return c, distillation_losses.coefficient(distillation_coef, 'distillation_coef', c.student_logits.dtype)
+
+
 def _masked_terms(loss, pseudo_rewards, mask) -> _Terms:
   """Both parts, zero at masked-out steps; the pseudo-rewards with their gradient stopped."""
   return distillation_losses.DistillationTerms(
@@ -74,8 +80,7 @@ def _teacher_student_cross_entropy(c: distillation_losses.CheckedInputs):
 
 def _cross_entropy_terms(variant: str, inputs: _Inputs, distillation_coef) -> _Terms:
   """ℓ_t = α·H×(π(s_t)‖π_θ(s_t)), r̂_t = 0: the two plain distillation variants (they differ in q only)."""
-  c = distillation_losses.check_inputs(variant, inputs)
-  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', c.student_logits.dtype)
+  c, alpha = _checked(variant, inputs, distillation_coef)
   loss = alpha * _teacher_student_cross_entropy(c)
   return distillation_losses.DistillationTerms(distillation_losses.apply_mask(loss, c.mask),
                                                tf.zeros_like(loss))
@@ -152,8 +157,7 @@ def entropy_regularised_terms(inputs: _Inputs, distillation_coef=1.0) -> _Terms:
   Returns:
     `DistillationTerms`, both `[T, B]` (the loss is 0).
   """
-  c = distillation_losses.check_inputs('entropy_regularised', inputs)
-  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', c.student_logits.dtype)
+  c, alpha = _checked('entropy_regularised', inputs, distillation_coef)
   teacher_log_probs = losses.categorical_log_prob(c.teacher_logits[:-1], c.actions)
   pseudo_rewards = alpha * teacher_log_probs
   loss = tf.zeros_like(pseudo_rewards)
@@ -178,8 +182,7 @@ def n_distill_terms(inputs: _Inputs, distillation_coef=1.0) -> _Terms:
   Returns:
     `DistillationTerms`, both `[T, B]`.
   """
-  c = distillation_losses.check_inputs('n_distill', inputs)
-  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', c.student_logits.dtype)
+  c, alpha = _checked('n_distill', inputs, distillation_coef)
   loss = alpha * _teacher_student_cross_entropy(c)
   next_cross_entropy = distillation_losses.cross_entropy(c.teacher_logits[1:],
                                                          tf.stop_gradient(c.student_logits[1:]))
@@ -208,8 +211,7 @@ def expected_entropy_regularised_terms(inputs: _Inputs,
   Returns:
     `DistillationTerms`, both `[T, B]`.
   """
-  c = distillation_losses.check_inputs('expected_entropy_regularised', inputs)
-  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', c.student_logits.dtype)
+  c, alpha = _checked('expected_entropy_regularised', inputs, distillation_coef)
   loss = alpha * distillation_losses.cross_entropy(c.student_logits[:-1], c.teacher_logits[:-1])
   # log π(a_{t+1}|s_{t+1}) for t = 0 … T−2, from the actions the batch holds.
   sampled_next = losses.categorical_log_prob(c.teacher_logits[1:-1], c.actions[1:])

@@ -194,8 +194,10 @@ class ThreadedCollection(LocalCollection):
     return self._thread.pop_finished_episodes()
 
   def stop(self) -> None:
-    self._thread.stop()
-    self._thread.join(timeout=60)
+    if self._thread is not None:
+      self._thread.stop()
+      if self._thread.ident is not None:  # never started when the run's budget was already spent
+        self._thread.join(timeout=60)
     super().stop()
 
 
