@@ -41,7 +41,7 @@ def atari_options(repeat_action_probability: float = 0.25,
   """Keyword arguments for ale-py's `AtariVectorEnv`; defaults follow the RND paper.
 
   The defaults reproduce the Atari set-up of Burda et al. (2018), "Exploration by Random Network
-  Distillation" (PAPERS.md section 1), which in turn follows Machado et al. (2018).
+  Distillation" (docs/rnd.md, "Atari preprocessing"), which in turn follows Machado et al. (2018).
 
   Args:
     repeat_action_probability: sticky actions: with this probability the emulator repeats the
@@ -67,7 +67,7 @@ def atari_options(repeat_action_probability: float = 0.25,
       learner clips extrinsic rewards itself (RND paper), while episode returns reported to users
       (`pop_finished_episodes`, summaries) stay the true game scores.
     use_fire_reset: press FIRE after each reset in games that need it to start (Breakout, ...).
-      False: the RND paper's preprocessing has no fire reset (PAPERS.md section 1), so starting
+      False: the RND paper's preprocessing has no fire reset (docs/rnd.md, "Atari preprocessing"), so starting
       the game is part of what the agent learns; turning it on changes the task.
     full_action_space: use all 18 Atari actions rather than the game's minimal action set.
     num_threads: emulator threads of the vector env; 0 lets ale-py use one per hardware thread.

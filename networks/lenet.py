@@ -1,8 +1,8 @@
 """LeNet-5 and LeNet-5-half: the teacher and student classifiers of the data-free distillation benchmarks.
 
 DAFL (Chen et al., "Data-Free Learning of Student Networks", ICCV 2019, arXiv 1904.01186, section 4.1) and
-the Generative Adversarial Simulator (Raiman 2020, arXiv 2011.11472; PAPERS.md §4) distil a LeNet-5 teacher
-into a LeNet-5-half student on MNIST: the student has half the filters and units of every layer.
+the Generative Adversarial Simulator (Raiman 2020, arXiv 2011.11472; docs/data_free.md) distil a LeNet-5
+teacher into a LeNet-5-half student on MNIST: the student has half the filters and units of every layer.
 
     input [B, 28, 28, 1]
     conv 6@5x5 'same' -> ReLU -> max-pool 2x2          -> [B, 14, 14, 6]

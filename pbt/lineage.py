@@ -1,6 +1,6 @@
 """The lineage of a population: every report, exploit and explore as JSON lines, and a plot of it.
 
-A population based training run (Jaderberg et al. 2017; PAPERS.md §5) is only understood through its
+A population based training run (Jaderberg et al. 2017; docs/pbt.md, "Lineage") is only understood through its
 history: which member copied which, when, and how each hyperparameter moved. The scheduler appends one JSON
 object per line to `<root_dir>/lineage.jsonl` (a file that is never rewritten, so a crash loses at most the
 line being written):

@@ -16,7 +16,7 @@ Ray Tune drives a member through the `Trainable` API; each call maps onto the Tr
   step; Ray calls `reset_config(new config)` and then `load_checkpoint(donor's checkpoint)`. The restore
   brings the donor's hyperparameter values with its weights, so after every restore the member assigns its
   own config again: **the new config wins**. Hyperparameters are `tf.Variable`s read inside the compiled
-  step (PAPERS.md §5), so nothing retraces (`learner.tracing_count()` stays
+  step (docs/pbt.md, "Hyperparameters as variables"), so nothing retraces (`learner.tracing_count()` stays
   the same).
 
 With `TeacherSet.peers` > 0 (codistillation, `pbt.codistillation`), every `step()` also publishes the

@@ -1,8 +1,8 @@
 """Exploit and explore of population based training, as Ray Tune's PBT scheduler extended for Kickstarting.
 
-Population based training (Jaderberg et al. 2017, arXiv 1711.09846; PAPERS.md §5), as Kickstarting (Schmitt
-et al. 2018, arXiv 1803.03835; PAPERS.md §2) uses it to choose each teacher's weight λ_k, the learning rate
-and the entropy cost while the population trains:
+Population based training (Jaderberg et al. 2017, arXiv 1711.09846; docs/pbt.md), as Kickstarting (Schmitt et
+al. 2018, arXiv 1803.03835; docs/kickstarting.md, "λ under PBT") uses it to choose each teacher's weight λ_k,
+the learning rate and the entropy cost while the population trains:
 
 * A member is *ready* every `ready_env_steps` env steps (its step reports then).
 * **Exploit**, t-test selection (the default; PBT paper, appendix A.1 "T-test selection"): sample another

@@ -1,7 +1,7 @@
 """Data-free policy distillation: the Generative Adversarial Simulator (Raiman 2020, arXiv 2011.11472).
 
 A teacher (a classifier, or a policy: a one-step classifier of observations into actions) is distilled
-into a student with no simulator and no recorded data (PAPERS.md §4). A generator G maps noise z to
+into a student with no simulator and no recorded data (docs/data_free.md). A generator G maps noise z to
 observations x = G(z); the teacher labels them and the student learns the teacher's action distribution
 on them. Each training step does, on one batch of B generated observations (plus, once there is one,
 a batch from the pool of past exemplars for the student):

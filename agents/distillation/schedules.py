@@ -4,7 +4,7 @@ Kickstarting (Schmitt et al. 2018, arXiv 1803.03835) adds Σ_k λ_k · H×(π_Tk
 loss. A constant λ_k is no better than plain distillation: the teacher's pull must fade so the student
 can outgrow it. The paper lets population based training (PBT) choose each λ_k; with several teachers
 the weights are expected to move together, so they are factorised as a global scale times a
-per-teacher factor, λ_k = λ · λ̂_k (section 3 of the paper; PAPERS.md §2).
+per-teacher factor, λ_k = λ · λ̂_k (section 3 of the paper; docs/kickstarting.md, "λ schedules").
 
 Two ways to drive the weights, both through `TeacherWeights`, whose λ's are non-trainable
 `tf.Variable`s read when the compiled training step runs (a Python float captured by `tf.function`

@@ -1,10 +1,10 @@
 """What a teacher is: a frozen policy whose logits (and value) enter the distillation losses.
 
-Kickstarting (Schmitt et al. 2018, arXiv 1803.03835; PAPERS.md §2) needs of a teacher only its action
-distribution on the student's observations, so a teacher's architecture is free. A `Teacher` gives logits
-`[B, A]` on one step or `[T, B, A]` on a sequence, and a value when it has a critic; what its logits are
-made of is its `kind` (`KINDS`: logits, a Categorical distribution, Q-values taught as softmax(Q/τ), or its
-actions only, taught as an ε-smoothed one-hot; `teacher_targets` sets τ and ε). This module holds the
+Kickstarting (Schmitt et al. 2018, arXiv 1803.03835; docs/kickstarting.md, "Teachers") needs of a teacher only
+its action distribution on the student's observations, so a teacher's architecture is free. A `Teacher` gives
+logits `[B, A]` on one step or `[T, B, A]` on a sequence, and a value when it has a critic; what its logits
+are made of is its `kind` (`KINDS`: logits, a Categorical distribution, Q-values taught as softmax(Q/τ), or
+its actions only, taught as an ε-smoothed one-hot; `teacher_targets` sets τ and ε). This module holds the
 interface and the teachers built from a network (`NetworkTeacher`, and the codistillation `PeerTeacher`);
 `teacher_loading.load_teacher` loads the others (PolicySaver exports, `saved_policy_teachers`, and Keras
 models) and checks them against the student's specs (`check_observation_specs`, `check_action_specs`).
