@@ -1,5 +1,7 @@
 # Every target sets up its own environment: a fresh machine needs only Python 3.11 and make.
-PYTHON ?= python3.11
+# Python 3.11 (dm-reverb 0.14 has wheels up to 3.11): python3.11 on PATH, else the one uv manages when uv is
+# installed; `make PYTHON=/path/to/python3.11 ...` overrides both.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || { command -v uv >/dev/null 2>&1 && uv python find 3.11 2>/dev/null; } || echo python3.11)
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/quickstart
@@ -10,7 +12,8 @@ TEST_WORKERS ?= 2
 
 # The venv is rebuilt whenever requirements.txt or pyproject.toml change.
 $(VENV)/.installed: requirements.txt pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (dm-reverb 0.14 supports Python <= 3.11) or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: Python 3.11 not found (dm-reverb 0.14 needs Python <= 3.11): install it with 'uv python install 3.11' (uv: https://docs.astral.sh/uv/) or your system's python3.11 package, or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'), not 3.11 (dm-reverb 0.14 needs Python <= 3.11, TensorFlow 2.15 >= 3.9): run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
 	$(PY) -m pip install --quiet -r requirements.txt
