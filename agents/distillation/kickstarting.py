@@ -99,8 +99,7 @@ from replay import frame_stacks
 from runtime import config as run_config
 from runtime import errors
 
-# Variants whose update has no per-step loss towards the teacher's action distribution, or which
-# need trajectories sampled by the teacher.
+# Variants that read the teacher's value estimates (its critic): refused for teachers without one.
 _NEEDS_TEACHER_VALUES = ('teacher_value_reward', 'value_gated')
 
 

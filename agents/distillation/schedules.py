@@ -115,9 +115,9 @@ def linear_decay(initial: float = 1.0, final: float = 0.0, decay_steps: Optional
 
   Args:
     initial: The value at step 0. Default 1.0.
-    final: The value from `decay_steps` on. Default 0.0 (the teacher's pull vanishes). A floor > 0 keeps a
-      weak pull towards the teacher for the rest of training (gin/kickstart_minatar_breakout.gin: 0.1; a
-      MinAtar student that reached its teacher collapsed when the pull vanished, BENCHMARKS.md).
+    final: The value from `decay_steps` on. Default 0.0 (the teacher's pull vanishes, as in
+      gin/kickstart_minatar_breakout.gin, where λ reaches 0 with the learning rate). A floor > 0 keeps a
+      weak pull towards the teacher for the rest of training (gin/kickstart_minatar_multitask.gin: 0.1).
     decay_steps: Steps from `initial` to `final`, in the unit of the step passed (the learner's
       `train_step`: learner iterations, one per batch of trajectories, whatever its epochs and
       minibatches); > 0. None (default): the whole run, the learner's `total_iterations`, so λ reaches

@@ -1,4 +1,4 @@
-"""RND exploration (Burda et al. 2018, arXiv 1810.12894) as a wrapper around an on-policy learner.
+"""RND exploration (Burda et al. 2019, arXiv 1810.12894) as a wrapper around an on-policy learner.
 
 In the spirit of Acme's `RNDLearner`: this learner owns the random-network-distillation state (the
 frozen target, the trained predictor, the observation and intrinsic-return normalisers), rewrites each
@@ -292,7 +292,8 @@ class RNDLearner(base.LearnerWrapper):
     normalized = self._normalized(tf.cast(tf.gather(inputs, indices), tf.float32))
     variables = self.predictor.trainable_variables
     with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(rnd_losses.prediction_error(self.predictor(normalized), self.target(normalized)))
+      # The subset is already drawn: every one of its examples trains (a mask of ones).
+      loss = rnd_losses.predictor_loss(self.predictor(normalized), self.target(normalized), tf.ones([count]))
     gradients = tape.gradient(loss, variables)
     context = tf.distribute.get_replica_context()
     if context.num_replicas_in_sync > 1:

@@ -115,8 +115,10 @@ def predictor_loss(predicted, target, update_mask) -> tf.Tensor:
   with e the `prediction_error` and m the mask. The paper trains the predictor on a random
   `update_proportion` (0.25) of each minibatch, so that its effective batch stays constant as the
   number of environments grows (Burda et al. 2019, Table 5; the paper's code, `aux_loss` with
-  `proportion_of_exp_used_for_predictor_update`). The
-  max(·, 1) makes an all-zero mask give a loss of 0 rather than 0/0.
+  `proportion_of_exp_used_for_predictor_update`). `RNDLearner` draws that subset as the first
+  round(proportion · size) entries of a randomly ordered minibatch (the same distribution with a fixed count)
+  and calls this loss on them with a mask of ones. The max(·, 1) makes an all-zero mask give a loss of 0
+  rather than 0/0.
 
   Args:
       predicted: f̂(o), float `[B, K]` (any leading shape `[...]` works).
