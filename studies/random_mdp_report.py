@@ -2,7 +2,7 @@
 
 The rows are `studies.random_mdp_training.summarize`'s dicts (as written to study.json); step counts of
 inf mean "never reached" and are shown as "never". Figures: `plot_sampling` (sampling_curves.png),
-`plot_sweep` (action_sweep.png) and `plot_noisy` (noisy_teacher.png), drawn with `studies.plotting`.
+`plot_sweep` (action_sweep.png) and `plot_noisy` (noisy_teacher.png), drawn with `runtime.plotting`.
 """
 
 import math
@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from studies import plotting
+from runtime import plotting
 from studies import random_mdp_training
 
 # ----------------------------------------------------------------------------------------------------------
