@@ -4,9 +4,9 @@
   (`config/operative`, indented as a markdown code block) and the run's main hyperparameters through the
   HParams plugin (the learner's `hyperparameters()` values, the seed and `total_env_steps`).
 * `read_scalars`: every scalar of a run's event files, its whole history across resumes: each resumed
-  process writes a new event file, and the points an earlier file holds at or after the step a later one
-  starts at (written after the last checkpoint of a killed run, then written again) give way to the later
-  file's, as in TensorBoard.
+  process writes a new event file, and the points an earlier file holds after the step a later one starts
+  from (logged after the last checkpoint of a killed run, then logged again) give way to the later file's,
+  as in TensorBoard; so do those at that step under a tag the later file logs there again.
 * `plot_curves` / `write_curves`: `<root_dir>/curves.png`, drawn at the end of every run
   (`Trainer.finish`): the training episodes' return and the evaluations against env steps, and, when the
   run logged them, RND's intrinsic reward and kickstarting's teacher weights λ_k.
