@@ -44,7 +44,7 @@ import numpy as np
 
 from binaries import common
 from runtime import run_directory
-from studies import plotting
+from runtime import plotting
 
 flags.DEFINE_string('root_dir', None, 'Study directory: teacher, real-data student, one run per variant.')
 flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'digits'], 'mnist (the benchmark) or digits (a fast check).')

@@ -48,7 +48,7 @@ from binaries import common
 from binaries import kickstart_report
 from runtime import errors
 from runtime import run_directory
-from studies import plotting
+from runtime import plotting
 
 flags.DEFINE_string('root_dir', None, 'Study directory: the teacher and one run directory per method and seed.')
 flags.DEFINE_multi_string('teacher_gin_file', ['ppo_minatar_breakout.gin'], 'Gin file(s) of the teacher.')

@@ -3,29 +3,21 @@ runs and pbt_main populations, put every run's training curve on one grid of env
 reaches a target, and write the table and the figure. See compare_runs_main's docstring for the measure.
 """
 
-import glob
 import json
 import os
 
 import numpy as np
 
 from runtime import errors
-from studies import plotting
+from runtime import plotting
 
 
 def episode_returns(run_dir: str):
-  """`(env_steps, returns)` of every training episode a train_main run logged, in order."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  steps, values = [], []
-  for path in sorted(glob.glob(os.path.join(run_dir, 'summaries', 'events.out.tfevents.*'))):
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == 'env/episode_return':
-          steps.append(event.step)
-          values.append(float(tf.make_ndarray(value.tensor)))
-  order = np.argsort(np.asarray(steps, np.int64), kind='stable')
-  return np.asarray(steps, np.int64)[order], np.asarray(values, np.float64)[order]
+  """`(env_steps, returns)` of every training episode a train_main run logged, in order (across resumes:
+  `agents.training.summaries.read_scalars`)."""
+  from agents.training import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  series = summaries.read_scalars(os.path.join(run_dir, 'summaries'), keep=lambda tag: tag == summaries.EPISODE_RETURN)
+  return series.get(summaries.EPISODE_RETURN, (np.zeros([0], np.int64), np.zeros([0], np.float64)))
 
 
 def windowed_curve(steps, returns, grid, window: int):

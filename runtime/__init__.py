@@ -1,1 +1,2 @@
-"""What every run shares below the agents: its settings (gin), its directory, its errors."""
+"""What every run shares below the agents: its settings (gin), its directory, its errors, its interrupts, and
+the plotting helper every figure is drawn with (`plotting`, matplotlib imported on first use)."""

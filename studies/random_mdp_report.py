@@ -2,7 +2,7 @@
 
 The rows are `studies.random_mdp_training.summarize`'s dicts (as written to study.json); step counts of
 inf mean "never reached" and are shown as "never". Figures: `plot_sampling` (sampling_curves.png),
-`plot_sweep` (action_sweep.png) and `plot_noisy` (noisy_teacher.png), drawn with `studies.plotting`.
+`plot_sweep` (action_sweep.png) and `plot_noisy` (noisy_teacher.png), drawn with `runtime.plotting`.
 """
 
 import math
@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from studies import plotting
+from runtime import plotting
 from studies import random_mdp_training
 
 # ----------------------------------------------------------------------------------------------------------
@@ -107,21 +107,46 @@ def _teacher_levels(axis, reach_fraction):
   axis.axhline(reach_fraction, color='k', lw=0.8, ls=':')
 
 
+# The small multiples of `plot_sampling`: panels per row, and the quantities drawn (one block of rows each).
+_SAMPLING_COLUMNS = 4
+_SAMPLING_QUANTITIES = (
+    ('curve_return_over_teacher_quartiles', 'return / teacher', 'linear'),
+    ('curve_kl_teacher_visits_quartiles', 'KL(π‖π_θ), teacher-visit\nweighted', 'log'),
+)
+
+
 def plot_sampling(rows, path, reach_fraction):
-  """Median (IQR band) return / teacher and KL against env steps, one line per variant."""
-  with plotting.figure(path, 1, 2, figsize=(14, 5.5), dpi=100) as (_, (left, right)):
-    for row in rows:
-      style = '--' if row['sampled_by'] == 'teacher' else '-'
-      _band(left, row, 'curve_return_over_teacher_quartiles', row['variant'], style)
-      _band(right, row, 'curve_kl_teacher_visits_quartiles', row['variant'], style)
-    _teacher_levels(left, reach_fraction)
-    left.set(ylabel='student return / teacher return (median, IQR)',
-             title='Return (dashed: teacher-driven sampling)')
-    right.set(ylabel='KL(π‖π_θ), teacher-visit weighted (median, IQR)', yscale='log',
-              title='KL to the teacher')
-    for axis in (left, right):
+  """Small multiples, one panel per variant and quantity (return / teacher; KL to the teacher): the
+  variant's median and IQR band in colour over the other variants' medians in faint grey, on axes shared
+  by every panel of a quantity."""
+  columns = min(_SAMPLING_COLUMNS, len(rows))
+  grid_rows = math.ceil(len(rows) / columns)
+  blocks = len(_SAMPLING_QUANTITIES)
+  with plotting.figure(path, blocks * grid_rows, columns, figsize=(3.6 * columns, 2.7 * blocks * grid_rows),
+                       dpi=100, sharex=True, squeeze=False) as (drawing, axes):
+    for block, (key, ylabel, yscale) in enumerate(_SAMPLING_QUANTITIES):
+      panels = axes[block * grid_rows:(block + 1) * grid_rows].ravel()
+      for index, (axis, row) in enumerate(zip(panels, rows)):
+        if index:
+          axis.sharey(panels[0])
+        for other in rows:
+          if other is not row:
+            axis.plot(other['curve_steps'], np.asarray(other[key])[:, 1], color='0.8', lw=0.8)
+        _band(axis, row, key, None, '--' if row['sampled_by'] == 'teacher' else '-')
+        if block == 0:
+          _teacher_levels(axis, reach_fraction)
+        axis.set(title=f'{row["variant"]} ({row["sampled_by"]}-driven)', yscale=yscale)
+        axis.title.set_fontsize(9)
+        if index % columns == 0:
+          axis.set_ylabel(ylabel)
+      for axis in panels[len(rows):]:
+        axis.set_visible(False)
+    for axis in axes.ravel():
       _steps_axis(axis)
-    left.legend(fontsize=8)
+      if axis is not axes[-1, 0]:
+        axis.set_xlabel('')
+    drawing.suptitle('Median and IQR over MDPs of each variant (grey: the other variants\' medians; '
+                     'black: the teacher, dotted: the target)', fontsize=10)
 
 
 def plot_sweep(rows, path, reach_fraction):

@@ -9,7 +9,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from matplotlib import image
 from tf_agents.trajectories import time_step as ts
+
+from agents.training import summaries
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_MAIN = os.path.join(REPO, 'binaries', 'train_main.py')
@@ -56,6 +59,15 @@ def test_train_writes_a_self_describing_run_and_resumes(tiny_gin, tmp_path):
     for event in tf.compat.v1.train.summary_iterator(event_file):
       tags.update(value.tag for value in event.summary.value)
   assert {'learner/loss', 'learner/entropy', 'env/episode_return', 'eval/return_mean'} <= tags
+  # ... and, from the run's start, the operative config as text and the hyperparameters (HParams plugin).
+  assert {'config/operative', '_hparams_/session_start_info'} <= tags
+
+  # curves.png: a PNG of the run's curves, named in summary.json and in the last line.
+  assert summary['curves'] == os.path.join(root, 'curves.png')
+  assert 'curves.png' in first.stdout.strip().splitlines()[-1]
+  with open(summary['curves'], 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert image.imread(summary['curves']).shape[:2] == (400, 1000)  # one panel: 10 x 4 inches at 100 dpi
 
   # The exported SavedModel is a TF-Agents policy whose info carries logits and values.
   policy = tf.saved_model.load(os.path.join(root, 'policy'))
@@ -73,6 +85,10 @@ def test_train_writes_a_self_describing_run_and_resumes(tiny_gin, tmp_path):
   assert summary['env_steps'] == 96
   assert summary['env_steps_this_run'] == 32
   assert summary['learner_iterations'] == 6
+  # The curves are drawn again from both processes' event files: the final evaluations of both are in.
+  assert summary['curves'] == os.path.join(root, 'curves.png')
+  evaluations = summaries.read_scalars(os.path.join(root, 'summaries'))['eval/return_mean']
+  assert evaluations[0].tolist() == [64, 96]
 
 
 def _first_error_line(result):

@@ -11,6 +11,8 @@
 * `components`: what every job of a run builds the same way: environment specs, the network, the
   Reverb tables.
 * `progress`: the progress line a run prints.
+* `summaries`: what a run records for TensorBoard at its start (the operative config as text, the
+  hyperparameters for HParams), its scalars read back across resumes, and the `curves.png` drawn from them.
 * `evaluation`: evaluating a policy network on fresh environments.
 * `policy_export`: the TF-Agents policy and its SavedModel export.
 * `strategy`: choosing the `tf.distribute` strategy from flags.

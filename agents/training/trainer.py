@@ -9,9 +9,10 @@ configured here through gin. A run directory is self-describing:
     root_dir/
       operative_config.gin   every gin parameter the run used (written at start and at the end)
       checkpoints/           learner state (network, optimiser, hyperparameter variables, counters)
-      summaries/             TensorBoard scalars
+      summaries/             TensorBoard: scalars, the operative config as text, the hyperparameters (HParams)
       policy/                the final policy, a SavedModel written by TF-Agents' PolicySaver
-      summary.json           env_steps, wall_seconds, eval_return_mean, ...
+      curves.png             the whole run's return, evaluations (and intrinsic reward, λ_k) against env steps
+      summary.json           env_steps, wall_seconds, eval_return_mean, curves, ...
 
 Running again with the same root_dir resumes from the latest checkpoint; a finished run (its budget
 spent, or `stop_at_eval_return` reached while that option is still set) only re-evaluates and re-exports.
@@ -42,6 +43,7 @@ from agents.training import evaluation
 from agents.training import policy_export
 from agents.training import progress
 from agents.training import settings as settings_lib
+from agents.training import summaries
 from envs import suite
 from runtime import errors
 from runtime import run_directory
@@ -207,8 +209,7 @@ class Trainer:
           env, self.network, actor_network, self._actor_teachers, reverb_address, local_actor,
           asynchronous_actor, table_name, sequence_length, items_per_iteration)
       self._restore(env, seed, hyperparameters_from_gin)
-      self._write_operative_config()
-      self._summary_writer = tf.summary.create_file_writer(os.path.join(root_dir, 'summaries'))
+      self._open_summaries(self._write_operative_config())
 
       resume_seed = seed + int(learner.train_step.numpy())
       self._env = env = self._collection.attach(env, seed, resume_seed)
@@ -268,6 +269,14 @@ class Trainer:
       # E.g. RND seeds its observation statistics with a random agent; these steps are not counted in
       # env_steps and nothing reaches replay. The run's actor resets the environments.
       self.learner.initialize_from_environment(env, seed=seed)
+
+  def _open_summaries(self, operative_config: str) -> None:
+    """Opens the TensorBoard writer and records the configuration as text and the main hyperparameters
+    (HParams) at the step the run starts from."""
+    self._summary_writer = tf.summary.create_file_writer(os.path.join(self.root_dir, 'summaries'))
+    hyperparameters = dict(_hyperparameter_values(self.learner.hyperparameters()), seed=self._seed,
+                           total_env_steps=self.total_env_steps)
+    summaries.write_run_start(self._summary_writer, self.env_steps, operative_config, hyperparameters)
 
   @property
   def env_steps(self) -> int:
@@ -402,8 +411,10 @@ class Trainer:
   def latest_checkpoint(self) -> Optional[str]:
     return self._manager.latest_checkpoint
 
-  def _write_operative_config(self) -> None:
-    self.run_directory.write_text('operative_config.gin', gin.operative_config_str())
+  def _write_operative_config(self) -> str:
+    text = gin.operative_config_str()
+    self.run_directory.write_text('operative_config.gin', text)
+    return text
 
   def release(self) -> None:
     """Releases the run directory's lock (idempotent); call it when nothing more will be written."""
@@ -465,10 +476,14 @@ class Trainer:
         'policy_dir': policy_dir,
         'checkpoint': self._manager.latest_checkpoint,
     }
+    # The whole run's curves, resumes included, from its event files (None if they could not be drawn).
+    summary['curves'] = summaries.write_curves(
+        root_dir, title=f'{self.env_id}, {type(self.learner).__name__}: {env_steps:,} env steps ({root_dir})')
     self.run_directory.write_json('summary.json', summary)
+    curves = f'{summaries.CURVES_FILE}, ' if summary['curves'] else ''
     print(f'Done: eval return {final["return_mean"]:.1f} ± {final["return_std"]:.1f} over '
           f'{final["episodes"]} episodes after {env_steps:,} env steps. Results in {root_dir} '
-          f'(summary.json, policy/, summaries/ for TensorBoard).', flush=True)
+          f'(summary.json, {curves}policy/, summaries/ for TensorBoard).', flush=True)
     self.release()
     return summary
 
