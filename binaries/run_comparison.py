@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from runtime import errors
-from studies import plotting
+from protege.runtime import errors
+from protege.studies import plotting
 
 
 def episode_returns(run_dir: str):
@@ -57,7 +57,7 @@ def load_run(run_dir: str) -> dict:
 
 def load_population(root: str) -> list:
   """A pbt_main run: per member, its ready reports `(env_steps, score)`, each point one report."""
-  from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
+  from protege.pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
   population = _read_json(os.path.join(root, 'population.json'), f'the pbt_main run {root}')
   reports = {}
   for event in lineage_lib.read_events(os.path.join(root, 'lineage.jsonl')):

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from studies import plotting
+from protege.studies import plotting
 
 
 def _plain(value):

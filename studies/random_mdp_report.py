@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from studies import plotting
-from studies import random_mdp_training
+from protege.studies import plotting
+from protege.studies import random_mdp_training
 
 # ----------------------------------------------------------------------------------------------------------
 # Tables.
