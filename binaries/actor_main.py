@@ -18,8 +18,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
-from runtime import interrupts
+from protege.binaries import common
+from protege.runtime import interrupts
 
 common.define_gin_flags()
 flags.DEFINE_string('reverb_address', None, 'host:port of the run\'s Reverb server.')
@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   with common.job('actor_main', argv):
-    from agents.training import deployment  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import deployment  # pylint: disable=g-import-not-at-top
     # SIGINT/SIGTERM: the item under way is finished and written, the writer closed, then exit with
     # 128 + the signal's number (an actor holds no state of its own to save).
     stop = interrupts.StopRequest('actor_main', grace_seconds=FLAGS.retry_seconds + 10)
@@ -44,5 +44,10 @@ def main(argv):
       sys.exit(stop.exit_code)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-actor` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

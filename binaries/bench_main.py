@@ -23,8 +23,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from binaries import common  # noqa: E402
-from runtime import run_directory  # noqa: E402
+from protege.binaries import common  # noqa: E402
+from protege.runtime import run_directory  # noqa: E402
 
 flags.DEFINE_string('output', 'BENCHMARKS.md', 'Markdown report to write.')
 flags.DEFINE_integer('atari_env_steps', 20_480, 'Agent steps of each ppo_atari end-to-end run.')
@@ -66,7 +66,7 @@ def env_ceiling(env_id: str, num_envs: int, steps: int):
   """Random-action agent steps/s of the raw gymnasium vector env and of it through the adapter."""
   import gymnasium  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from envs import suite  # pylint: disable=g-import-not-at-top
+  from protege.envs import suite  # pylint: disable=g-import-not-at-top
   env = suite.make_environment(env_id=env_id, num_envs=num_envs, seed=0)
   env.reset()
   raw = env.vector_env
@@ -105,7 +105,7 @@ def learner_flops(batch_size: int = 256, steps: int = 10):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf_agents.specs import tensor_spec  # pylint: disable=g-import-not-at-top
-  from networks import actor_critic, torsos  # pylint: disable=g-import-not-at-top
+  from protege.networks import actor_critic, torsos  # pylint: disable=g-import-not-at-top
 
   observation_spec = tensor_spec.TensorSpec([84, 84, 4], tf.uint8)
   action_spec = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 3)

@@ -14,12 +14,12 @@ from typing import Callable, Iterator, Optional, Sequence
 from absl import app
 from absl import flags
 
-from runtime import config
-from runtime import errors
+from protege.runtime import config
+from protege.runtime import errors
 # Re-exported: binaries and tests name them through this module.
-from runtime.config import GIN_DIR  # noqa: F401  pylint: disable=unused-import
-from runtime.config import tensorflow_threads
-from runtime.errors import ConfigError  # noqa: F401  pylint: disable=unused-import
+from protege.runtime.config import GIN_DIR  # noqa: F401  pylint: disable=unused-import
+from protege.runtime.config import tensorflow_threads
+from protege.runtime.errors import ConfigError  # noqa: F401  pylint: disable=unused-import
 
 
 # Bindings that turn an RND configuration (e.g. gin/rnd_montezuma.gin) into the same PPO without RND: the
@@ -30,7 +30,7 @@ PPO_WITHOUT_RND_BINDINGS = ('train.learner_fn = @PPOLearner', "ActorCriticNetwor
 def register_configurables() -> None:
   """Imports every module that defines gin configurables, so strict parsing knows all names."""
   # pylint: disable=g-import-not-at-top,unused-import
-  from agents.training import trainer  # noqa: F401  (imports the actor, learners, networks, envs, replay)
+  from protege.agents.training import trainer  # noqa: F401  (imports the actor, learners, networks, envs, replay)
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:

@@ -30,10 +30,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
-from binaries import run_comparison
-from runtime import errors
-from runtime import run_directory
+from protege.binaries import common
+from protege.binaries import run_comparison
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 flags.DEFINE_multi_string('runs', [], 'LABEL:GLOB of train_main run directories (one method).')
 flags.DEFINE_multi_string('population', [], 'LABEL:DIR of a pbt_main run (one method, its members the runs).')
@@ -101,5 +101,10 @@ def main(argv):
     print(f'Written to {FLAGS.output_dir}: comparison.md, comparison.json, curves.png.', flush=True)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-compare-runs` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

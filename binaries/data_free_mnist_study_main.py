@@ -42,9 +42,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from binaries import common
-from runtime import run_directory
-from runtime import plotting
+from protege.binaries import common
+from protege.runtime import run_directory
+from protege.runtime import plotting
 
 flags.DEFINE_string('root_dir', None, 'Study directory: teacher, real-data student, one run per variant.')
 flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'digits'], 'mnist (the benchmark) or digits (a fast check).')
@@ -129,7 +129,7 @@ def run_variant(name: str, teacher_path: str, test_x, test_y) -> dict:
   """Distils the teacher with variant `name`'s configuration (or reads the finished run back)."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
+  from protege.agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
   run_dir = os.path.join(FLAGS.root_dir, name)
   summary_path = os.path.join(run_dir, 'summary.json')
   if not os.path.exists(summary_path):
@@ -152,7 +152,7 @@ def _normalised(features):
 
 def diversity(teacher, observations, labels, real_features, real_labels, rng) -> dict:
   """The diversity measures of `observations` (at most `--diversity_samples`, a random subset)."""
-  from networks import lenet  # pylint: disable=g-import-not-at-top
+  from protege.networks import lenet  # pylint: disable=g-import-not-at-top
   if len(observations) > FLAGS.diversity_samples:
     keep = rng.choice(len(observations), FLAGS.diversity_samples, replace=False)
     observations, labels = observations[keep], labels[keep]
@@ -161,7 +161,7 @@ def diversity(teacher, observations, labels, real_features, real_labels, rng) ->
 
 
 def _measures(features, labels, real_features, real_labels) -> dict:
-  from agents.data_free import diversity as diversity_measures  # pylint: disable=g-import-not-at-top
+  from protege.agents.data_free import diversity as diversity_measures  # pylint: disable=g-import-not-at-top
   clusters = diversity_measures.clusters_per_class(features, labels, NUM_CLASSES, FLAGS.cluster_distance)
   recall = diversity_measures.recall_per_class(real_features, real_labels, features, labels, NUM_CLASSES)
   spread = diversity_measures.mean_pairwise_distance_per_class(features, labels, NUM_CLASSES)
@@ -243,7 +243,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   with common.one_line_errors('data_free_mnist_study_main', show_traceback=FLAGS.traceback):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from networks import lenet  # pylint: disable=g-import-not-at-top
+    from protege.networks import lenet  # pylint: disable=g-import-not-at-top
     start = time.time()
     root_dir = FLAGS.root_dir
     os.makedirs(root_dir, exist_ok=True)
@@ -291,5 +291,10 @@ def main(argv):
     print(open(os.path.join(root_dir, 'study.md')).read(), flush=True)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-data-free-mnist-study` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

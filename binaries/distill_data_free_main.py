@@ -28,7 +28,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
+from protege.binaries import common
 
 flags.DEFINE_string('teacher', None,
                     'The teacher: a Keras classifier file or a PolicySaver export (e.g. a policy/ of '
@@ -41,7 +41,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   # Registers the gin configurables of agents.data_free.
-  from agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
+  from protege.agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
   with common.job('distill_data_free_main', argv):
     summary = data_free_run.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher)
     line = (f'Done: {summary["steps"]:,} steps in {summary["train_seconds"]:.0f} s from a '
@@ -57,5 +57,10 @@ def main(argv):
     print(f'{line}. Results in {FLAGS.root_dir}.', flush=True)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-distill-data-free` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

@@ -22,9 +22,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
-from runtime import errors
-from runtime import run_directory
+from protege.binaries import common
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 common.define_gin_flags()
 flags.DEFINE_string('policy_dir', None, 'An exported policy (a run\'s policy/ SavedModel directory).')
@@ -44,11 +44,11 @@ def main(argv):
   with common.job('eval_main', argv):
     if (FLAGS.policy_dir is None) == (FLAGS.checkpoint is None):
       raise errors.ConfigError('pass exactly one of --policy_dir (a SavedModel) and --checkpoint.')
-    from agents.training import evaluation  # pylint: disable=g-import-not-at-top
-    from agents.training import saved_network  # pylint: disable=g-import-not-at-top
-    from agents.training import settings  # pylint: disable=g-import-not-at-top
-    from agents.training import video  # pylint: disable=g-import-not-at-top
-    from envs import suite  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import evaluation  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import saved_network  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import settings  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import video  # pylint: disable=g-import-not-at-top
+    from protege.envs import suite  # pylint: disable=g-import-not-at-top
     env = suite.make_environment(num_envs=1, seed=FLAGS.seed)
     env_id = env.env_id
     try:
@@ -75,5 +75,10 @@ def main(argv):
         json.dump(result, f, indent=2)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-eval` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

@@ -161,7 +161,7 @@ def signals_of_train_main(gin_path, work):
 _MEMBER_WRITER = textwrap.dedent("""
     import sys
     import tensorflow as tf
-    from pbt import member
+    from protege.pbt import member
     directory, version = sys.argv[1], int(sys.argv[2])
     state = tf.train.Checkpoint(weights=tf.Variable(tf.fill([1 << 22], float(version))))
     print('ready', flush=True)
@@ -175,7 +175,7 @@ _MEMBER_WRITER = textwrap.dedent("""
 def kills_of_member_writes(work, kills, rng):
   """SIGKILL a process that replaces one member checkpoint (16 MB) over and over; read it after each kill."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pbt import member  # pylint: disable=g-import-not-at-top
+  from protege.pbt import member  # pylint: disable=g-import-not-at-top
   directory = os.path.join(work, 'member_checkpoint')
   script = os.path.join(work, 'member_writer.py')
   with open(script, 'w') as f:
@@ -270,8 +270,8 @@ def _poison_newest_checkpoint(gin_path, root):
   """Rewrites the newest checkpoint of `root` with a NaN in the network's first weight (its own process)."""
   script = textwrap.dedent(f"""
       import numpy as np, tensorflow as tf
-      from binaries import common
-      from agents.training import trainer as trainer_lib
+      from protege.binaries import common
+      from protege.agents.training import trainer as trainer_lib
       common.parse_gin([{gin_path!r}], [])
       trainer = trainer_lib.Trainer({root!r})
       path = trainer.latest_checkpoint

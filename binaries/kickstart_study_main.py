@@ -44,11 +44,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
-from binaries import kickstart_report
-from runtime import errors
-from runtime import run_directory
-from runtime import plotting
+from protege.binaries import common
+from protege.binaries import kickstart_report
+from protege.runtime import errors
+from protege.runtime import run_directory
+from protege.runtime import plotting
 
 flags.DEFINE_string('root_dir', None, 'Study directory: the teacher and one run directory per method and seed.')
 flags.DEFINE_multi_string('teacher_gin_file', ['ppo_minatar_breakout.gin'], 'Gin file(s) of the teacher.')
@@ -211,5 +211,10 @@ def run_study(argv):
   print(f'Wrote {os.path.join(root_dir, "study.md")} and curves.png ({(time.time() - start) / 60:.1f} min)')
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-kickstart-study` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

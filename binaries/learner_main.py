@@ -21,8 +21,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
-from runtime import interrupts
+from protege.binaries import common
+from protege.runtime import interrupts
 
 common.define_gin_flags()
 flags.DEFINE_string('root_dir', None, 'Run directory: checkpoints, summaries, policy, summary.json.')
@@ -40,10 +40,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   with common.job('learner_main', argv):
-    from agents.training import numerics as numerics_lib  # pylint: disable=g-import-not-at-top
-    from agents.training import settings  # pylint: disable=g-import-not-at-top
-    from agents.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-    from agents.training import trainer  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import numerics as numerics_lib  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import settings  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import trainer  # pylint: disable=g-import-not-at-top
     strategy = strategy_lib.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
     numerics_lib.configure_numerics(FLAGS.mixed_precision, FLAGS.xla)
     numerics = {}
@@ -58,5 +58,10 @@ def main(argv):
       sys.exit(stop.exit_code)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-learner` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

@@ -31,10 +31,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
-from runtime import config
-from runtime import errors
-from runtime import run_directory
+from protege.binaries import common
+from protege.runtime import config
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) of the members and of PBT (search_space, '
                           'PBTScheduler).')
@@ -67,10 +67,10 @@ def resolve_gin_files(paths):
 
 def check_configuration(space, teacher_names) -> None:
   """What would make every member fail in its own process, found here first (one line each)."""
-  from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
-  from agents.distillation import teacher_loading  # pylint: disable=g-import-not-at-top
-  from agents.training import settings  # pylint: disable=g-import-not-at-top
-  from runtime.config import bound  # pylint: disable=g-import-not-at-top
+  from protege.agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
+  from protege.agents.distillation import teacher_loading  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import settings  # pylint: disable=g-import-not-at-top
+  from protege.runtime.config import bound  # pylint: disable=g-import-not-at-top
 
   # The members' train.* settings (budget, intervals), checked as each member's Trainer would check them.
   settings.train_settings()
@@ -101,9 +101,9 @@ def run_population(root_dir, gin_files, gin_bindings, population, ray_address=No
   import ray  # pylint: disable=g-import-not-at-top
   from ray import tune  # pylint: disable=g-import-not-at-top
 
-  from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
-  from pbt import member as member_lib  # pylint: disable=g-import-not-at-top
-  from pbt import scheduler as scheduler_lib  # pylint: disable=g-import-not-at-top
+  from protege.pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
+  from protege.pbt import member as member_lib  # pylint: disable=g-import-not-at-top
+  from protege.pbt import scheduler as scheduler_lib  # pylint: disable=g-import-not-at-top
 
   if population < 2:
     raise errors.ConfigError(f'--population={population}: PBT needs at least 2 members.')
@@ -190,7 +190,7 @@ def stopped_member(root_dir, name):
   """A member of a population stopped before it finished: the env steps of its last event and its newest
   checkpoint in its own directory (saved when it was stopped)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
+  from protege.pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
   member_dir = os.path.join(root_dir, 'members', name)
   events = lineage_lib.read_events(os.path.join(member_dir, 'events.jsonl'))
   steps = [e['env_steps'] for e in events if e.get('env_steps') is not None]
@@ -225,9 +225,9 @@ def main(argv):
     # A cluster given by --ray_address keeps its own setting.
     os.environ.setdefault('RAY_AUTH_MODE', 'token')
   with common.one_line_errors('pbt_main', show_traceback=FLAGS.traceback):
-    from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
+    from protege.pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
     # Registers search_space and PBTScheduler with gin before the files are parsed.
-    from pbt import scheduler  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    from protege.pbt import scheduler  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     start = time.time()
     root_dir = os.path.abspath(FLAGS.root_dir)
     if os.path.exists(os.path.join(root_dir, EXPERIMENT)):
@@ -259,5 +259,10 @@ def main(argv):
                          f'times; see {os.path.join(root_dir, EXPERIMENT)}.')
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-pbt` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

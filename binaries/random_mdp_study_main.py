@@ -30,10 +30,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from agents.distillation import losses as distillation_losses  # noqa: E402
-from envs import random_mdp  # noqa: E402
-from studies import random_mdp_study  # noqa: E402
-from studies import random_mdp_training as training  # noqa: E402
+from protege.agents.distillation import losses as distillation_losses  # noqa: E402
+from protege.envs import random_mdp  # noqa: E402
+from protege.studies import random_mdp_study  # noqa: E402
+from protege.studies import random_mdp_training as training  # noqa: E402
 
 flags.DEFINE_string('output_dir', None, 'Where study.md, study.json and the PNG plots are written.')
 flags.DEFINE_list('parts', list(training.PARTS), f'Parts to run, from {training.PARTS}.')
@@ -142,5 +142,10 @@ def main(argv):
   random_mdp_study.run_study(config_from_flags(), FLAGS.output_dir, plots=FLAGS.plots)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-random-mdp-study` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

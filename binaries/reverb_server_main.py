@@ -22,7 +22,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
+from protege.binaries import common
 
 common.define_gin_flags()
 flags.DEFINE_integer('port', None, 'Port to serve on.')
@@ -42,7 +42,7 @@ def main(argv):
         'authentication or encryption: anyone who reaches this port can read and write the run\'s data. '
         'Serve on a private network only (README, "Security").', flush=True)
   with common.job('reverb_server_main', argv):
-    from agents.training import deployment  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import deployment  # pylint: disable=g-import-not-at-top
     deployment.check_server_settings(FLAGS.checkpoint_interval_seconds, FLAGS.keep_checkpoints)
     stop = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
@@ -52,5 +52,10 @@ def main(argv):
                      keep_checkpoints=FLAGS.keep_checkpoints)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-reverb-server` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

@@ -23,8 +23,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from binaries import common
-from runtime import run_directory
+from protege.binaries import common
+from protege.runtime import run_directory
 
 flags.DEFINE_string('root_dir', None, 'Study directory: one run directory per method and seed.')
 flags.DEFINE_multi_string('gin_file', ['rnd_deep_sea.gin'], 'Gin file(s) of the RND configuration.')
@@ -109,5 +109,10 @@ def main(argv):
   print(f'Wrote {os.path.join(FLAGS.root_dir, "study.md")}')
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-rnd-study` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

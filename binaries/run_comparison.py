@@ -8,14 +8,14 @@ import os
 
 import numpy as np
 
-from runtime import errors
-from runtime import plotting
+from protege.runtime import errors
+from protege.runtime import plotting
 
 
 def episode_returns(run_dir: str):
   """`(env_steps, returns)` of every training episode a train_main run logged, in order (across resumes:
   `agents.training.summaries.read_scalars`)."""
-  from agents.training import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from protege.agents.training import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   series = summaries.read_scalars(os.path.join(run_dir, 'summaries'), keep=lambda tag: tag == summaries.EPISODE_RETURN)
   return series.get(summaries.EPISODE_RETURN, (np.zeros([0], np.int64), np.zeros([0], np.float64)))
 
@@ -49,7 +49,7 @@ def load_run(run_dir: str) -> dict:
 
 def load_population(root: str) -> list:
   """A pbt_main run: per member, its ready reports `(env_steps, score)`, each point one report."""
-  from pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
+  from protege.pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
   population = _read_json(os.path.join(root, 'population.json'), f'the pbt_main run {root}')
   reports = {}
   for event in lineage_lib.read_events(os.path.join(root, 'lineage.jsonl')):

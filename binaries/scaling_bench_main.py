@@ -25,8 +25,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from binaries import common  # noqa: E402
-from runtime import run_directory  # noqa: E402
+from protege.binaries import common  # noqa: E402
+from protege.runtime import run_directory  # noqa: E402
 
 common.define_gin_flags()
 flags.DEFINE_float('seconds', 30.0, 'Measuring window of each throughput figure, after a warm-up.')
@@ -47,9 +47,9 @@ def _free_port() -> int:
 def _layout():
   """The run's environment, a network, its tables (with a queue large enough not to block) and settings."""
   import gin  # pylint: disable=g-import-not-at-top
-  from agents.training import components  # pylint: disable=g-import-not-at-top
-  from agents.training import settings as settings_lib  # pylint: disable=g-import-not-at-top
-  from envs import suite  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import components  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import settings as settings_lib  # pylint: disable=g-import-not-at-top
+  from protege.envs import suite  # pylint: disable=g-import-not-at-top
   settings = settings_lib.train_settings()
   env = suite.make_environment(seed=0)
   network = components.make_network(settings.network_fn, env)
@@ -61,7 +61,7 @@ def _layout():
 
 def actor_scaling(num_actors: int) -> float:
   """Frames/s that `num_actors` actor processes write, with the queue drained as fast as it fills."""
-  from replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, tables, settings = _layout()
   frames_per_item = settings.sequence_length * env.batch_size * env.frames_per_step
   env.close()
@@ -106,8 +106,8 @@ def reverb_rates() -> dict:
   """Items/s one writer inserts and one dataset reader samples, for the run's item signature."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, tables, settings = _layout()
   sequence_length = settings.sequence_length
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
@@ -140,8 +140,8 @@ def reverb_rates() -> dict:
 def learner_rate(items_per_replica: int) -> dict:
   """Learner iterations/s on an in-memory dataset of `items_per_replica` items per iteration."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, _, settings = _layout()
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
   signature = reverb_replay.sequence_signature(step_spec, settings.sequence_length,
@@ -167,8 +167,8 @@ def table_memory(sizes) -> list:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import psutil  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, network, tables, settings = _layout()
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
   batch = env.batch_size

@@ -30,16 +30,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
-from agents.distillation import kickstarting  # noqa: E402
-from agents.distillation import teacher_set as teacher_set_lib  # noqa: E402
-from agents.training import actor as actor_lib  # noqa: E402
-from agents.training import components  # noqa: E402
-from agents.training import policy_export  # noqa: E402
-from envs import suite  # noqa: E402
-from networks import actor_critic  # noqa: E402
-from networks import torsos  # noqa: E402
-from replay import local_queue  # noqa: E402
-from replay import reverb_replay  # noqa: E402
+from protege.agents.distillation import kickstarting  # noqa: E402
+from protege.agents.distillation import teacher_set as teacher_set_lib  # noqa: E402
+from protege.agents.training import actor as actor_lib  # noqa: E402
+from protege.agents.training import components  # noqa: E402
+from protege.agents.training import policy_export  # noqa: E402
+from protege.envs import suite  # noqa: E402
+from protege.networks import actor_critic  # noqa: E402
+from protege.networks import torsos  # noqa: E402
+from protege.replay import local_queue  # noqa: E402
+from protege.replay import reverb_replay  # noqa: E402
 
 flags.DEFINE_string('teacher', None, 'PolicySaver export of a recurrent CartPole policy (default: a fresh LSTM).')
 flags.DEFINE_integer('num_envs', 8, 'Environments of the actor.')

@@ -37,12 +37,12 @@ from tf_agents.policies import policy_saver
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.utils import common as tf_agents_common
 
-from agents.data_free import play
-from agents.distillation import teacher_loading
-from agents.training import evaluation
-from binaries import common
-from envs import suite
-from runtime import run_directory
+from protege.agents.data_free import play
+from protege.agents.distillation import teacher_loading
+from protege.agents.training import evaluation
+from protege.binaries import common
+from protege.envs import suite
+from protege.runtime import run_directory
 
 common.define_gin_flags()
 flags.DEFINE_string('root_dir', None, 'Run directory: policy/, operative_config.gin, summary.json.')
@@ -220,5 +220,10 @@ def main(argv):
     train_dqn_teacher(FLAGS.root_dir)
 
 
-if __name__ == '__main__':
+def run():
+  """The `protege-train-dqn-teacher` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

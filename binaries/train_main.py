@@ -20,8 +20,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 
-from binaries import common
-from runtime import interrupts
+from protege.binaries import common
+from protege.runtime import interrupts
 
 flags.DEFINE_multi_string('gin_file', [], 'Gin file(s) with the experiment configuration.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings, e.g. "train.seed = 3".')
@@ -44,8 +44,8 @@ def main(argv):
   with common.one_line_errors('train_main', show_traceback=FLAGS.traceback):
     common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     common.tensorflow_threads()
-    from agents.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-    from agents.training import trainer  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import trainer  # pylint: disable=g-import-not-at-top
     strategy = strategy_lib.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
 
     # SIGINT/SIGTERM: the run saves a checkpoint after the iteration under way and exits with 128 + the
@@ -56,5 +56,10 @@ def main(argv):
     if summary is None:
       sys.exit(stop.exit_code)
 
-if __name__ == '__main__':
+def run():
+  """The `protege-train` console script: absl parses the flags, then calls `main`."""
   sys.exit(app.run(main))
+
+
+if __name__ == '__main__':
+  run()

@@ -36,7 +36,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from runtime import errors
+from protege.runtime import errors
 
 ENV_ID = 'protege/DeepSea-v0'
 

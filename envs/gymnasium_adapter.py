@@ -26,7 +26,7 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
-from runtime import errors
+from protege.runtime import errors
 
 _OPENCV_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX, the most channels cv2.merge takes
 

@@ -33,7 +33,7 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from runtime import errors
+from protege.runtime import errors
 
 ID_PREFIX = 'MinAtar/'
 # Joins the ids of the games of a multi-game vector env: 'MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'.

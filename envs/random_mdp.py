@@ -41,7 +41,7 @@ from typing import NamedTuple, Tuple
 
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 MOVES = ('up', 'down', 'left', 'right')
 NUM_MOVES = len(MOVES)

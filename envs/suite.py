@@ -12,10 +12,10 @@ import gin
 import gymnasium
 from gymnasium.vector import AutoresetMode
 
-from envs import deep_sea
-from envs import gymnasium_adapter
-from envs import minatar
-from runtime import errors
+from protege.envs import deep_sea
+from protege.envs import gymnasium_adapter
+from protege.envs import minatar
+from protege.runtime import errors
 
 # Importing ale_py registers the 'ALE/<Game>-v5' ids, importing envs.deep_sea 'protege/DeepSea-v0';
 # registering explicitly documents why the imports are needed and keeps linters from dropping them.

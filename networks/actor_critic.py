@@ -18,8 +18,8 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
 
-from networks import torsos
-from runtime import errors
+from protege.networks import torsos
+from protege.runtime import errors
 
 _CORES = (None, 'lstm', 'gru')
 

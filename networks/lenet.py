@@ -25,7 +25,7 @@ from typing import Sequence
 import gin
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 # LeNet-5's filters and units, input to output: conv1, conv2, conv3, dense.
 LENET5_WIDTHS = (6, 16, 120, 84)

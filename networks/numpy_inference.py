@@ -18,8 +18,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from networks import actor_critic
-from networks import torsos
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 _ACTIVATIONS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     'linear': lambda x: x,

@@ -36,7 +36,7 @@ from typing import Sequence
 import gin
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 # The slope of tf.nn.leaky_relu's default, which the paper's code uses.
 _LEAKY_RELU_ALPHA = 0.2

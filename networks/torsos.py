@@ -24,7 +24,7 @@ import math
 import gin
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 
 def _hidden_initializer():

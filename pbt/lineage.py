@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from runtime import plotting
+from protege.runtime import plotting
 
 
 def _plain(value):

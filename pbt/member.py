@@ -56,13 +56,13 @@ import numpy as np
 from ray import tune
 import tensorflow as tf
 
-from pbt import codistillation
-from pbt import lineage as lineage_lib
-from pbt import scheduler as scheduler_lib
-from runtime import config as run_config
-from runtime import errors
-from runtime import interrupts
-from runtime import run_directory
+from protege.pbt import codistillation
+from protege.pbt import lineage as lineage_lib
+from protege.pbt import scheduler as scheduler_lib
+from protege.runtime import config as run_config
+from protege.runtime import errors
+from protege.runtime import interrupts
+from protege.runtime import run_directory
 
 # The subdirectory of a Ray checkpoint directory that holds the member's state once it is complete.
 CHECKPOINT_SUBDIR = 'member'
@@ -249,8 +249,8 @@ def kickstart_layout() -> Tuple[Tuple[str, ...], bool]:
   `TeacherSet`: 'teacher_0', 'teacher_1', ..., then the peer teachers 'peer_0', ...); ((), False) without
   kickstarting.
   """
-  from agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
-  from agents.distillation import teacher_set as teacher_set_lib  # pylint: disable=g-import-not-at-top
+  from protege.agents.distillation import kickstarting  # pylint: disable=g-import-not-at-top
+  from protege.agents.distillation import teacher_set as teacher_set_lib  # pylint: disable=g-import-not-at-top
   if not kickstarting.kickstarter_configured():
     return (), False
   paths = run_config.bound('TeacherSet.paths', ())
@@ -307,9 +307,9 @@ class Member(tune.Trainable):
 
   def _build(self, settings: Mapping[str, Any]) -> None:
     # agents.training.trainer first: it registers the configurables the gin files name.
-    from agents.training import settings as settings_lib  # pylint: disable=g-import-not-at-top
-    from agents.training import trainer  # pylint: disable=g-import-not-at-top
-    from runtime import config as run_config  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import settings as settings_lib  # pylint: disable=g-import-not-at-top
+    from protege.agents.training import trainer  # pylint: disable=g-import-not-at-top
+    from protege.runtime import config as run_config  # pylint: disable=g-import-not-at-top
 
     _limit_threads(settings.get('threads', 1))
     # Ray starts a member in its own session directory; relative paths in gin are the user's, relative to

@@ -46,8 +46,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.schedulers import pbt as ray_pbt
 from scipy import stats
 
-from pbt import lineage as lineage_lib
-from runtime import errors
+from protege.pbt import lineage as lineage_lib
+from protege.runtime import errors
 
 SELECTIONS = ('t_test', 'truncation')
 # The key of a member's settings in a trial's config (everything else in the config is a hyperparameter).

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from runtime import errors
+from protege.runtime import errors
 
 PADDINGS = ('zeros', 'reset')
 _ZERO = -1  # source index of a zero (padding) frame

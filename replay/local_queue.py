@@ -47,8 +47,8 @@ from typing import Any, Callable, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from replay import frame_stacks
-from runtime import errors
+from protege.replay import frame_stacks
+from protege.runtime import errors
 
 
 class QueueClosedError(RuntimeError):

@@ -25,9 +25,9 @@ import numpy as np
 import reverb
 import tensorflow as tf
 
-from replay import frame_stacks
-from replay import local_queue
-from runtime import errors
+from protege.replay import frame_stacks
+from protege.replay import local_queue
+from protege.runtime import errors
 
 # Reverb's `rate_limiter_timeout_ms` / `timeout_ms` use -1 for "wait forever".
 _WAIT_FOREVER = -1

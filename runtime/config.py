@@ -17,6 +17,7 @@ business; import the modules that define them (`from agents.training import trai
 """
 
 import collections.abc
+from importlib import resources
 import inspect
 import logging
 import math
@@ -29,11 +30,11 @@ from typing import Any, List, Optional, Sequence
 import gin
 from gin import config_parser
 
-from runtime.errors import ConfigError
+from protege.runtime.errors import ConfigError
 
-# The repository's gin/ folder, searched after the working directory, so `include 'ppo_atari.gin'` and
-# `--gin_file=quickstart.gin` work from anywhere.
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'gin')
+# The shipped gin/ folder (protege/gin in a wheel, the repository's gin/ in a checkout), searched after the
+# working directory, so `include 'ppo_atari.gin'` and `--gin_file=quickstart.gin` work from anywhere.
+GIN_DIR = str(resources.files('protege') / 'gin')
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:

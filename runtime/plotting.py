@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from runtime import run_directory
+from protege.runtime import run_directory
 
 GRID_ALPHA = 0.3  # the grid of every curve figure
 BAND_ALPHA = 0.15  # the interquartile band's fill

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 LOCK_FILE = '.run.lock'
 CHECKPOINT_INDEX = 'checkpoint'

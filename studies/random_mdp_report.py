@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime import plotting
-from studies import random_mdp_training
+from protege.runtime import plotting
+from protege.studies import random_mdp_training
 
 # ----------------------------------------------------------------------------------------------------------
 # Tables.

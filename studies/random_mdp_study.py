@@ -29,10 +29,10 @@ from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from envs import random_mdp
-from runtime import run_directory
-from studies import random_mdp_report as report
-from studies import random_mdp_training as training
+from protege.envs import random_mdp
+from protege.runtime import run_directory
+from protege.studies import random_mdp_report as report
+from protege.studies import random_mdp_training as training
 
 
 class Progress:

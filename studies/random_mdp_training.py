@@ -74,10 +74,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from agents.distillation import losses as distillation_losses
-from agents.distillation import variants
-from agents.learners import losses
-from envs import random_mdp
+from protege.agents.distillation import losses as distillation_losses
+from protege.agents.distillation import variants
+from protege.agents.learners import losses
+from protege.envs import random_mdp
 
 PARTS = ('sampling', 'actions', 'noisy')
 ADVANTAGE_NORMALIZATIONS = ('none', 'joint', 'separate')

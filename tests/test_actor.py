@@ -7,11 +7,11 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.training import actor as actor_lib
-from envs import suite
-from networks import actor_critic
-from networks import torsos
-from replay import reverb_replay
+from protege.agents.training import actor as actor_lib
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import torsos
+from protege.replay import reverb_replay
 
 T, N = 8, 3
 

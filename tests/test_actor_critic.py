@@ -8,8 +8,8 @@ from tf_agents.specs import array_spec
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from networks import actor_critic
-from networks import torsos
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 NUM_ACTIONS = 6
 ACTION_SPEC = tensor_spec.BoundedTensorSpec((), tf.int64, minimum=0, maximum=NUM_ACTIONS - 1)

@@ -17,9 +17,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import gin
 import pytest
 
-from binaries import common
-from runtime import config
-from runtime import errors
+from protege.binaries import common
+from protege.runtime import config
+from protege.runtime import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARIES = os.path.join(REPO, 'binaries')
@@ -133,7 +133,7 @@ def test_reverb_server_main_refuses_a_bad_flag_in_one_line_before_serving(flag, 
 def test_an_actor_given_a_server_without_its_table_is_one_line(tmp_path):
   """A real Reverb server (localhost, a free port) that serves another table than the gin file's."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   signature = {'x': tf.TensorSpec([1], tf.float32)}
   server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, name='other', max_size=2)])
   try:
@@ -344,7 +344,7 @@ def test_traceback_flag_shows_a_users_error_whole():
 
 
 def test_pbt_refuses_a_learning_rate_range_that_reaches_zero_and_a_negative_burn_in():
-  from pbt import scheduler  # pylint: disable=g-import-not-at-top
+  from protege.pbt import scheduler  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.ConfigError, match='a learning rate must be > 0'):
     scheduler.hyperparameter('learning_rate', (0.0, 1e-3, 'linear'))
   with pytest.raises(errors.ConfigError, match='PBTScheduler.burn_in_env_steps=-1 must be an int >= 0'):
@@ -355,7 +355,7 @@ def test_pbt_refuses_a_learning_rate_range_that_reaches_zero_and_a_negative_burn
                                             ('q_temperature', float('inf')), ('action_smoothing', -0.1),
                                             ('action_smoothing', 1.0), ('action_only', 'yes')])
 def test_a_teachers_target_setting_out_of_range_is_one_line_before_anything_is_loaded(setting, value, tmp_path):
-  from agents.distillation import teacher_loading  # pylint: disable=g-import-not-at-top
+  from protege.agents.distillation import teacher_loading  # pylint: disable=g-import-not-at-top
   from tf_agents.specs import tensor_spec  # pylint: disable=g-import-not-at-top
   # The path does not exist: a ConfigError, not a PolicyLoadError, shows the setting is checked first.
   with pytest.raises(errors.ConfigError) as error:

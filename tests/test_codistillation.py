@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from test_ppo_learner import OBS_SPEC, _batch, _learner, _network
 
-from agents.distillation import kickstarting
-from agents.distillation import teacher_set as teacher_set_lib
-from pbt import codistillation
+from protege.agents.distillation import kickstarting
+from protege.agents.distillation import teacher_set as teacher_set_lib
+from protege.pbt import codistillation
 
 
 def _other_network(seed, core=None):

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from binaries import run_comparison
-from pbt import lineage as lineage_lib
+from protege.binaries import run_comparison
+from protege.pbt import lineage as lineage_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 from matplotlib import image
 
-from agents.training import summaries
-from runtime import plotting
+from protege.agents.training import summaries
+from protege.runtime import plotting
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

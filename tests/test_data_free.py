@@ -11,14 +11,14 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents.data_free import distiller as distiller_lib
-from agents.data_free import diversity
-from agents.data_free import exemplar_pool
-from agents.data_free import generators
-from agents.data_free import losses
-from networks import actor_critic
-from networks import lenet
-from networks import torsos
+from protege.agents.data_free import distiller as distiller_lib
+from protege.agents.data_free import diversity
+from protege.agents.data_free import exemplar_pool
+from protege.agents.data_free import generators
+from protege.agents.data_free import losses
+from protege.networks import actor_critic
+from protege.networks import lenet
+from protege.networks import torsos
 
 import tf_modes
 from tf_modes import f32, mode  # noqa: F401  (the `mode` fixture)

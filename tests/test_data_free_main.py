@@ -13,14 +13,14 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.data_free import adapters
-from agents.data_free import frame_networks
-from agents.data_free import play
-from agents.data_free import run as data_free_run
-from agents.distillation import teacher_loading
-from agents.training import policy_export
-from networks import actor_critic
-from networks import torsos
+from protege.agents.data_free import adapters
+from protege.agents.data_free import frame_networks
+from protege.agents.data_free import play
+from protege.agents.data_free import run as data_free_run
+from protege.agents.distillation import teacher_loading
+from protege.agents.training import policy_export
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTILL_MAIN = os.path.join(REPO, 'binaries', 'distill_data_free_main.py')
@@ -262,7 +262,7 @@ def test_a_state_sample_is_uniform_over_the_stream_and_bounded():
 
 def test_a_stopped_run_resumes_from_its_checkpoint_where_it_stopped(tmp_path, capsys):
   import gin  # pylint: disable=g-import-not-at-top
-  from binaries import common  # pylint: disable=g-import-not-at-top
+  from protege.binaries import common  # pylint: disable=g-import-not-at-top
   teacher_dir = _rule_teacher(str(tmp_path / 'teacher' / 'policy'))
 
   def distill(root, num_steps):

@@ -10,8 +10,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from tf_agents.trajectories import time_step as ts
 
-from envs import deep_sea
-from envs import suite
+from protege.envs import deep_sea
+from protege.envs import suite
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 

@@ -20,16 +20,16 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents.training import actor as actor_lib
-from agents.training import components
-from agents.training import deployment
-from agents.training import numerics
-from agents.training import settings as settings_lib
-from agents.training import trainer as trainer_lib
-from envs import suite
-from networks import actor_critic
-from networks import torsos
-from replay import reverb_replay
+from protege.agents.training import actor as actor_lib
+from protege.agents.training import components
+from protege.agents.training import deployment
+from protege.agents.training import numerics
+from protege.agents.training import settings as settings_lib
+from protege.agents.training import trainer as trainer_lib
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import torsos
+from protege.replay import reverb_replay
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARIES = os.path.join(REPO, 'binaries')

@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
-from agents.distillation import losses as dl
-from agents.distillation import variants
-from agents.learners import losses
+from protege.agents.distillation import losses as dl
+from protege.agents.distillation import variants
+from protege.agents.learners import losses
 
 RTOL = 1e-5
 ATOL = 1e-5

@@ -10,12 +10,12 @@ import gin
 import pytest
 from PIL import Image
 
-from agents.training import evaluation
-from agents.training import saved_network
-from agents.training import settings
-from agents.training import trainer
-from agents.training import video as video_lib
-from envs import suite
+from protege.agents.training import evaluation
+from protege.agents.training import saved_network
+from protege.agents.training import settings
+from protege.agents.training import trainer
+from protege.agents.training import video as video_lib
+from protege.envs import suite
 from test_train_main import TINY_GIN  # the tiny CartPole run of the train_main tests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

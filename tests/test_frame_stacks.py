@@ -8,14 +8,14 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.learners import ppo
-from agents.learners import rnd
-from agents.training import trainer as trainer_lib
-from envs import suite
-from networks import actor_critic
-from networks import torsos
-from replay import frame_stacks
-from replay import reverb_replay
+from protege.agents.learners import ppo
+from protege.agents.learners import rnd
+from protege.agents.training import trainer as trainer_lib
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import torsos
+from protege.replay import frame_stacks
+from protege.replay import reverb_replay
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 ACTION_SPEC = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1, 'action')

@@ -7,7 +7,7 @@ import os
 import gin
 import pytest
 
-from binaries import common
+from protege.binaries import common
 
 GIN_FILES = sorted(glob.glob(os.path.join(common.GIN_DIR, '*.gin')))
 

@@ -7,8 +7,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from tf_agents.environments import utils as env_utils
 from tf_agents.trajectories import time_step as ts
 
-from envs import gymnasium_adapter
-from envs.gymnasium_adapter import GymnasiumEnvironment, VectorGymnasiumEnvironment
+from protege.envs import gymnasium_adapter
+from protege.envs.gymnasium_adapter import GymnasiumEnvironment, VectorGymnasiumEnvironment
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 

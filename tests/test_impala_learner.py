@@ -9,13 +9,13 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.distillation import kickstarting
-from agents.distillation import schedules
-from agents.distillation import teacher_set as teacher_set_lib
-from agents.distillation import variants
-from agents.learners import impala
-from networks import actor_critic
-from networks import torsos
+from protege.agents.distillation import kickstarting
+from protege.agents.distillation import schedules
+from protege.agents.distillation import teacher_set as teacher_set_lib
+from protege.agents.distillation import variants
+from protege.agents.learners import impala
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 OBS_SPEC = tensor_spec.TensorSpec([3], tf.float32, 'observation')
 ACTION_SPEC = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1, 'action')

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from binaries import kickstart_report
+from protege.binaries import kickstart_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY_MAIN = os.path.join(REPO, 'binaries', 'kickstart_study_main.py')

@@ -6,13 +6,13 @@ import tensorflow as tf
 from test_ppo_learner import ACTION_SPEC, B, OBS_SPEC, T, _batch, _learner, _network
 from tf_agents.trajectories import time_step as ts
 
-from agents.distillation import kickstarting
-from agents.distillation import schedules
-from agents.distillation import teacher_set as teacher_set_lib
-from agents.distillation import variants
-from agents.learners import ppo
-from networks import actor_critic
-from networks import torsos
+from protege.agents.distillation import kickstarting
+from protege.agents.distillation import schedules
+from protege.agents.distillation import teacher_set as teacher_set_lib
+from protege.agents.distillation import variants
+from protege.agents.learners import ppo
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 
 def _keras_teacher(preferred_action: int, strength: float = 3.0) -> tf.keras.Model:

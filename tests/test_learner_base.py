@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.training import trainer as trainer_lib
-from agents.learners import base
-from runtime import errors
+from protege.agents.training import trainer as trainer_lib
+from protege.agents.learners import base
+from protege.runtime import errors
 import test_impala_learner
 import test_ppo_learner
 import test_rnd

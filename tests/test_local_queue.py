@@ -12,14 +12,14 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents.learners import ppo
-from agents.training import actor as actor_lib
-from envs import suite
-from networks import actor_critic
-from networks import torsos
-from replay import frame_stacks
-from replay import local_queue
-from replay import reverb_replay
+from protege.agents.learners import ppo
+from protege.agents.training import actor as actor_lib
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import torsos
+from protege.replay import frame_stacks
+from protege.replay import local_queue
+from protege.replay import reverb_replay
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T, N = 4, 3

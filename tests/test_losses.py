@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
-from agents.learners import losses
+from protege.agents.learners import losses
 
 RTOL = 1e-5
 ATOL = 1e-6

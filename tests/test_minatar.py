@@ -8,14 +8,14 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents.training import actor as actor_lib
-from agents.training import components
-from binaries import common
-from envs import gymnasium_adapter
-from envs import minatar
-from envs import suite
-from networks import actor_critic
-from networks import torsos
+from protege.agents.training import actor as actor_lib
+from protege.agents.training import components
+from protege.binaries import common
+from protege.envs import gymnasium_adapter
+from protege.envs import minatar
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 TWO_GAMES = 'MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'

@@ -5,11 +5,11 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents.training import actor as actor_lib
-from envs import suite
-from networks import actor_critic
-from networks import numpy_inference
-from networks import torsos
+from protege.agents.training import actor as actor_lib
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import numpy_inference
+from protege.networks import torsos
 
 
 def _network(observation_spec, num_actions=3, **kwargs):

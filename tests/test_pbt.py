@@ -18,12 +18,12 @@ from ray.tune.experiment import Trial
 from scipy import stats
 import tensorflow as tf
 
-from agents.distillation import schedules
-from pbt import lineage as lineage_lib
-from pbt import member as member_lib
-from pbt import scheduler as scheduler_lib
-from runtime import errors
-from runtime import run_directory
+from protege.agents.distillation import schedules
+from protege.pbt import lineage as lineage_lib
+from protege.pbt import member as member_lib
+from protege.pbt import scheduler as scheduler_lib
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 SPACE = {'learning_rate': (1e-4, 1e-2, 'log'), 'entropy_coef': (1e-4, 1e-2, 'log'),
          'lambda_teacher_0': (0.0, 4.0, 'linear')}
@@ -487,7 +487,7 @@ def test_a_damaged_checkpoint_is_refused_before_anything_is_assigned(tmp_path):
 # --- a member in this process ------------------------------------------------------------------------------
 
 TINY_GIN = """
-import pbt.scheduler
+import protege.pbt.scheduler
 make_environment.env_id = 'CartPole-v1'
 make_environment.num_envs = 2
 ActorCriticNetwork.torso_fn = @MLPTorso

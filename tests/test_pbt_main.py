@@ -13,8 +13,8 @@ import sys
 import pytest
 import tensorflow as tf
 
-from pbt import lineage as lineage_lib
-from pbt import member as member_lib
+from protege.pbt import lineage as lineage_lib
+from protege.pbt import member as member_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PBT_MAIN = os.path.join(REPO, 'binaries', 'pbt_main.py')
@@ -28,7 +28,7 @@ SIGTERM_AT_ENV_STEPS = 3072
 HYPERPARAMETERS = ('learning_rate', 'entropy_coef', 'lambda_teacher_0', 'lambda_peer_0')
 
 TINY_GIN = """
-import pbt.scheduler
+import protege.pbt.scheduler
 include 'pbt_kickstart_cartpole.gin'
 make_environment.num_envs = 4
 MLPTorso.layer_sizes = (32,)

@@ -6,9 +6,9 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.training import policy_export
-from networks import actor_critic
-from networks import torsos
+from protege.agents.training import policy_export
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 
 @pytest.mark.parametrize('core', [None, 'lstm'])

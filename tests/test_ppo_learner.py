@@ -6,9 +6,9 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.learners import ppo
-from networks import actor_critic
-from networks import torsos
+from protege.agents.learners import ppo
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 OBS_SPEC = tensor_spec.TensorSpec([3], tf.float32, 'observation')
 ACTION_SPEC = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1, 'action')

@@ -23,13 +23,13 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
-from agents.data_free import adapters
-from agents.distillation import teacher_loading
-from agents.distillation import teachers
-from agents.training import policy_export
-from envs import suite
-from networks import actor_critic
-from networks import torsos
+from protege.agents.data_free import adapters
+from protege.agents.distillation import teacher_loading
+from protege.agents.distillation import teachers
+from protege.agents.training import policy_export
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HIDDEN = 16  # the Q-network's one hidden ReLU layer

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from envs import random_mdp
+from protege.envs import random_mdp
 
 UP, DOWN, LEFT, RIGHT = range(4)
 OFFSETS = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}

@@ -8,17 +8,17 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.distillation import kickstarting
-from agents.distillation import teacher_set as teacher_set_lib
-from agents.training import actor as actor_lib
-from agents.training import components
-from agents.training import policy_export
-from agents.training import trainer as trainer_lib
-from envs import suite
-from networks import actor_critic
-from networks import torsos
-from replay import local_queue
-from replay import reverb_replay
+from protege.agents.distillation import kickstarting
+from protege.agents.distillation import teacher_set as teacher_set_lib
+from protege.agents.training import actor as actor_lib
+from protege.agents.training import components
+from protege.agents.training import policy_export
+from protege.agents.training import trainer as trainer_lib
+from protege.envs import suite
+from protege.networks import actor_critic
+from protege.networks import torsos
+from protege.replay import local_queue
+from protege.replay import reverb_replay
 
 T, N = 4, 3  # CartPole's random episodes last 8+ steps: every episode spans several items
 ITEMS = 12

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from replay import reverb_replay
+from protege.replay import reverb_replay
 
 T, N = 4, 3
 STEP_SPEC = {'observation': tf.TensorSpec([2], tf.float32), 'action': tf.TensorSpec([], tf.int64)}

@@ -6,11 +6,11 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.learners import ppo
-from agents.learners import rnd
-from agents.learners import rnd_losses
-from networks import actor_critic
-from networks import torsos
+from protege.agents.learners import ppo
+from protege.agents.learners import rnd
+from protege.agents.learners import rnd_losses
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 OBS_SPEC = tensor_spec.TensorSpec([3, 2], tf.float32, 'observation')
 IMAGE_SPEC = tensor_spec.BoundedTensorSpec([36, 36, 2], tf.uint8, 0, 255, 'observation')

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.learners import normalization
-from agents.learners import rnd_losses
+from protege.agents.learners import normalization
+from protege.agents.learners import rnd_losses
 
 MODES = ['eager', 'function', 'jit']
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.learners import rnd_losses
-from networks import rnd
+from protege.agents.learners import rnd_losses
+from protege.networks import rnd
 
 IMAGE_SPEC = tf.TensorSpec([84, 84, 1], tf.float32)
 VECTOR_SPEC = tf.TensorSpec([7], tf.float32)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runtime import errors
-from runtime import run_directory
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +20,7 @@ def _hold_lock(root_dir):
   """A child process that opens `root_dir` and waits; returns it once it holds the lock."""
   code = textwrap.dedent(f"""
       import sys, time
-      from runtime import run_directory
+      from protege.runtime import run_directory
       run = run_directory.RunDirectory({root_dir!r}, 'holder_main')
       print('held', flush=True)
       time.sleep(600)

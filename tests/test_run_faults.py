@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_MAIN = os.path.join(REPO, 'binaries', 'train_main.py')
@@ -190,8 +190,8 @@ def test_a_nan_reward_stops_the_run_in_one_line_naming_the_environment(tiny_gin,
 def test_a_nan_weight_between_iterations_is_caught_before_it_is_saved(tmp_path):
   """The Trainer checks the whole learner state after every iteration, not only the losses."""
   import gin  # pylint: disable=g-import-not-at-top
-  from binaries import common  # pylint: disable=g-import-not-at-top
-  from agents.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from protege.binaries import common  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   common.parse_gin([TINY_GIN], [])
   trainer = trainer_lib.Trainer(str(tmp_path / 'run'), checkpoint_interval_seconds=0.001)
   try:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.distillation import schedules
-from runtime import errors
+from protege.agents.distillation import schedules
+from protege.runtime import errors
 
 
 def _values(weights):

@@ -47,7 +47,7 @@ def _imports(path: str, modules) -> set:
       names = [f'{node.module}.{alias.name}' for alias in node.names] + [node.module]
     else:
       continue
-    for name in names:
+    for name in (name.removeprefix('protege.') for name in names):
       while name and name not in modules:
         name = name.rpartition('.')[0]
       if name:

@@ -13,12 +13,12 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 
-from agents.distillation import teacher_loading
-from agents.distillation import teacher_set as teacher_set_lib
-from agents.distillation import teachers
-from agents.training import policy_export
-from networks import actor_critic
-from networks import torsos
+from protege.agents.distillation import teacher_loading
+from protege.agents.distillation import teacher_set as teacher_set_lib
+from protege.agents.distillation import teachers
+from protege.agents.training import policy_export
+from protege.networks import actor_critic
+from protege.networks import torsos
 
 OBSERVATION_SPEC = tensor_spec.TensorSpec([4], tf.float32, 'observation')
 ACTION_SPEC = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1, 'action')

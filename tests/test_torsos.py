@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from networks import torsos
+from protege.networks import torsos
 
 
 @pytest.fixture(autouse=True)

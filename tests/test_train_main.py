@@ -12,7 +12,7 @@ import tensorflow as tf
 from matplotlib import image
 from tf_agents.trajectories import time_step as ts
 
-from agents.training import summaries
+from protege.agents.training import summaries
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_MAIN = os.path.join(REPO, 'binaries', 'train_main.py')

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from tf_modes import f32, mode, run  # noqa: F401 (mode is a fixture)
 
-from agents.learners import vtrace
+from protege.agents.learners import vtrace
 
 RTOL = 1e-5
 ATOL = 1e-5

@@ -13,7 +13,7 @@ import sys
 
 import tensorflow as tf
 
-from pbt import lineage as lineage_lib
+from protege.pbt import lineage as lineage_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PBT_MAIN = os.path.join(REPO, 'binaries', 'pbt_main.py')
@@ -21,7 +21,7 @@ TOTAL_ENV_STEPS = 4096
 MOVED = ('lambda_breakout', 'lambda_space_invaders', 'intrinsic_advantage_coef')
 
 TINY_GIN = """
-import pbt.scheduler
+import protege.pbt.scheduler
 include 'whole_design_minatar.gin'
 make_environment.num_envs = 4
 MLPTorso.layer_sizes = (32,)

@@ -10,8 +10,8 @@ from tf_agents.policies import policy_saver
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-from agents.distillation import teachers
-from networks import actor_critic
+from protege.agents.distillation import teachers
+from protege.networks import actor_critic
 
 
 def student_logits(student, observation, training: bool = True) -> tf.Tensor:

@@ -13,14 +13,14 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents.data_free import adapters
-from agents.data_free import exemplar_pool
-from agents.data_free import generators
-from agents.data_free import losses
-from agents.distillation import teacher_loading
-from agents.distillation import teachers
-from runtime import config as run_config
-from runtime import errors
+from protege.agents.data_free import adapters
+from protege.agents.data_free import exemplar_pool
+from protege.agents.data_free import generators
+from protege.agents.data_free import losses
+from protege.agents.distillation import teacher_loading
+from protege.agents.distillation import teachers
+from protege.runtime import config as run_config
+from protege.runtime import errors
 
 
 _LR_SCHEDULES = ('constant', 'cosine')

@@ -6,7 +6,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 
 class ExemplarPool(tf.Module):

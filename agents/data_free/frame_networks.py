@@ -11,10 +11,10 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents.data_free import adapters
-from agents.distillation import teacher_loading
-from agents.distillation import teachers
-from runtime import errors
+from protege.agents.data_free import adapters
+from protege.agents.distillation import teacher_loading
+from protege.agents.distillation import teachers
+from protege.runtime import errors
 
 
 def frame_view_spec(frame_spec) -> tensor_spec.BoundedTensorSpec:

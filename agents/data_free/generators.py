@@ -11,7 +11,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 
 # A bound at or beyond this magnitude in an observation spec means "unbounded" (gymnasium writes ±inf

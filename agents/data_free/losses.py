@@ -10,7 +10,7 @@ from typing import Dict, Tuple
 
 import tensorflow as tf
 
-from agents.distillation import losses as distillation_losses
+from protege.agents.distillation import losses as distillation_losses
 
 
 def _logits(x, name):

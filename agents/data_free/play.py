@@ -6,10 +6,10 @@ from typing import Dict
 
 import numpy as np
 
-from agents.data_free import adapters
-from agents.data_free import losses
-from agents.distillation import teachers
-from runtime import errors
+from protege.agents.data_free import adapters
+from protege.agents.data_free import losses
+from protege.agents.distillation import teachers
+from protege.runtime import errors
 
 
 class StateSample:

@@ -14,16 +14,16 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from agents.data_free import adapters
-from agents.data_free import distiller as distiller_lib
-from agents.data_free import frame_networks
-from agents.data_free import play
-from agents.distillation import teacher_loading
-from agents.distillation import teachers
-from networks import actor_critic
-from runtime import config as run_config
-from runtime import errors
-from runtime import run_directory
+from protege.agents.data_free import adapters
+from protege.agents.data_free import distiller as distiller_lib
+from protege.agents.data_free import frame_networks
+from protege.agents.data_free import play
+from protege.agents.distillation import teacher_loading
+from protege.agents.distillation import teachers
+from protege.networks import actor_critic
+from protege.runtime import config as run_config
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 
 @gin.configurable
@@ -214,7 +214,7 @@ def _keras_teacher(teacher_path: str, teacher_features_layer, observation_low, o
   action_spec = tensor_spec.BoundedTensorSpec((), tf.int64, 0, num_classes - 1)
   loaded = _LoadedTeacher(model, observation_spec, action_spec, is_policy=False)
   if teacher_features_layer is not None:
-    from networks import lenet  # pylint: disable=g-import-not-at-top
+    from protege.networks import lenet  # pylint: disable=g-import-not-at-top
     features_model = lenet.feature_model(model, teacher_features_layer)
     loaded.features_fn = lambda x: features_model(x, training=False)
   return loaded
@@ -294,7 +294,7 @@ def _export_student(student, student_fn: Callable[..., Any], loaded: _LoadedTeac
   """Writes the student into root_dir (policy/ for policy teachers, as train_main exports policies, else
   student.keras), records its path in `summary` and returns it (rebuilt for uint8 frames where the
   teacher reads them)."""
-  from agents.training import policy_export  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import policy_export  # pylint: disable=g-import-not-at-top
   if loaded.frame_spec is not None:
     student = frame_networks.frame_student_for_export(student, student_fn, loaded.frame_spec,
                                                       loaded.action_spec)
@@ -313,7 +313,7 @@ def _evaluate(student, distiller: distiller_lib.DataFreeDistiller, loaded: _Load
               eval_seed: int, eval_greedy: bool, seed: int, summary: Dict[str, Any]) -> None:
   """Plays the student and the teacher in `make_environment.env_id` and records their returns, and the
   student's agreement with the teacher on the teacher's own states, in `summary`."""
-  from agents.training import evaluation  # pylint: disable=g-import-not-at-top
+  from protege.agents.training import evaluation  # pylint: disable=g-import-not-at-top
   if not loaded.is_policy:
     raise errors.ConfigError('distill_data_free.eval_episodes > 0 evaluates policies in an environment; a '
                              'classifier teacher has none: set it to 0.')

@@ -90,14 +90,14 @@ import gin
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents.distillation import losses as distillation_losses
-from agents.distillation import schedules
-from agents.distillation import teacher_set as teacher_set_lib
-from agents.distillation import teachers as teachers_lib
-from agents.distillation import variants
-from replay import frame_stacks
-from runtime import config as run_config
-from runtime import errors
+from protege.agents.distillation import losses as distillation_losses
+from protege.agents.distillation import schedules
+from protege.agents.distillation import teacher_set as teacher_set_lib
+from protege.agents.distillation import teachers as teachers_lib
+from protege.agents.distillation import variants
+from protege.replay import frame_stacks
+from protege.runtime import config as run_config
+from protege.runtime import errors
 
 # Variants that read the teacher's value estimates (its critic): refused for teachers without one.
 _NEEDS_TEACHER_VALUES = ('teacher_value_reward', 'value_gated')

@@ -45,8 +45,8 @@ from typing import Dict, NamedTuple, Optional
 
 import tensorflow as tf
 
-from agents.learners import losses
-from runtime import errors
+from protege.agents.learners import losses
+from protege.runtime import errors
 
 # The argument checks of agents/learners/losses.py, shared so both modules report errors the same way.
 # pylint: disable=protected-access

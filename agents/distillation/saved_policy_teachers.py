@@ -40,8 +40,8 @@ from tf_agents.trajectories import time_step as ts
 # A restored function's graph pruned to an inner tensor (what TF's own SavedModel v1 loader uses).
 from tensorflow.python.eager import wrap_function  # pylint: disable=g-direct-tensorflow-import
 
-from agents.distillation import teachers
-from runtime import errors
+from protege.agents.distillation import teachers
+from protege.runtime import errors
 
 _EXTRINSIC = 'extrinsic'
 

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import gin
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 # The key of the global scale λ in `TeacherWeights.variables_by_name()` when the weights are factorised.
 SCALE = 'scale'

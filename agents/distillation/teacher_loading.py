@@ -28,9 +28,9 @@ import tensorflow as tf
 from tf_agents.policies import policy_saver
 from tf_agents.specs import tensor_spec
 
-from agents.distillation import saved_policy_teachers
-from agents.distillation import teachers
-from runtime import errors
+from protege.agents.distillation import saved_policy_teachers
+from protege.agents.distillation import teachers
+from protege.runtime import errors
 
 
 class KerasTeacher(teachers.Teacher):

@@ -24,9 +24,9 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from agents.distillation import teacher_loading
-from agents.distillation import teachers as teachers_lib
-from runtime import errors
+from protege.agents.distillation import teacher_loading
+from protege.agents.distillation import teachers as teachers_lib
+from protege.runtime import errors
 
 # What a teacher gives for the rows of one batch (see `evaluate_on_task`):
 #   logits: float32 [B, A] or [T, B, A], gradients stopped (zeros on rows outside the teacher's task);

@@ -30,8 +30,8 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import nest_utils
 
-from runtime import config as run_config
-from runtime import errors
+from protege.runtime import config as run_config
+from protege.runtime import errors
 
 # What a teacher's logits are made of (`Teacher.kind`; `saved_policy_teachers` says when each is taken).
 KIND_LOGITS = 'logits'

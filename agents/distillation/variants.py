@@ -47,9 +47,9 @@ from typing import Callable, Dict, Tuple
 import gin
 import tensorflow as tf
 
-from agents.distillation import losses as distillation_losses
-from agents.learners import losses
-from runtime import errors
+from protege.agents.distillation import losses as distillation_losses
+from protege.agents.learners import losses
+from protege.runtime import errors
 
 # The two records every variant reads and returns (`agents/distillation/losses.py`), for the signatures.
 _Inputs = distillation_losses.DistillationInputs

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 SCHEDULES = ('constant', 'linear')
 

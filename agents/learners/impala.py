@@ -35,12 +35,12 @@ import gin
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents.learners import base
-from agents.learners import losses
-from agents.learners import vtrace
-from replay import frame_stacks
-from runtime import config as run_config
-from runtime import errors
+from protege.agents.learners import base
+from protege.agents.learners import losses
+from protege.agents.learners import vtrace
+from protege.replay import frame_stacks
+from protege.runtime import config as run_config
+from protege.runtime import errors
 
 _EXTRINSIC = 'extrinsic'
 _OPTIMIZERS = ('rmsprop', 'adam')

@@ -26,11 +26,11 @@ import gin
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents.learners import base
-from agents.learners import losses
-from replay import frame_stacks
-from runtime import config as run_config
-from runtime import errors
+from protege.agents.learners import base
+from protege.agents.learners import losses
+from protege.replay import frame_stacks
+from protege.runtime import config as run_config
+from protege.runtime import errors
 
 _EXTRINSIC = 'extrinsic'
 # The value head that learns the kickstarter's pseudo-returns with `pseudo_reward_advantages='separate'`.

@@ -39,13 +39,13 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from agents.learners import base
-from agents.learners import normalization
-from agents.learners import ppo
-from agents.learners import rnd_losses
-from networks import rnd as rnd_networks
-from replay import frame_stacks
-from runtime import errors
+from protege.agents.learners import base
+from protege.agents.learners import normalization
+from protege.agents.learners import ppo
+from protege.agents.learners import rnd_losses
+from protege.networks import rnd as rnd_networks
+from protege.replay import frame_stacks
+from protege.runtime import errors
 
 _INTRINSIC = 'intrinsic'
 _EXTRINSIC = 'extrinsic'

@@ -21,7 +21,7 @@ import typing
 
 import tensorflow as tf
 
-from agents.learners import losses
+from protege.agents.learners import losses
 
 _float_tensor = losses._float_tensor  # pylint: disable=protected-access
 _time_major = losses._time_major  # pylint: disable=protected-access

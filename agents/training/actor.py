@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from networks import numpy_inference
+from protege.networks import numpy_inference
 
 
 

@@ -22,11 +22,11 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from agents.training import actor as actor_lib
-from agents.training import components
-from envs import suite
-from replay import local_queue
-from replay import reverb_replay
+from protege.agents.training import actor as actor_lib
+from protege.agents.training import components
+from protege.envs import suite
+from protege.replay import local_queue
+from protege.replay import reverb_replay
 
 
 def _no_episodes() -> Tuple[np.ndarray, np.ndarray]:

@@ -5,9 +5,9 @@ from typing import Any, Callable
 
 from tf_agents.specs import tensor_spec
 
-from agents.distillation import kickstarting
-from agents.training import actor as actor_lib
-from replay import reverb_replay
+from protege.agents.distillation import kickstarting
+from protege.agents.training import actor as actor_lib
+from protege.replay import reverb_replay
 
 
 def environment_specs(env):

@@ -35,13 +35,13 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from agents.distillation import kickstarting
-from agents.training import actor as actor_lib
-from agents.training import components
-from agents.training import settings as settings_lib
-from envs import suite
-from replay import reverb_replay
-from runtime import config as run_config
+from protege.agents.distillation import kickstarting
+from protege.agents.training import actor as actor_lib
+from protege.agents.training import components
+from protege.agents.training import settings as settings_lib
+from protege.envs import suite
+from protege.replay import reverb_replay
+from protege.runtime import config as run_config
 
 # Actor i's environments are seeded `train.seed + ACTOR_SEED_STRIDE * (i + 1)`: apart from the learner's
 # own environment (train.seed) and from evaluation (train.seed + 10_000).

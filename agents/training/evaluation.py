@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from envs import suite
+from protege.envs import suite
 
 
 def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, greedy: bool = True,

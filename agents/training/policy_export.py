@@ -17,8 +17,8 @@ from tf_agents.policies import tf_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
 
-from runtime import errors
-from runtime import run_directory
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 
 def info_spec(network) -> dict:

@@ -6,8 +6,8 @@ import os
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents.training import components
-from runtime import errors
+from protege.agents.training import components
+from protege.runtime import errors
 
 
 class SavedPolicyNetwork:

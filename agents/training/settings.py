@@ -9,10 +9,10 @@ from typing import Any, Callable, Dict, Optional
 
 import gin
 
-from agents.learners import ppo
-from networks import actor_critic
-from runtime import config as run_config
-from runtime import errors
+from protege.agents.learners import ppo
+from protege.networks import actor_critic
+from protege.runtime import config as run_config
+from protege.runtime import errors
 
 
 # The gin name stays `train` (`train.total_env_steps = ...`), so configurations keep their names.

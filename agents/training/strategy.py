@@ -9,7 +9,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from runtime import errors
+from protege.runtime import errors
 
 
 def get_strategy(tpu: Optional[str] = None, use_gpu: bool = False,

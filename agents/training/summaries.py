@@ -18,7 +18,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from runtime import plotting
+from protege.runtime import plotting
 
 CONFIG_TAG = 'config/operative'
 EPISODE_RETURN = 'env/episode_return'

@@ -30,23 +30,23 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from agents.distillation import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
-from agents.distillation import teachers
-from agents.learners import base as learner_base
-from agents.learners import impala  # noqa: F401  (registers IMPALALearner with gin)
-from agents.learners import ppo
-from agents.learners import rnd  # noqa: F401  (registers RNDLearner with gin)
-from agents.training import actor as actor_lib
-from agents.training import collection as collection_lib
-from agents.training import components
-from agents.training import evaluation
-from agents.training import policy_export
-from agents.training import progress
-from agents.training import settings as settings_lib
-from agents.training import summaries
-from envs import suite
-from runtime import errors
-from runtime import run_directory
+from protege.agents.distillation import kickstarting  # noqa: F401  (registers Kickstarter, TeacherSet, schedules with gin)
+from protege.agents.distillation import teachers
+from protege.agents.learners import base as learner_base
+from protege.agents.learners import impala  # noqa: F401  (registers IMPALALearner with gin)
+from protege.agents.learners import ppo
+from protege.agents.learners import rnd  # noqa: F401  (registers RNDLearner with gin)
+from protege.agents.training import actor as actor_lib
+from protege.agents.training import collection as collection_lib
+from protege.agents.training import components
+from protege.agents.training import evaluation
+from protege.agents.training import policy_export
+from protege.agents.training import progress
+from protege.agents.training import settings as settings_lib
+from protege.agents.training import summaries
+from protege.envs import suite
+from protege.runtime import errors
+from protege.runtime import run_directory
 
 
 def train(root_dir: str,

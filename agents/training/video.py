@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-from envs import suite
-from runtime import errors
+from protege.envs import suite
+from protege.runtime import errors
 
 
 def record_video(network, env_id: str, path: str, num_episodes: int = 1, seed: int = 12345,
