@@ -83,7 +83,13 @@ def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, widt
 @gin.configurable
 def lenet5_half(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10,
                 name: str = 'lenet5_half') -> tf.keras.Model:
-  """LeNet-5-half (3, 8, 60, 42): `lenet5(width=0.5)`, DAFL's MNIST student. Arguments as `lenet5`."""
+  """LeNet-5-half (3, 8, 60, 42): `lenet5(width=0.5)`, DAFL's MNIST student.
+
+  Args:
+    input_shape: one image, `[H, W, C]` (MNIST's `(28, 28, 1)` by default).
+    num_classes: the logits' width.
+    name: the Keras model's name.
+  """
   return lenet5(input_shape=input_shape, num_classes=num_classes, width=0.5, name=name)
 
 

@@ -29,7 +29,13 @@ from protege.runtime import run_directory
 @gin.configurable
 def keras_student(observation_spec, action_spec, model_fn: Callable[..., tf.keras.Model] = gin.REQUIRED):
   """A Keras student: `model_fn(input_shape=obs_shape, num_classes=A)` (gin: `keras_student.model_fn =
-  @lenet5_half`)."""
+  @lenet5_half`).
+
+  Args:
+    observation_spec: the spec of one observation (the model's input shape).
+    action_spec: the discrete action (class) spec: A = maximum − minimum + 1 outputs.
+    model_fn: builds the Keras model from `input_shape` and `num_classes`; required (gin.REQUIRED).
+  """
   num_actions = int(action_spec.maximum) - int(action_spec.minimum) + 1
   return model_fn(input_shape=tuple(observation_spec.shape), num_classes=num_actions)
 

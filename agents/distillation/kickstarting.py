@@ -154,6 +154,7 @@ class Kickstarter(tf.Module):
       peer teachers (codistillation).
     total_iterations: the learner's run length (its `total_iterations` variable), which λ schedules over the
       run follow (`linear_decay`'s default `decay_steps=None`); the learners pass it.
+    name: the `tf.Module` name (its variables' scope).
   """
 
   def __init__(self, observation_spec, action_spec, teachers: Optional[teacher_set_lib.TeacherSet] = None,
