@@ -2,7 +2,15 @@
 # Python 3.11 (dm-reverb 0.14 has wheels up to 3.11): python3.11 on PATH, else the one uv manages when uv is
 # installed; `make PYTHON=/path/to/python3.11 ...` overrides both.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || { command -v uv >/dev/null 2>&1 && uv python find 3.11 2>/dev/null; } || echo python3.11)
+# GPU=1: a venv of its own (.venv-gpu) with tensorflow[and-cuda] in place of tensorflow-cpu, never both in one.
+GPU ?=
+ifeq ($(GPU),1)
+VENV := .venv-gpu
+TF_REQUIREMENT := tensorflow[and-cuda]
+else
 VENV := .venv
+TF_REQUIREMENT := tensorflow-cpu
+endif
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/quickstart
 # Test processes (pytest-xdist); 2 suits a 2-core machine: the suite took 11.8 min, against 17-18 serially.
@@ -16,7 +24,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'), not 3.11 (dm-reverb 0.14 needs Python <= 3.11, TensorFlow 2.15 >= 3.9): run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
-	$(PY) -m pip install --quiet -r requirements.txt
+	sed 's/^tensorflow-cpu==/$(TF_REQUIREMENT)==/' requirements.txt > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -36,4 +45,4 @@ fault-bench: setup
 	$(PY) binaries/fault_bench_main.py --output=BENCHMARKS.md
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf .venv .venv-gpu runs build *.egg-info
