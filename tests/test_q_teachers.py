@@ -96,8 +96,12 @@ def dqn(tmp_path_factory):
   greedy_actor = greedy_policy.GreedyPolicy(actor_policy.ActorPolicy(env.time_step_spec(), env.action_spec(),
                                                                      actor))
   policy_saver.PolicySaver(greedy_actor, batch_size=None).save(paths['greedy_actor'])
-  # A spread of CartPole states: the 800+ observations of the replay would do; fixed random ones are simpler.
-  observations = np.random.default_rng(1).normal(scale=[1.0, 1.0, 0.1, 1.0], size=(64, 4)).astype(np.float32)
+  # A spread of CartPole states on which the greedy export takes each action 32 times: fixed random candidates,
+  # chosen by the export's own actions (a short DQN run's decision boundary moves with the process's random
+  # state, so a fixed set of 64 states could fall on one side of it).
+  candidates = np.random.default_rng(1).normal(scale=[1.0, 1.0, 0.2, 2.0], size=(2048, 4)).astype(np.float32)
+  actions = _saved_greedy_actions(paths['greedy'], candidates)
+  observations = np.concatenate([candidates[actions == a][:32] for a in (0, 1)])
   return {'paths': paths, 'network': network, 'observation_spec': env.observation_spec(),
           'action_spec': env.action_spec(), 'observations': observations}
 
