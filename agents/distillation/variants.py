@@ -60,10 +60,14 @@ _Terms = distillation_losses.DistillationTerms
 # ----------------------------------------------------------------------------------------------
 
 
-def _checked(variant: str, inputs, distillation_coef):
-  """(the checked inputs, α as a tensor of the logits' dtype): how every variant's terms begin."""
+def _checked(variant: str, inputs, distillation_coef, reward_coef=None):
+  """How every variant's terms begin: (the checked inputs, α) and, given `reward_coef`, β too, the
+  coefficients as tensors of the logits' dtype."""
   c = distillation_losses.check_inputs(variant, inputs)
-  return c, distillation_losses.coefficient(distillation_coef, 'distillation_coef', c.student_logits.dtype)
+  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', c.student_logits.dtype)
+  if reward_coef is None:
+    return c, alpha
+  return c, alpha, distillation_losses.coefficient(reward_coef, 'reward_coef', c.student_logits.dtype)
 
 
 def _masked_terms(loss, pseudo_rewards, mask) -> _Terms:
@@ -133,10 +137,7 @@ def on_policy_distill_with_reward_terms(inputs: _Inputs, distillation_coef=1.0,
   Returns:
     `DistillationTerms`, both `[T, B]`.
   """
-  c = distillation_losses.check_inputs('on_policy_distill_with_reward', inputs)
-  dtype = c.student_logits.dtype
-  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', dtype)
-  beta = distillation_losses.coefficient(reward_coef, 'reward_coef', dtype)
+  c, alpha, beta = _checked('on_policy_distill_with_reward', inputs, distillation_coef, reward_coef)
   loss = alpha * _teacher_student_cross_entropy(c)
   pseudo_rewards = beta * c.rewards
   return _masked_terms(loss, pseudo_rewards, c.mask)
@@ -243,10 +244,7 @@ def teacher_value_reward_terms(inputs: _Inputs, distillation_coef=1.0,
   Returns:
     `DistillationTerms`, both `[T, B]` (the loss is 0).
   """
-  c = distillation_losses.check_inputs('teacher_value_reward', inputs)
-  dtype = c.student_logits.dtype
-  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', dtype)
-  beta = distillation_losses.coefficient(reward_coef, 'reward_coef', dtype)
+  c, alpha, beta = _checked('teacher_value_reward', inputs, distillation_coef, reward_coef)
   shaping = c.discounts * c.teacher_values[1:] - c.teacher_values[:-1]
   pseudo_rewards = beta * c.rewards + alpha * shaping
   loss = tf.zeros_like(pseudo_rewards)
@@ -274,10 +272,8 @@ def value_gated_terms(inputs: _Inputs, distillation_coef=1.0,
   Returns:
     `DistillationTerms`, both `[T, B]`.
   """
-  c = distillation_losses.check_inputs('value_gated', inputs)
+  c, alpha, beta = _checked('value_gated', inputs, distillation_coef, reward_coef)
   dtype = c.student_logits.dtype
-  alpha = distillation_losses.coefficient(distillation_coef, 'distillation_coef', dtype)
-  beta = distillation_losses.coefficient(reward_coef, 'reward_coef', dtype)
   gate = tf.cast(c.teacher_values[:-1] > c.student_values[:-1], dtype)
   loss = alpha * gate * _teacher_student_cross_entropy(c)
   pseudo_rewards = beta * c.rewards

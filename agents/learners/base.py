@@ -185,8 +185,7 @@ class OnPolicyLearner(Learner):
   def _hyperparameter(self, name: str, value: float, checkpoint: bool = True) -> tf.Variable:
     """A new scalar float32 hyperparameter variable `name`, listed by `hyperparameters()` and, with
     `checkpoint`, saved in checkpoints under `name`."""
-    with self._strategy.scope():
-      variable = tf.Variable(value, dtype=tf.float32, trainable=False, name=name)
+    variable = self._variable(value, name)
     self._hyperparameters[name] = variable
     if checkpoint:
       self._checkpointed.append(name)
