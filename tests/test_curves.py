@@ -105,7 +105,9 @@ def test_running_mean():
 
 
 def test_matplotlib_is_imported_on_first_use_only():
-  code = ('import sys; from agents.training import trainer; from runtime import plotting; '
+  code = ('import sys; from protege.agents.training import trainer; from protege.runtime import plotting; '
           'assert "matplotlib" not in sys.modules')
-  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120)
+  # Outside the checkout: the installed package, not the root folders the working directory would expose.
+  result = subprocess.run([sys.executable, '-c', code], cwd=os.path.dirname(REPO), capture_output=True, text=True,
+                          timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
