@@ -37,6 +37,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from protege.runtime import errors
+from protege.runtime.properties import read_only
 
 ENV_ID = 'protege/DeepSea-v0'
 
@@ -161,15 +162,8 @@ class DeepSeaVectorEnv(gymnasium.vector.VectorEnv):
     self._needs_reset = np.zeros(self.num_envs, dtype=bool)
     self._has_reset = False
 
-  @property
-  def size(self) -> int:
-    """N: the grid is N x N and every episode lasts N steps."""
-    return self._size
-
-  @property
-  def deterministic(self) -> bool:
-    """Whether transitions and rewards are deterministic."""
-    return self._deterministic
+  size = read_only('_size', 'N: the grid is N x N and every episode lasts N steps.')
+  deterministic = read_only('_deterministic', 'Whether transitions and rewards are deterministic.')
 
   @property
   def action_mapping(self) -> np.ndarray:

@@ -27,6 +27,7 @@ from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
 from protege.runtime import errors
+from protege.runtime.properties import read_only
 
 _OPENCV_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX, the most channels cv2.merge takes
 
@@ -124,10 +125,7 @@ class GymnasiumEnvironment(_SpecsAndInfo, py_environment.PyEnvironment):
     self._env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     self._info: dict = {}
 
-  @property
-  def gymnasium_env(self) -> gymnasium.Env:
-    """The wrapped gymnasium environment."""
-    return self._env
+  gymnasium_env = read_only('_env', 'The wrapped gymnasium environment.')
 
   def _observation(self, observation: Any) -> np.ndarray:
     return np.asarray(observation, dtype=self._observation_spec.dtype)
@@ -349,20 +347,10 @@ class VectorGymnasiumEnvironment(_SpecsAndInfo, py_environment.PyEnvironment):
     """Always True: time steps and actions carry a leading `[num_envs]` dimension."""
     return True
 
-  @property
-  def batch_size(self) -> int:
-    """The number of environments, N."""
-    return self._num_envs
-
-  @property
-  def env_id(self) -> str:
-    """The environment's id, e.g. 'ALE/Breakout-v5'."""
-    return self._env_id
-
-  @property
-  def frames_per_step(self) -> float:
-    """Emulator frames per agent step (the frameskip; 1 for non-Atari environments)."""
-    return self._frames_per_step
+  batch_size = read_only('_num_envs', 'The number of environments, N.')
+  env_id = read_only("_env_id", "The environment's id, e.g. 'ALE/Breakout-v5'.")
+  frames_per_step = read_only('_frames_per_step',
+                              'Emulator frames per agent step (the frameskip; 1 for non-Atari environments).')
 
   @property
   def frame_stack_padding(self) -> Optional[str]:
@@ -371,10 +359,7 @@ class VectorGymnasiumEnvironment(_SpecsAndInfo, py_environment.PyEnvironment):
     repeated). Replay uses it to store each frame once and rebuild the stacks exactly."""
     return self._frame_stack_padding
 
-  @property
-  def vector_env(self) -> gymnasium.vector.VectorEnv:
-    """The wrapped gymnasium vector environment."""
-    return self._env
+  vector_env = read_only('_env', 'The wrapped gymnasium vector environment.')
 
   @property
   def task_ids(self) -> np.ndarray:

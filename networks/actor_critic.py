@@ -20,6 +20,7 @@ from tf_agents.utils import nest_utils
 
 from protege.networks import torsos
 from protege.runtime import errors
+from protege.runtime.properties import read_only
 
 _CORES = (None, 'lstm', 'gru')
 
@@ -169,20 +170,11 @@ class ActorCriticNetwork(network.Network):
       for head_name in head_names
     ]
 
-  @property
-  def num_actions(self):
-    """Number of discrete actions `A` (the last dimension of the logits)."""
-    return self._num_actions
-
-  @property
-  def action_spec(self):
-    """The discrete action spec the network was built for (teachers are checked against it)."""
-    return self._action_spec
-
-  @property
-  def value_head_names(self):
-    """Names of the value heads, in construction order (the keys of `values`)."""
-    return self._value_head_names
+  num_actions = read_only('_num_actions', 'Number of discrete actions `A` (the last dimension of the logits).')
+  action_spec = read_only('_action_spec',
+                          'The discrete action spec the network was built for (teachers are checked against it).')
+  value_head_names = read_only('_value_head_names',
+                               'Names of the value heads, in construction order (the keys of `values`).')
 
   def call(self, observation, step_type=None, network_state=(), training=False):
     """Computes policy logits and values for one step or a sequence.

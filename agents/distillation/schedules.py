@@ -28,6 +28,7 @@ import gin
 import tensorflow as tf
 
 from protege.runtime import errors
+from protege.runtime.properties import read_only
 
 # The key of the global scale λ in `TeacherWeights.variables_by_name()` when the weights are factorised.
 SCALE = 'scale'
@@ -50,10 +51,7 @@ class Schedule:
     self._over_the_run = over_the_run
     self._total_steps = total_steps
 
-  @property
-  def over_the_run(self) -> bool:
-    """Whether the schedule follows the run's length (set by `over`)."""
-    return self._over_the_run
+  over_the_run = read_only("_over_the_run", "Whether the schedule follows the run's length (set by `over`).")
 
   def over(self, total_steps) -> 'Schedule':
     """This schedule on a run of `total_steps` steps (itself when it does not follow the run's length)."""
@@ -292,15 +290,8 @@ class TeacherWeights(tf.Module):
       return [_as_schedule(s) for s in schedules]
     return [_as_schedule(schedules)] * len(self._names)
 
-  @property
-  def teacher_names(self) -> tuple:
-    """The teachers' names, in the order of `values()`."""
-    return self._names
-
-  @property
-  def mode(self) -> str:
-    """'schedule' or 'pbt'."""
-    return self._mode
+  teacher_names = read_only("_names", "The teachers' names, in the order of `values()`.")
+  mode = read_only("_mode", "'schedule' or 'pbt'.")
 
   @property
   def factorised(self) -> bool:

@@ -32,6 +32,7 @@ from tf_agents.utils import nest_utils
 
 from protege.runtime import config as run_config
 from protege.runtime import errors
+from protege.runtime.properties import read_only
 
 # What a teacher's logits are made of (`Teacher.kind`; `saved_policy_teachers` says when each is taken).
 KIND_LOGITS = 'logits'
@@ -169,20 +170,11 @@ class Teacher(tf.Module):
     self._has_value = bool(has_value)
     self._source = source or name
 
-  @property
-  def name(self) -> str:
-    """The teacher's name as given (the `tf.Module` scope uses a cleaned copy)."""
-    return self._teacher_name
-
-  @property
-  def source(self) -> str:
-    """The path (or a description) the teacher was loaded from."""
-    return self._source
-
-  @property
-  def kind(self) -> str:
-    """What the teacher's logits are made of: one of `KINDS` (`saved_policy_teachers` says when each is taken)."""
-    return self._kind
+  name = read_only("_teacher_name", "The teacher's name as given (the `tf.Module` scope uses a cleaned copy).")
+  source = read_only('_source', 'The path (or a description) the teacher was loaded from.')
+  kind = read_only("_kind",
+                   "What the teacher's logits are made of: one of `KINDS` (`saved_policy_teachers` says when "
+                   'each is taken).')
 
   @property
   def kind_description(self) -> str:
@@ -193,35 +185,19 @@ class Teacher(tf.Module):
       return f'{self._kind}, ε = {self._action_smoothing:g}'
     return self._kind
 
-  @property
-  def observation_spec(self):
-    """The observation spec the teacher takes (matches the student's)."""
-    return self._observation_spec
-
-  @property
-  def action_spec(self):
-    """The discrete action spec the teacher acts over (matches the student's)."""
-    return self._action_spec
-
-  @property
-  def num_actions(self) -> int:
-    """A, the width of the logits."""
-    return self._num_actions
-
-  @property
-  def state_spec(self):
-    """The teacher's own policy state spec; `()` for a feed-forward teacher."""
-    return self._state_spec
+  observation_spec = read_only("_observation_spec",
+                               "The observation spec the teacher takes (matches the student's).")
+  action_spec = read_only("_action_spec", "The discrete action spec the teacher acts over (matches the student's).")
+  num_actions = read_only('_num_actions', 'A, the width of the logits.')
+  state_spec = read_only("_state_spec", "The teacher's own policy state spec; `()` for a feed-forward teacher.")
 
   @property
   def is_recurrent(self) -> bool:
     """True when the teacher carries a policy state between steps."""
     return bool(tf.nest.flatten(self._state_spec))
 
-  @property
-  def has_value(self) -> bool:
-    """True when the teacher has a critic and `logits_and_value` returns its value."""
-    return self._has_value
+  has_value = read_only('_has_value',
+                        'True when the teacher has a critic and `logits_and_value` returns its value.')
 
   @property
   def trainable_variables(self):

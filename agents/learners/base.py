@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import tensorflow as tf
 
 from protege.runtime import errors
+from protege.runtime.properties import read_only
 
 SCHEDULES = ('constant', 'linear')
 
@@ -126,25 +127,11 @@ class OnPolicyLearner(Learner):
 
   # --- the interface ------------------------------------------------------------------------------
 
-  @property
-  def network(self):
-    return self._network
-
-  @property
-  def strategy(self):
-    return self._strategy
-
-  @property
-  def train_step(self) -> tf.Variable:
-    return self._train_step
-
-  @property
-  def kickstarter(self):
-    return self._kickstarter
-
-  @property
-  def max_grad_norm(self) -> Optional[float]:
-    return self._max_grad_norm
+  network = read_only('_network', Learner.network.__doc__)
+  strategy = read_only('_strategy', Learner.strategy.__doc__)
+  train_step = read_only('_train_step', Learner.train_step.__doc__)
+  kickstarter = read_only('_kickstarter', Learner.kickstarter.__doc__)
+  max_grad_norm = read_only('_max_grad_norm', 'The global gradient-norm clip, or None for no clipping.')
 
   def hyperparameters(self) -> Dict[str, tf.Variable]:
     return dict(self._hyperparameters)
@@ -270,25 +257,11 @@ class LearnerWrapper(Learner):
   def __init__(self, inner: Learner):
     self._inner = inner
 
-  @property
-  def inner(self) -> Learner:
-    return self._inner
-
-  @property
-  def network(self):
-    return self._inner.network
-
-  @property
-  def strategy(self):
-    return self._inner.strategy
-
-  @property
-  def train_step(self) -> tf.Variable:
-    return self._inner.train_step
-
-  @property
-  def kickstarter(self):
-    return self._inner.kickstarter
+  inner = read_only('_inner', 'The wrapped learner.')
+  network = read_only('_inner.network', Learner.network.__doc__)
+  strategy = read_only('_inner.strategy', Learner.strategy.__doc__)
+  train_step = read_only('_inner.train_step', Learner.train_step.__doc__)
+  kickstarter = read_only('_inner.kickstarter', Learner.kickstarter.__doc__)
 
   def hyperparameters(self) -> Dict[str, tf.Variable]:
     merged = self._inner.hyperparameters()

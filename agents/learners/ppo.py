@@ -31,6 +31,7 @@ from protege.agents.learners import losses
 from protege.replay import frame_stacks
 from protege.runtime import config as run_config
 from protege.runtime import errors
+from protege.runtime.properties import read_only
 
 _EXTRINSIC = 'extrinsic'
 # The value head that learns the kickstarter's pseudo-returns with `pseudo_reward_advantages='separate'`.
@@ -181,13 +182,8 @@ class PPOLearner(base.OnPolicyLearner):
       self.add_value_head(KICKSTART_HEAD, reward_key=PSEUDO_REWARDS, discount=self.discount, episodic=True,
                           advantage_coef=1.0, normalized=False)
 
-  @property
-  def num_epochs(self) -> int:
-    return self._num_epochs
-
-  @property
-  def num_minibatches(self) -> int:
-    return self._num_minibatches
+  num_epochs = read_only('_num_epochs', 'Passes over each batch of trajectories.')
+  num_minibatches = read_only('_num_minibatches', 'Minibatches each pass splits a batch into (per replica).')
 
   @property
   def value_heads(self) -> Dict[str, ValueHead]:
