@@ -31,7 +31,7 @@ def test_an_include_logs_no_error(caplog):
   # path; a user's console must not show an error for a file that is there.
   caplog.set_level(logging.INFO)
   common.parse_gin([os.path.join(common.GIN_DIR, 'kickstart_impala_minatar_multitask.gin')], [])
-  assert gin.query_parameter('train.sequence_length') == 10   # parts/impala_minatar.gin was read
+  assert gin.query_parameter('IMPALALearner.optimizer') == 'rmsprop'   # parts/impala_minatar.gin was read
   assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
