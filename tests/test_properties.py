@@ -8,12 +8,6 @@ from protege.envs import deep_sea
 from protege.runtime.properties import read_only
 
 
-class _Wrapped:
-
-  def __init__(self):
-    self._inner = _Holder(7)
-
-
 class _Holder:
   value = read_only('_value', 'The value given.')
   passed_through = read_only('_holder._value', 'The held holder\'s value.')
