@@ -10,6 +10,7 @@ from tf_agents.trajectories import time_step as ts
 
 from protege.agents.training import actor as actor_lib
 from protege.agents.training import components
+from protege.agents.training import evaluation
 from protege.binaries import common
 from protege.envs import gymnasium_adapter
 from protege.envs import minatar
@@ -226,3 +227,35 @@ def test_actor_critic_network_acts_on_minatar_observations():
   (logits, _), _ = network(tf.constant(observations[0]), step_type=tf.zeros([4], tf.int32), network_state=())
   assert logits.shape == (4, 6)
   env.close()
+
+
+def test_evaluation_of_two_games_reports_each_games_own_episodes():
+  """`evaluate` on two games gives each game's figures under its id, and they are the episodes the same
+  network plays in that game alone (the same seeds: env i of the joined env is seeded `seed + i`)."""
+  gin.bind_parameter('minatar_options.pad_channels_to', 10)
+  env = suite.make_environment(TWO_GAMES, num_envs=2, seed=0)
+  network = components.make_network(
+      lambda observation_spec, action_spec: actor_critic.ActorCriticNetwork(
+          observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((16,))), env)
+  env.close()
+  tf.keras.utils.set_random_seed(3)
+  for k, variable in enumerate(network.variables):  # weights far from the initialiser's: varied play
+    variable.assign(tf.random.stateless_normal(variable.shape, seed=[5, k]) * 0.5)
+  result = evaluation.evaluate(network, TWO_GAMES, num_episodes=6, seed=11, greedy=True)
+  assert sorted(result['tasks']) == ['MinAtar/Breakout-v0', 'MinAtar/SpaceInvaders-v0']
+  assert [task['episodes'] for task in result['tasks'].values()] == [3, 3]
+  alone = {'MinAtar/Breakout-v0': evaluation.evaluate(network, 'MinAtar/Breakout-v0', 3, seed=11, greedy=True),
+           'MinAtar/SpaceInvaders-v0': evaluation.evaluate(network, 'MinAtar/SpaceInvaders-v0', 3, seed=14,
+                                                           greedy=True)}
+  for game, task in result['tasks'].items():
+    assert 'tasks' not in alone[game]
+    assert task['return_mean'] == pytest.approx(alone[game]['return_mean'])
+    assert task['return_std'] == pytest.approx(alone[game]['return_std'])
+  assert result['return_mean'] == pytest.approx(np.mean([task['return_mean'] for task in result['tasks'].values()]))
+  assert result['tasks']['MinAtar/Breakout-v0']['return_std'] > 0  # varied episodes, not a comparison of zeros
+
+
+def test_evaluation_task_names_fall_back_to_indices():
+  assert evaluation.task_names('MinAtar/Breakout-v0+MinAtar/Asterix-v0', 2) == ['MinAtar/Breakout-v0',
+                                                                              'MinAtar/Asterix-v0']
+  assert evaluation.task_names('SomeMultiTask-v0', 3) == ['task_0', 'task_1', 'task_2']

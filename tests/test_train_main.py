@@ -299,3 +299,21 @@ def test_rnd_montezuma_logs_the_rooms_visited(tmp_path):
   assert 'Resumed from' in result.stdout
   with open(root / 'summary.json') as f:
     assert json.load(f)['visited'] == {'room': [1]}
+
+
+def test_a_two_game_run_records_each_games_evaluation(tiny_gin, tmp_path):
+  """Several MinAtar games in one run: each game's evaluation goes to TensorBoard, summary.json and the
+  closing line, beside the mean over both."""
+  root = str(tmp_path / 'two_games')
+  games = ['MinAtar/Breakout-v0', 'MinAtar/SpaceInvaders-v0']
+  stdout, summary = _train(tiny_gin, root, f"--gin_bindings=make_environment.env_id = '{'+'.join(games)}'",
+                           '--gin_bindings=minatar_options.pad_channels_to = 6', '--gin_bindings=train.eval_episodes = 4')
+  tasks = summary['eval_tasks']
+  assert sorted(tasks) == games and [tasks[game]['episodes'] for game in games] == [2, 2]
+  assert summary['eval_return_mean'] == pytest.approx(np.mean([tasks[game]['return_mean'] for game in games]))
+  scalars = summaries.read_scalars(os.path.join(root, 'summaries'))
+  for game in games:
+    assert scalars[f'eval_tasks/{game}/return_mean'][1][-1] == pytest.approx(tasks[game]['return_mean'])
+    assert f'{game} {tasks[game]["return_mean"]:.1f} over 2 episodes' in stdout
+  _, cartpole = _train(tiny_gin, str(tmp_path / 'one_game'))
+  assert cartpole['eval_tasks'] is None

@@ -1,12 +1,13 @@
 """Evaluation of a policy network on fresh environments."""
 
 import functools
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
+from protege.envs import minatar
 from protege.envs import suite
 
 
@@ -17,7 +18,10 @@ def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, gr
 
   Each environment runs until its first episode ends, so every episode starts from a fresh reset with
   its own seed (`seed + i` through the vector env's seeding). Returns are raw environment rewards (game
-  scores on Atari), never clipped.
+  scores on Atari), never clipped. An environment of several tasks (several MinAtar games joined by '+')
+  also gives each task's own figures under 'tasks': `{task name: {'return_mean', 'return_std', 'episodes'}}`,
+  the name being the task's game id, e.g. 'MinAtar/Breakout-v0' (its episodes are the task's block of the
+  `num_episodes` environments, `envs/minatar.py`'s layout).
 
   Args:
     network: an `ActorCriticNetwork`.
@@ -57,9 +61,24 @@ def evaluate(network, env_id: str, num_episodes: int = 10, seed: int = 12345, gr
       done |= time_step.step_type == ts.StepType.LAST
       if done.all():
         break
+    task_ids = np.asarray(getattr(env, 'task_ids', np.zeros(num_episodes, np.int32)))
   finally:
     env.close()
-  return {'return_mean': float(returns.mean()), 'return_std': float(returns.std()),
-          'return_min': float(returns.min()), 'return_max': float(returns.max()),
-          'length_mean': float(lengths.mean()), 'episodes': int(num_episodes),
-          'complete': bool(done.all())}
+  result = {'return_mean': float(returns.mean()), 'return_std': float(returns.std()),
+            'return_min': float(returns.min()), 'return_max': float(returns.max()),
+            'length_mean': float(lengths.mean()), 'episodes': int(num_episodes),
+            'complete': bool(done.all())}
+  if len(np.unique(task_ids)) > 1:
+    names = task_names(env_id, int(task_ids.max()) + 1)
+    result['tasks'] = {names[task]: {'return_mean': float(returns[task_ids == task].mean()),
+                                     'return_std': float(returns[task_ids == task].std()),
+                                     'episodes': int((task_ids == task).sum())}
+                       for task in np.unique(task_ids)}
+  return result
+
+
+def task_names(env_id: str, num_tasks: int) -> List[str]:
+  """The name of each task of a several-task environment: its game id for MinAtar games joined by '+',
+  else 'task_k'."""
+  parts = env_id.split(minatar.TASK_SEPARATOR)
+  return parts if len(parts) == num_tasks else [f'task_{k}' for k in range(num_tasks)]

@@ -12,7 +12,7 @@ configured here through gin. A run directory is self-describing:
       summaries/             TensorBoard: scalars, the operative config as text, the hyperparameters (HParams)
       policy/                the final policy, a SavedModel written by TF-Agents' PolicySaver
       curves.png             the whole run's return, evaluations (and intrinsic reward, λ_k) against env steps
-      summary.json           env_steps, wall_seconds, eval_return_mean, curves, ...
+      summary.json           env_steps, wall_seconds, eval_return_mean (and eval_tasks: each game's), curves, ...
 
 Running again with the same root_dir resumes from the latest checkpoint; a finished run (its budget
 spent, or `stop_at_eval_return` reached while that option is still set) only re-evaluates and re-exports.
@@ -295,6 +295,8 @@ class Trainer:
     with self._summary_writer.as_default(step=env_steps):
       tf.summary.scalar('eval/return_mean', result['return_mean'])
       tf.summary.scalar('eval/return_std', result['return_std'])
+      for task, task_result in result.get('tasks', {}).items():  # a several-task environment: each task
+        tf.summary.scalar(f'eval_tasks/{task}/return_mean', task_result['return_mean'])
     return result
 
   def _update_visited(self) -> None:
@@ -471,6 +473,7 @@ class Trainer:
         'eval_return_mean': final['return_mean'],
         'eval_return_std': final['return_std'],
         'eval_episodes': final['episodes'],
+        'eval_tasks': final.get('tasks'),  # each task's figures in a several-task environment, else None
         'stopped_early': self.stopped_early,
         'evaluations': evals,
         'policy_dir': policy_dir,
@@ -484,6 +487,9 @@ class Trainer:
     print(f'Done: eval return {final["return_mean"]:.1f} ± {final["return_std"]:.1f} over '
           f'{final["episodes"]} episodes after {env_steps:,} env steps. Results in {root_dir} '
           f'(summary.json, {curves}policy/, summaries/ for TensorBoard).', flush=True)
+    if final.get('tasks'):
+      print('Per task: ' + ', '.join(f'{task} {result["return_mean"]:.1f} over {result["episodes"]} episodes'
+                                     for task, result in final['tasks'].items()) + '.', flush=True)
     self.release()
     return summary
 
