@@ -1,7 +1,7 @@
 """Teachers of every kind from real exports: TF-Agents DQN agents trained on CartPole and exported with
 PolicySaver (greedy `agent.policy`, ε-greedy `agent.collect_policy`, the inner `QPolicy`) teach through
-softmax(Q/τ); a greedy export without Q-values teaches through its ε-smoothed actions; Protégé's own
-exports still teach through their logits."""
+softmax(Q/τ), a recurrent one (QRnnNetwork) with its memory carried across batches; a greedy export without
+Q-values teaches through its ε-smoothed actions; Protégé's own exports still teach through their logits."""
 
 import json
 import os
@@ -16,6 +16,7 @@ from tf_agents.drivers import dynamic_step_driver
 from tf_agents.environments import tf_py_environment
 from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import q_network
+from tf_agents.networks import q_rnn_network
 from tf_agents.policies import actor_policy
 from tf_agents.policies import greedy_policy
 from tf_agents.policies import policy_saver
@@ -24,7 +25,9 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import common
 
 from protege.agents.data_free import adapters
+from protege.agents.distillation import kickstarting
 from protege.agents.distillation import teacher_loading
+from protege.agents.distillation import teacher_set as teacher_set_lib
 from protege.agents.distillation import teachers
 from protege.agents.training import policy_export
 from protege.envs import suite
@@ -33,14 +36,21 @@ from protege.networks import torsos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HIDDEN = 16  # the Q-network's one hidden ReLU layer
+RNN_SIZE = 8  # the recurrent Q-network's LSTM
 
 
-def _train_dqn(seed=0, iterations=200):
+def _train_dqn(seed=0, iterations=200, recurrent=False):
   """A DqnAgent with a QNetwork (4 → 16 ReLU → 2) trained on CartPole for `iterations` updates of 32
-  transitions (4 envs × 4 steps collected per update), as TF-Agents' dqn_train_eval does, shrunk."""
+  transitions (4 envs × 4 steps collected per update), as TF-Agents' dqn_train_eval does, shrunk. With
+  `recurrent`, a QRnnNetwork (4 → 16 ReLU → LSTM 8 → 2) trained on sequences of 8 steps, as TF-Agents'
+  DQN-RNN examples do."""
   tf.keras.utils.set_random_seed(seed)
   env = tf_py_environment.TFPyEnvironment(suite.make_environment('CartPole-v1', num_envs=4, seed=seed))
-  network = q_network.QNetwork(env.observation_spec(), env.action_spec(), fc_layer_params=(HIDDEN,))
+  if recurrent:
+    network = q_rnn_network.QRnnNetwork(env.observation_spec(), env.action_spec(), input_fc_layer_params=(HIDDEN,),
+                                        lstm_size=(RNN_SIZE,), output_fc_layer_params=())
+  else:
+    network = q_network.QNetwork(env.observation_spec(), env.action_spec(), fc_layer_params=(HIDDEN,))
   agent = dqn_agent.DqnAgent(env.time_step_spec(), env.action_spec(), q_network=network,
                              optimizer=tf.keras.optimizers.Adam(1e-3), epsilon_greedy=0.1,
                              train_step_counter=tf.Variable(0, dtype=tf.int64))
@@ -48,13 +58,13 @@ def _train_dqn(seed=0, iterations=200):
   replay = tf_uniform_replay_buffer.TFUniformReplayBuffer(agent.collect_data_spec, batch_size=4, max_length=1000)
   collect = common.function(dynamic_step_driver.DynamicStepDriver(env, agent.collect_policy,
                                                                   observers=[replay.add_batch], num_steps=4).run)
-  batches = iter(replay.as_dataset(sample_batch_size=32, num_steps=2))
+  batches = iter(replay.as_dataset(sample_batch_size=32 // (4 if recurrent else 1), num_steps=8 if recurrent else 2))
   train = common.function(agent.train)
-  time_step, _ = collect()
+  time_step, state = collect()
   for _ in range(50):  # seed the replay with 800 transitions
-    time_step, _ = collect(time_step)
+    time_step, state = collect(time_step, state)
   for _ in range(iterations):
-    time_step, _ = collect(time_step)
+    time_step, state = collect(time_step, state)
     train(next(batches)[0])
   return env, agent, network
 
@@ -231,13 +241,78 @@ def test_train_main_kickstarts_from_a_dqn_export_and_says_it_is_a_q_values_teach
   # The greedy agent.policy, as TF-Agents' dqn_train_eval exports it, named in TeacherSet.paths as a user
   # would; the CartPole measure of a real DQN teacher is in BENCHMARKS.md (binaries/train_dqn_teacher_main.py).
   root = tmp_path / 'student'
+  stdout = _kickstart_cartpole(dqn['paths']['greedy'], root)
+  assert f"Teacher 'teacher_0' ({dqn['paths']['greedy']}): Q-values softmax(Q/τ), τ = 0.01." in stdout, stdout[-2000:]
+  assert (root / 'policy').is_dir()
+
+
+def _kickstart_cartpole(teacher_path, root):
+  """`train_main --gin_file=kickstart_cartpole.gin` for 512 steps with the teacher at `teacher_path`, as a user
+  runs it; returns its stdout after checking that it trained."""
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'binaries', 'train_main.py'), '--gin_file=kickstart_cartpole.gin',
-       f'--root_dir={root}', f"--gin_bindings=TeacherSet.paths = ['{dqn['paths']['greedy']}']",
+       f'--root_dir={root}', f"--gin_bindings=TeacherSet.paths = ['{teacher_path}']",
        '--gin_bindings=train.total_env_steps = 512', '--gin_bindings=train.eval_episodes = 2'],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  assert (f"Teacher 'teacher_0' ({dqn['paths']['greedy']}): Q-values softmax(Q/τ), τ = 0.01."
-          in result.stdout), result.stdout[-2000:]
-  summary = json.loads((root / 'summary.json').read_text())
-  assert summary['env_steps'] == 512 and (root / 'policy').is_dir()
+  assert json.loads((root / 'summary.json').read_text())['env_steps'] == 512
+  return result.stdout
+
+
+@pytest.fixture(scope='module')
+def recurrent_dqn(tmp_path_factory):
+  """A DqnAgent over a QRnnNetwork, trained and exported greedy (`agent.policy`) as dqn_train_eval does."""
+  env, agent, network = _train_dqn(iterations=100, recurrent=True)
+  path = str(tmp_path_factory.mktemp('dqn_rnn') / 'greedy')
+  policy_saver.PolicySaver(agent.policy, batch_size=None).save(path)
+  return {'path': path, 'network': network, 'observation_spec': env.observation_spec(),
+          'action_spec': env.action_spec()}
+
+
+def _cartpole_episodes(num_envs, num_steps, seed):
+  """Time-major observations and step types of random play: episodes start and end inside the window."""
+  env = suite.make_environment('CartPole-v1', num_envs=num_envs, seed=seed)
+  rng = np.random.default_rng(seed)
+  time_step, observations, step_types = env.reset(), [], []
+  for _ in range(num_steps):
+    observations.append(time_step.observation)
+    step_types.append(time_step.step_type)
+    time_step = env.step(rng.integers(0, 2, num_envs))
+  env.close()
+  return np.stack(observations).astype(np.float32), np.stack(step_types).astype(np.int32)
+
+
+def test_a_recurrent_dqn_export_teaches_the_q_values_of_its_whole_episodes(recurrent_dqn, capsys):
+  """A greedy export of a QRnnNetwork is a recurrent Q-value teacher: given the state the previous batch left
+  (as the actor records it), its logits over a batch are Q/τ of the network stepped through whole episodes."""
+  teacher = teacher_loading.load_teacher(recurrent_dqn['path'], recurrent_dqn['observation_spec'],
+                                         recurrent_dqn['action_spec'], q_temperature=0.5)
+  assert teacher.kind == teachers.KIND_Q_VALUES and teacher.is_recurrent
+  assert 'Q-values softmax(Q/τ), τ = 0.5.' in capsys.readouterr().out
+  assert [tuple(spec.shape) for spec in tf.nest.flatten(teacher.state_spec)] == [(RNN_SIZE,), (RNN_SIZE,)]
+  observations, step_types = _cartpole_episodes(num_envs=3, num_steps=48, seed=5)
+  assert (step_types[1:] == ts.StepType.FIRST).any()  # episodes restart inside the window
+  network, state, expected = recurrent_dqn['network'], recurrent_dqn['network'].get_initial_state(3), []
+  for observation, step_type in zip(observations, step_types):  # the reference: one step at a time
+    q_values, state = network(tf.constant(observation), step_type=tf.constant(step_type), network_state=state)
+    expected.append(q_values.numpy())
+  expected = np.stack(expected)
+  assert np.ptp(expected) > 0.1
+  first, _, carried = teacher.logits_and_value(tf.constant(observations[:16]), step_type=tf.constant(step_types[:16]))
+  second, _, _ = teacher.logits_and_value(tf.constant(observations[16:]), step_type=tf.constant(step_types[16:]),
+                                          policy_state=carried)
+  np.testing.assert_allclose(np.concatenate([first.numpy(), second.numpy()]) * 0.5, expected, rtol=1e-4,
+                             atol=1e-5)
+  # Memory matters here: restarted from its initial state, the second batch's logits differ.
+  restarted, _, _ = teacher.logits_and_value(tf.constant(observations[16:]), step_type=tf.constant(step_types[16:]))
+  assert np.abs(restarted.numpy() * 0.5 - expected[16:]).max() > 1e-3
+
+
+def test_train_main_kickstarts_from_a_recurrent_dqn_export_with_its_memory_recorded(recurrent_dqn, tmp_path):
+  observation_spec, action_spec = recurrent_dqn['observation_spec'], recurrent_dqn['action_spec']
+  teacher_set = teacher_set_lib.TeacherSet(observation_spec, action_spec, paths=[recurrent_dqn['path']])
+  kickstarter = kickstarting.Kickstarter(observation_spec, action_spec, teachers=teacher_set)
+  recorded = kickstarting.actor_teachers(observation_spec, action_spec, kickstarter=kickstarter).recorded_state_specs()
+  assert [tuple(spec.shape) for spec in tf.nest.flatten(recorded['teacher_0'])] == [(RNN_SIZE,), (RNN_SIZE,)]
+  stdout = _kickstart_cartpole(recurrent_dqn['path'], tmp_path / 'student')
+  assert "Q-values softmax(Q/τ), τ = 0.01." in stdout, stdout[-2000:]

@@ -289,14 +289,19 @@ class Teacher(tf.Module):
   def _unroll(self, observation, step_type, policy_state):
     """Runs a recurrent teacher over a time-major sequence from `policy_state`."""
     batch_size = tf.shape(step_type)[1]
+    initializer = (tf.zeros([batch_size, self._num_actions]), tf.zeros([batch_size]), policy_state)
 
     def step(carry, inputs):
       _, _, state = carry
       observation_t, step_type_t = inputs
       logits, value, next_state = self._checked_step(observation_t, step_type_t, state)
-      return logits, (tf.zeros([batch_size]) if value is None else value), next_state
+      outputs = (logits, tf.zeros_like(logits[:, 0]) if value is None else value, next_state)
+      # A saved function's outputs can have a less static shape than the loop's inputs (a pruned Q-network's
+      # [None, A] against a batch of 8), which tf.scan refuses: they have the inputs' shapes.
+      return tf.nest.pack_sequence_as(initializer, [
+          tf.ensure_shape(output, start.shape)
+          for output, start in zip(tf.nest.flatten(outputs), tf.nest.flatten(initializer))])
 
-    initializer = (tf.zeros([batch_size, self._num_actions]), tf.zeros([batch_size]), policy_state)
     logits, values, states = tf.scan(step, (observation, step_type), initializer=initializer)
     final_state = tf.nest.map_structure(lambda s: s[-1], states)
     return logits, (values if self._has_value else None), final_state
