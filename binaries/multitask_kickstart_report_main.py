@@ -76,6 +76,9 @@ def parse_teacher_scores(text: str) -> Dict[str, float]:
 
 def read_curves(run_dir: str, games: Sequence[str]) -> Dict[str, List[dict]]:
   """`{game: [{'env_steps', 'return_mean'}, ...]}`: the run's evaluations of each of `games`, in step order."""
+  if not os.path.isdir(os.path.join(run_dir, 'summaries')):
+    raise errors.ConfigError(f'run {run_dir!r} has no summaries/ folder: give the run directories train_main '
+                             'wrote (its --root_dir).')
   scalars = summaries.read_scalars(os.path.join(run_dir, 'summaries'),
                                    keep=lambda tag: tag.startswith('eval_tasks/'))
   missing = [game for game in games if _TAG.format(game) not in scalars]

@@ -93,6 +93,8 @@ def test_bad_teacher_scores_are_named(text, message):
 def test_a_game_the_runs_do_not_log_and_unpaired_runs_are_clear_errors(runs):
   with pytest.raises(errors.ConfigError, match=r"no per-game evaluations of \['MinAtar/Asterix-v0'\]"):
     report_main.report([runs[0]], [runs[1]], {'MinAtar/Asterix-v0': 5.0}, consecutive=3)
+  with pytest.raises(errors.ConfigError, match="has no summaries/ folder: give the run directories"):
+    report_main.report([runs[0]], [runs[1] + '_typo'], SCORES, consecutive=3)
   with pytest.raises(errors.ConfigError, match='one scratch twin per kickstarted run'):
     report_main.report([runs[0], runs[0]], [runs[1]], SCORES, consecutive=3)
   with pytest.raises(errors.ConfigError, match='fewer than --consecutive=9 evaluations'):
