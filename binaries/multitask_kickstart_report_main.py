@@ -63,12 +63,13 @@ def parse_teacher_scores(text: str) -> Dict[str, float]:
   for part in filter(None, (p.strip() for p in text.split(','))):
     game, _, score = part.rpartition('=')
     try:
-      scores[game] = float(score)
+      value = float(score)
     except ValueError:
-      game = ''
-    if not game or not np.isfinite(scores.get(game, np.nan)) or scores[game] <= 0:
+      value = float('nan')
+    if not game or not np.isfinite(value) or value <= 0:
       raise errors.ConfigError(f"--teacher_scores part {part!r} is not GAME=SCORE with a score > 0 (e.g. "
                                "'MinAtar/Breakout-v0=19.1').")
+    scores[game] = value
   if not scores:
     raise errors.ConfigError('--teacher_scores is empty; give each game\'s teacher score as GAME=SCORE,GAME=SCORE.')
   return scores
@@ -121,6 +122,7 @@ def measure(kick: List[dict], scratch: List[dict], target: float, consecutive: i
   twin_final = final_value(scratch, consecutive)
   twin_holds = kickstart_report.steps_to_reach(scratch, twin_final, consecutive)
   budget = scratch[-1]['env_steps']
+  twin_steps = budget if twin_holds is None else twin_holds  # held only over its last evaluations: its last one
   kick_teacher = kickstart_report.steps_to_reach(kick, target, consecutive)
   scratch_teacher = kickstart_report.steps_to_reach(scratch, target, consecutive)
   kick_twin = kickstart_report.steps_to_reach(kick, twin_final, consecutive)
@@ -128,10 +130,8 @@ def measure(kick: List[dict], scratch: List[dict], target: float, consecutive: i
       'kickstarted_to_teacher': kick_teacher, 'scratch_to_teacher': scratch_teacher,
       'to_teacher': _ratio(scratch_teacher, kick_teacher, budget, kick[0]['env_steps']),
       'scratch_final': twin_final, 'kickstarted_to_scratch_final': kick_twin,
-      'scratch_to_scratch_final': twin_holds if twin_holds is not None else budget,
-      'scratch_final_only_at_the_end': twin_holds is None,
-      'to_scratch_final': _ratio(twin_holds if twin_holds is not None else budget, kick_twin, budget,
-                                 kick[0]['env_steps']),
+      'scratch_to_scratch_final': twin_steps, 'scratch_final_only_at_the_end': twin_holds is None,
+      'to_scratch_final': _ratio(twin_steps, kick_twin, budget, kick[0]['env_steps']),
       'kickstarted_last': kick[-1]['return_mean'], 'scratch_last': scratch[-1]['return_mean'],
   }
 

@@ -238,7 +238,6 @@ def test_evaluation_of_two_games_reports_each_games_own_episodes():
       lambda observation_spec, action_spec: actor_critic.ActorCriticNetwork(
           observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((16,))), env)
   env.close()
-  tf.keras.utils.set_random_seed(3)
   for k, variable in enumerate(network.variables):  # weights far from the initialiser's: varied play
     variable.assign(tf.random.stateless_normal(variable.shape, seed=[5, k]) * 0.5)
   result = evaluation.evaluate(network, TWO_GAMES, num_episodes=6, seed=11, greedy=True)

@@ -297,10 +297,12 @@ class Teacher(tf.Module):
       logits, value, next_state = self._checked_step(observation_t, step_type_t, state)
       outputs = (logits, tf.zeros_like(logits[:, 0]) if value is None else value, next_state)
       # A saved function's outputs can have a less static shape than the loop's inputs (a pruned Q-network's
-      # [None, A] against a batch of 8), which tf.scan refuses: they have the inputs' shapes.
-      return tf.nest.pack_sequence_as(initializer, [
-          tf.ensure_shape(output, start.shape)
-          for output, start in zip(tf.nest.flatten(outputs), tf.nest.flatten(initializer))])
+      # [None, A] against a batch of 8), which tf.scan refuses: they get the inputs' static shapes (set at
+      # trace time, no op per step; an incompatible shape raises).
+      outputs = [tf.convert_to_tensor(output) for output in tf.nest.flatten(outputs)]
+      for output, start in zip(outputs, tf.nest.flatten(initializer)):
+        output.set_shape(start.shape)
+      return tf.nest.pack_sequence_as(initializer, outputs)
 
     logits, values, states = tf.scan(step, (observation, step_type), initializer=initializer)
     final_state = tf.nest.map_structure(lambda s: s[-1], states)
