@@ -208,6 +208,13 @@ def markdown(result: dict) -> str:
     ratios = [m['kickstarted_last'] / m['scratch_last'] if m['scratch_last'] > 0 else float('nan') for m in seeds]
     lines.append(_row(score, ', '.join(f"{m['kickstarted_last']:.2f}" for m in seeds),
                       ', '.join(f"{m['scratch_last']:.2f}" for m in seeds), ', '.join(f'{r:.2f}' for r in ratios)))
+  ends = {method: [run[NORMALISED][-1]['env_steps'] for run in result['curves'][method]]
+          for method in ('kickstarted', 'scratch')}
+  lines += ['', f'Last evaluations at (env steps): kickstarted {", ".join(f"{e:,}" for e in ends["kickstarted"])}; '
+                f'scratch {", ".join(f"{e:,}" for e in ends["scratch"])}.']
+  if len(set(ends['kickstarted'] + ends['scratch'])) > 1:
+    lines.append('**Warning: the runs end at different steps** (a run stopped early, or a damaged event file read '
+                 'up to its last whole record); the measures compare unequal budgets.')
   lines += ['', '(* the scratch twin holds its own final only over its last evaluations: its last one is counted.)',
             '', PAPER]
   return '\n'.join(lines)

@@ -99,3 +99,17 @@ def test_a_game_the_runs_do_not_log_and_unpaired_runs_are_clear_errors(runs):
     report_main.report([runs[0], runs[0]], [runs[1]], SCORES, consecutive=3)
   with pytest.raises(errors.ConfigError, match='fewer than --consecutive=9 evaluations'):
     report_main.report([runs[0]], [runs[1]], SCORES, consecutive=9)
+
+
+def test_runs_of_unequal_length_are_flagged(runs, tmp_path):
+  """A half-written event file (a killed run) reads up to its last whole record: the report says the runs end
+  at different steps instead of comparing unequal budgets silently."""
+  short = tmp_path / 'short'
+  (short / 'summaries').mkdir(parents=True)
+  (event_file,) = [name for name in os.listdir(os.path.join(runs[0], 'summaries'))]
+  data = open(os.path.join(runs[0], 'summaries', event_file), 'rb').read()
+  (short / 'summaries' / event_file).write_bytes(data[:len(data) * 3 // 4])  # Space Invaders half-written
+  text = report_main.markdown(report_main.report([str(short)], [runs[1]], SCORES, consecutive=3))
+  assert 'Warning: the runs end at different steps' in text
+  assert 'scratch 800.' in text
+  assert 'Warning' not in report_main.markdown(report_main.report([runs[0]], [runs[1]], SCORES, consecutive=3))
