@@ -15,6 +15,10 @@ A method is a label and its runs: `--runs=LABEL:GLOB` (train_main run directorie
   a donor continues from the donor's weights). Set `--grid_env_steps` to the population's ready period.
 - the final evaluation every run makes at its end (`summary.json`: `eval_return_mean`).
 - with `--target`: the first grid point whose training-curve value reaches it.
+- for kickstarted runs, each teacher's weight λ_k on the same grid: a train_main run's TensorBoard
+  `learner/kickstart/lambda_<teacher>`; a member's `lambda_<teacher>` hyperparameter along its lineage (from
+  each report on; after an exploit the explored value from the donor's step on). The table then gives every
+  run's last λ_k and the figure a second panel of them: where PBT took λ, beside a hand schedule.
 
 Written to `--output_dir`: `comparison.md` (a table per method, per run), `comparison.json`, and
 `curves.png` (every run thin, each method's median thick).

@@ -25,13 +25,40 @@ def test_windowed_curve_and_first_reaching_by_hand():
   assert run_comparison.first_reaching(curve, [5, 20, 45, 100], 9.0) is None
 
 
-def _train_run(directory, episodes, env_steps, final_eval):
-  """A directory shaped like a finished train_main run: TensorBoard episode returns and summary.json."""
+def test_a_members_teacher_weight_follows_its_lineage_through_an_exploit():
+  # member_1 reports λ = 2 at 100 and 200 steps, copies a donor at 150 steps and goes on with λ = 0.5.
+  events = [
+      {'event': 'report', 'member': 'member_1', 'env_steps': 100, 'score': 1.0,
+       'hyperparameters': {'learning_rate': 1e-3, 'lambda_teacher_0': 2.0}},
+      {'event': 'report', 'member': 'member_1', 'env_steps': 200, 'score': 1.0,
+       'hyperparameters': {'learning_rate': 1e-3, 'lambda_teacher_0': 2.0}},
+      {'event': 'exploit', 'member': 'member_1', 'donor': 'member_0', 'donor_score': 5.0},
+      {'event': 'explore', 'member': 'member_1', 'donor': 'member_0', 'env_steps': 150,
+       'new': {'learning_rate': 1e-3, 'lambda_teacher_0': 0.5}},
+      {'event': 'report', 'member': 'member_1', 'env_steps': 250, 'score': 5.0,
+       'hyperparameters': {'learning_rate': 1e-3, 'lambda_teacher_0': 0.5}},
+  ]
+  weights = run_comparison.member_teacher_weights(lineage_lib.trajectories(events)['member_1'])
+  assert list(weights) == ['teacher_0']
+  steps, values = weights['teacher_0']
+  curve = run_comparison.step_curve(steps, values, [50, 100, 200, 300])
+  assert np.isnan(curve[0]) and curve[1:] == [2.0, 0.5, 0.5]  # from the exploit on: the explored value
+  # A factorised search gives λ_k = λ · λ̂_k.
+  factorised = run_comparison.member_teacher_weights(
+      [{'env_steps': 10, 'hyperparameters': {'lambda_scale': 0.5, 'lambda_a': 2.0, 'lambda_b': 0.2}}])
+  assert {name: list(v) for name, (_, v) in factorised.items()} == {'a': [1.0], 'b': [0.1]}
+
+
+def _train_run(directory, episodes, env_steps, final_eval, lambdas=()):
+  """A directory shaped like a finished train_main run: TensorBoard episode returns (and a kickstarted
+  learner's λ of 'teacher_0') and summary.json."""
   os.makedirs(os.path.join(directory, 'summaries'))
   writer = tf.summary.create_file_writer(os.path.join(directory, 'summaries'))
   with writer.as_default():
     for step, value in episodes:
       tf.summary.scalar('env/episode_return', value, step=step)
+    for step, value in lambdas:
+      tf.summary.scalar('learner/kickstart/lambda_teacher_0', value, step=step)
   writer.close()
   with open(os.path.join(directory, 'summary.json'), 'w') as f:
     json.dump({'env_steps': env_steps, 'eval_return_mean': final_eval}, f)
@@ -39,15 +66,19 @@ def _train_run(directory, episodes, env_steps, final_eval):
 
 def test_the_binary_compares_runs_and_a_population(tmp_path):
   # Method A: two runs of 400 steps; one return of 10 per 50 steps, the second run 20.
-  _train_run(str(tmp_path / 'a_0'), [(s, 10.0) for s in range(50, 401, 50)], 400, 11.0)
-  _train_run(str(tmp_path / 'a_1'), [(s, 20.0) for s in range(50, 401, 50)], 400, 21.0)
+  # Method A's runs are kickstarted: λ falls from 1 by 0.25 every 100 steps.
+  schedule = [(s, 1.0 - 0.25 * (s // 100)) for s in range(0, 401, 50)]
+  _train_run(str(tmp_path / 'a_0'), [(s, 10.0) for s in range(50, 401, 50)], 400, 11.0, schedule)
+  _train_run(str(tmp_path / 'a_1'), [(s, 20.0) for s in range(50, 401, 50)], 400, 21.0, schedule)
   # Method B: a population of 2, ready every 100 steps; member_1 reports 30 from step 200 on.
   population = tmp_path / 'pbt'
   population.mkdir()
   log = lineage_lib.LineageLog(str(population / 'lineage.jsonl'))
   for steps in (100, 200, 300, 400):
-    log.record('report', member='member_0', env_steps=steps, score=5.0)
-    log.record('report', member='member_1', env_steps=steps, score=30.0 if steps >= 200 else 0.0)
+    log.record('report', member='member_0', env_steps=steps, score=5.0,
+               hyperparameters={'lambda_teacher_0': 1.5})
+    log.record('report', member='member_1', env_steps=steps, score=30.0 if steps >= 200 else 0.0,
+               hyperparameters={'lambda_teacher_0': 0.2})
   with open(population / 'population.json', 'w') as f:
     json.dump({'members': [{'member': 'member_0', 'env_steps': 400, 'eval_return_mean': 6.0},
                            {'member': 'member_1', 'env_steps': 300, 'eval_return_mean': 31.0}]}, f)
@@ -68,8 +99,12 @@ def test_the_binary_compares_runs_and_a_population(tmp_path):
   assert b[1]['curve'][:3] == [0.0, 30.0, 30.0]
   assert np.isnan(b[1]['curve'][3])
   assert [r['reached'] for r in b] == [None, 200]
+  assert [r['teacher_weights'] for r in a] == [{'teacher_0': [0.75, 0.5, 0.25, 0.0]}] * 2
+  assert b[0]['teacher_weights'] == {'teacher_0': [1.5] * 4}
+  assert b[1]['teacher_weights']['teacher_0'][:3] == [0.2] * 3 and np.isnan(b[1]['teacher_weights']['teacher_0'][3])
   table = (out / 'comparison.md').read_text()
   assert '| A | 11.0, 21.0 | 16.0 |' in table and '| B | 6.0, 31.0 | 18.5 |' in table
+  assert '| 0.00, 0.00 |' in table and '| 1.50, 0.20 |' in table  # each run's last λ
   assert (out / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
