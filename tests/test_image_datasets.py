@@ -1,16 +1,23 @@
 """agents.data_free.image_datasets: each set's layout (shapes, dtypes, counts, scaling), read from small files
-written here in the packages' formats, and a one-line error naming the package for a missing set."""
+written here in the packages' formats, and a one-line error naming the package for a missing set; the study
+binary's --dataset flag, and the study end to end on colour images."""
 
 import gzip
+import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from protege.agents.data_free import image_datasets
 from protege.runtime import errors
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDY_MAIN = os.path.join(REPO, 'binaries', 'data_free_mnist_study_main.py')
 
 
 def _write_idx(path, array: np.ndarray, magic: int) -> None:
@@ -122,3 +129,45 @@ def test_debians_fashion_mnist_is_the_real_one():
   assert np.bincount(train_y).tolist() == [6000] * 10 and np.bincount(test_y).tolist() == [1000] * 10
   assert abs(train_x.mean() * 255.0 - 72.94) < 0.01  # Zalando's published training mean
   assert train_y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+
+
+def _study(*flags):
+  return subprocess.run([sys.executable, STUDY_MAIN] + list(flags), cwd=REPO, capture_output=True, text=True,
+                        timeout=300, check=False)
+
+
+def test_the_study_names_its_data_sets_and_a_missing_one_in_one_line(tmp_path):
+  result = _study(f'--root_dir={tmp_path}', '--dataset=imagenet')
+  assert result.returncode != 0
+  assert "value should be one of <mnist|fashion_mnist|cifar10|digits>" in result.stderr
+  result = _study(f'--root_dir={tmp_path}', '--dataset=fashion_mnist', f'--data_dir={tmp_path / "none"}')
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = [line for line in result.stderr.splitlines() if 'error:' in line]
+  assert len(lines) == 1 and 'apt-get install dataset-fashion-mnist' in lines[0], result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+
+
+def test_the_study_runs_on_colour_images(tmp_path):
+  """CIFAR-10's layout end to end (tiny random batches): LeNet-5 on 32x32x3, a 3-channel generator, the
+  colour figures; the data set's name guards the run directory."""
+  _cifar_dir(str(tmp_path / 'cifar'), per_batch=20, test=30)
+  root = tmp_path / 'study'
+  bindings = ['DataFreeDistiller.num_steps = 6', 'DataFreeDistiller.reinit_interval = 3',
+              'DataFreeDistiller.batch_size = 16', 'DataFreeDistiller.pool_samples_per_generator = 32',
+              'ImageGenerator.channels = (8, 4)', 'distill_data_free.exemplars_to_save = 64']
+  flags = [f'--root_dir={root}', '--dataset=cifar10', f'--data_dir={tmp_path / "cifar"}',
+           '--classifier_epochs=1', '--variants=adversarial_reinit', '--diversity_samples=60',
+           '--exemplars_per_class=2'] + [f'--gin_bindings={binding}' for binding in bindings]
+  result = _study(*flags)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  study = json.loads((root / 'study.json').read_text())
+  assert study['dataset'] == 'cifar10' and study['teacher']['dataset'] == 'cifar10'
+  assert set(study['diversity']) == {'real test images', 'adversarial_reinit'}
+  exemplars = np.load(root / 'adversarial_reinit' / 'exemplars.npz')['observations']
+  assert exemplars.shape[1:] == (32, 32, 3) and 0.0 <= exemplars.min() and exemplars.max() <= 1.0
+  assert (root / 'exemplars.png').stat().st_size > 5_000
+  assert (root / 'exemplars_by_generation.png').stat().st_size > 5_000
+  assert 'mean recall of real test images' in (root / 'study.md').read_text()
+  # Another data set in the same directory would read this teacher back: refused in one line.
+  result = _study(f'--root_dir={root}', '--dataset=digits', '--variants=dafl')
+  assert result.returncode == 2 and 'was trained on cifar10, not on --dataset=digits' in result.stderr
