@@ -74,6 +74,12 @@ KILL_ENV_VAR = 'PBT_KILL_MEMBER_AT'
 # Set by `binaries/pbt_main.py` in its members' processes: SIGINT/SIGTERM save the member and end its process
 # (see `Member.setup`). Not set where a Member is built in a process of its own owner (a test).
 SIGNALS_ENV_VAR = 'PROTEGE_MEMBER_SIGNALS'
+# Seconds a member waits for its directory's lock. Ray reuses paused members' processes for whichever member
+# resumes next, so member_3 may resume in member_0's old process while its own old process is still closing
+# member_3's Trainer on its way to member_0 (seen with truncation selection: a crash on the lock, held by the
+# process that was about to let go). Each process closes its old Trainer before building the new one, so the
+# wait cannot deadlock; a lock still held after it is a real second holder, refused as before.
+HANDOVER_WAIT_SECONDS = 600.0
 
 
 class CheckpointError(errors.CheckpointError):  # a RuntimeError too
@@ -329,7 +335,8 @@ class Member(tune.Trainable):
     run_settings = settings_lib.RunSettings()
     self._trainer = trainer.Trainer(self.member_dir, program=f'pbt_main member {settings["index"]}',
                                     settings=run_settings, seed=run_settings.seed + int(settings['index']),
-                                    stop_request=self._stop, hyperparameters_from_gin=False)
+                                    stop_request=self._stop, hyperparameters_from_gin=False,
+                                    lock_wait_seconds=HANDOVER_WAIT_SECONDS)
     self._ready = int(settings['ready_env_steps'])
     names = [k for k in self.config if k != scheduler_lib.MEMBER_KEY]
     self._setters = hyperparameter_setters(self._trainer.learner, names)

@@ -196,3 +196,28 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
     assert restored.numpy()[0] == float(len(saved))
   finally:
     subprocess.run(['umount', mount], check=False)
+
+
+def test_a_holder_that_lets_go_within_the_wait_hands_the_directory_over(tmp_path):
+  """A PBT member resuming in another member's old process waits for the process that held its directory
+  (`pbt.member.HANDOVER_WAIT_SECONDS`) instead of failing on the lock."""
+  root = str(tmp_path / 'run')
+  child = _hold_lock(root)
+  killer = subprocess.Popen([sys.executable, '-c', f'import os, signal, time; time.sleep(1.5); '
+                                                   f'os.kill({child.pid}, signal.SIGKILL)'])
+  try:
+    with run_directory.RunDirectory(root, 'next_main', wait_seconds=60.0) as run:
+      with open(run.path(run_directory.LOCK_FILE)) as f:
+        assert f'next_main (PID {os.getpid()} ' in f.read()
+  finally:
+    killer.wait()
+    child.wait()
+  # Without a wait, the same holder is refused at once (the first test), and one that never lets go is
+  # refused when the wait is over.
+  child = _hold_lock(root)
+  try:
+    with pytest.raises(errors.RunDirectoryError, match='in use by holder_main'):
+      run_directory.RunDirectory(root, 'second_main', wait_seconds=0.5)
+  finally:
+    child.send_signal(signal.SIGKILL)
+    child.wait()

@@ -134,13 +134,15 @@ class Trainer:
   lets another process open the directory (`finish()` does it last). The arguments are `train()`'s;
   `settings` (default: `RunSettings` from gin, with `overrides`) what the gin file says. A resumed run keeps
   its checkpoint's hyperparameter variables and says which differ from the gin files' (unless
-  `hyperparameters_from_gin` is False: a PBT member, which assigns its own).
+  `hyperparameters_from_gin` is False: a PBT member, which assigns its own). `lock_wait_seconds`: how long
+  to wait for another holder of `root_dir` to let go before refusing (0, the default: refuse at once; a PBT
+  member waits for the process Ray is handing its directory over from).
   """
 
   def __init__(self, root_dir: str, strategy=None, reverb_address=None, local_actor=True, program='train',
                stop_request: Optional[Callable[[], bool]] = None,
                settings: Optional[settings_lib.RunSettings] = None,
-               hyperparameters_from_gin: bool = True, **overrides):
+               hyperparameters_from_gin: bool = True, lock_wait_seconds: float = 0.0, **overrides):
     if settings is None:
       settings = settings_lib.RunSettings(**overrides)  # the gin configuration, `overrides` winning
     elif overrides:
@@ -159,7 +161,7 @@ class Trainer:
                             for field in dataclasses.fields(settings_lib.RunSettings))
     self._start_time = time.time()
     # Taken first: a second process on this directory is refused before it builds or restores anything.
-    self.run_directory = run_directory.RunDirectory(root_dir, program)
+    self.run_directory = run_directory.RunDirectory(root_dir, program, wait_seconds=lock_wait_seconds)
     try:
       self.root_dir = root_dir
       self.total_env_steps = total_env_steps
