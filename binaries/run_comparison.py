@@ -151,8 +151,10 @@ def report(methods: dict, grid, target) -> str:
            '|---|---|---|---|---|' + ('---|---|' if target is not None else '') + ('---|' if weights else '')]
   for label, records in methods.items():
     finals = [r['final_eval'] for r in records]
+    evaluated = [v for v in finals if v is not None]  # a member that failed has no final evaluation ('—')
     means = [float(np.nanmean(r['curve'])) for r in records]
-    row = (f'| {label} | {", ".join(_fmt(v) for v in finals)} | {_fmt(float(np.median(finals)))} | '
+    row = (f'| {label} | {", ".join(_fmt(v) for v in finals)} | '
+           f'{_fmt(float(np.median(evaluated)) if evaluated else None)} | '
            f'{", ".join(_fmt(v) for v in means)} | {_fmt(float(np.median(means)))} |')
     if target is not None:
       reached = [r['reached'] for r in records]

@@ -79,9 +79,12 @@ def test_the_binary_compares_runs_and_a_population(tmp_path):
                hyperparameters={'lambda_teacher_0': 1.5})
     log.record('report', member='member_1', env_steps=steps, score=30.0 if steps >= 200 else 0.0,
                hyperparameters={'lambda_teacher_0': 0.2})
+  # member_2 failed after its first report: no final evaluation.
+  log.record('report', member='member_2', env_steps=100, score=1.0, hyperparameters={'lambda_teacher_0': 1.0})
   with open(population / 'population.json', 'w') as f:
     json.dump({'members': [{'member': 'member_0', 'env_steps': 400, 'eval_return_mean': 6.0},
-                           {'member': 'member_1', 'env_steps': 300, 'eval_return_mean': 31.0}]}, f)
+                           {'member': 'member_1', 'env_steps': 300, 'eval_return_mean': 31.0},
+                           {'member': 'member_2', 'env_steps': 100, 'eval_return_mean': None}]}, f)
   out = tmp_path / 'out'
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'binaries', 'compare_runs_main.py'), f'--output_dir={out}',
@@ -98,13 +101,14 @@ def test_the_binary_compares_runs_and_a_population(tmp_path):
   # member_1 ended at 300 steps: no value carried past its end.
   assert b[1]['curve'][:3] == [0.0, 30.0, 30.0]
   assert np.isnan(b[1]['curve'][3])
-  assert [r['reached'] for r in b] == [None, 200]
+  assert [r['reached'] for r in b] == [None, 200, None]
+  assert b[2]['curve'][0] == 1.0 and all(np.isnan(b[2]['curve'][1:]))
   assert [r['teacher_weights'] for r in a] == [{'teacher_0': [0.75, 0.5, 0.25, 0.0]}] * 2
   assert b[0]['teacher_weights'] == {'teacher_0': [1.5] * 4}
   assert b[1]['teacher_weights']['teacher_0'][:3] == [0.2] * 3 and np.isnan(b[1]['teacher_weights']['teacher_0'][3])
   table = (out / 'comparison.md').read_text()
-  assert '| A | 11.0, 21.0 | 16.0 |' in table and '| B | 6.0, 31.0 | 18.5 |' in table
-  assert '| 0.00, 0.00 |' in table and '| 1.50, 0.20 |' in table  # each run's last λ
+  assert '| A | 11.0, 21.0 | 16.0 |' in table and '| B | 6.0, 31.0, — | 18.5 |' in table
+  assert '| 0.00, 0.00 |' in table and '| 1.50, 0.20, 1.00 |' in table  # each run's last λ
   assert (out / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
