@@ -255,8 +255,9 @@ def main(argv):
     print(f'Done in {summary["wall_seconds"] / 60:.1f} min. Results in {root_dir} (population.json, '
           f'lineage.jsonl, lineage.png, members/).', flush=True)
     if summary['failed']:
-      raise RuntimeError(f'members {summary["failed"]} failed more than --max_failures={FLAGS.max_failures} '
-                         f'times; see {os.path.join(root_dir, EXPERIMENT)}.')
+      raise RuntimeError(f'members {summary["failed"]} ended with an error Ray did not recover from '
+                         f'(--max_failures={FLAGS.max_failures}); see the error column above and '
+                         f'{os.path.join(root_dir, EXPERIMENT)}.')
 
 
 def run():
