@@ -206,6 +206,26 @@ def test_image_observations_use_the_newest_frame():
   assert np.isfinite(metrics['rnd/predictor_loss'])
 
 
+def test_rgb_observations_use_the_whole_newest_frame():
+  """frame_channels = 3: an RGB image (MiniGrid's pixels) is one frame; all three channels are the input."""
+  rgb_spec = tensor_spec.BoundedTensorSpec([36, 36, 3], tf.uint8, 0, 255, 'observation')
+  net = _network(rgb_spec)
+  learner = _rnd_learner(net, [_batch(rgb_spec)], frame_channels=3)
+  assert learner.observation_normalizer.mean.shape == (36, 36, 3)
+  observations = _batch(rgb_spec, seed=1)['observation'][:, 0]
+  learner.update_observation_statistics(observations)
+  np.testing.assert_allclose(learner.observation_normalizer.mean.numpy(),
+                             observations.astype(np.float64).mean(0), rtol=1e-3)
+  assert np.isfinite(learner.run()['rnd/predictor_loss'])
+
+
+@pytest.mark.parametrize('frame_channels', [2, 0, True])
+def test_frame_channels_must_divide_the_channels(frame_channels):
+  rgb_spec = tensor_spec.BoundedTensorSpec([36, 36, 3], tf.uint8, 0, 255, 'observation')
+  with pytest.raises(ValueError, match=r'frame_channels must be a positive int dividing .* 3 channels'):
+    _rnd_learner(_network(rgb_spec), [_batch(rgb_spec)], frame_channels=frame_channels)
+
+
 def test_two_replicas_compute_the_normalisers_and_return_filter_of_one_device(mirrored_strategy):
   batches = [_batch(seed=0), _batch(seed=1)]
   one = _rnd_learner(_network(), batches)

@@ -26,8 +26,9 @@ compiled step. Under a `tf.distribute` strategy each replica holds some environm
 normalisers' sums are all-reduced and the return filter's state is gathered from every replica, so
 two replicas compute what one device computes on the whole batch.
 
-The RND input is the newest frame of an image observation (`[H, W, 1]`, the paper: "the last frame
-only") or the whole flattened vector of a vector observation, normalised per element with running
+The RND input is the newest frame of an image observation (the paper: "the last frame only"): its last
+`frame_channels` channels, `[H, W, 1]` for a stack of grey frames, `[H, W, 3]` for one RGB frame or a
+frame-major RGB stack; or the whole flattened vector of a vector observation, normalised per element with running
 mean/std and clipped to [−5, 5]. Before training, `initialize_from_environment` seeds the observation
 statistics with a random agent (the paper's code: 50 × 128 steps of every environment).
 """
@@ -70,6 +71,10 @@ class RNDLearner(base.LearnerWrapper):
     observation_normalization_steps: random-agent steps of every environment that seed the observation
       statistics before training (paper's code: 50 rollouts × 128 steps = 6,400); 0 skips seeding.
     output_size: features of the target and predictor (paper: 512).
+    frame_channels: channels of one frame of an image observation, the last ones of which are the RND
+      input: 1 (default) for stacks of grey frames (the paper's Atari frames, `[84, 84, 4]`), 3 for RGB
+      images (MiniGrid's pixels `[56, 56, 3]`, or a frame-major RGB stack). Must divide the channels.
+      Not used for vector observations and small grids, which go whole to the MLP version.
     target_fn: builds the frozen target from `(input_spec, output_size)`.
     predictor_fn: builds the predictor from `(input_spec, output_size)`.
   """
@@ -87,6 +92,7 @@ class RNDLearner(base.LearnerWrapper):
                observation_clip: float = 5.0,
                observation_normalization_steps: int = 50 * 128,
                output_size: int = 512,
+               frame_channels: int = 1,
                target_fn: Callable[..., Any] = rnd_networks.RNDTargetNetwork,
                predictor_fn: Callable[..., Any] = rnd_networks.RNDPredictorNetwork):
     if _INTRINSIC not in network.value_head_names:
@@ -110,7 +116,14 @@ class RNDLearner(base.LearnerWrapper):
     shape = self._observation_spec.shape
     self._image = shape.rank == 3 and min(shape[0], shape[1]) >= rnd_networks.MIN_IMAGE_SIDE
     if self._image:
-      input_shape = self._observation_spec.shape[:-1].as_list() + [1]
+      channels = shape[-1]
+      if isinstance(frame_channels, bool) or not isinstance(frame_channels, int) or frame_channels < 1 or (
+          channels % frame_channels):
+        raise errors.ConfigError(
+            f'RNDLearner.frame_channels must be a positive int dividing the observation\'s {channels} '
+            f'channels (1: grey frames, 3: RGB), got {frame_channels!r}.')
+      self._frame_channels = frame_channels
+      input_shape = self._observation_spec.shape[:-1].as_list() + [frame_channels]
     else:
       input_shape = [int(np.prod(self._observation_spec.shape.as_list()))]
     input_spec = tf.TensorSpec(input_shape, tf.float32, 'rnd_input')
@@ -204,7 +217,7 @@ class RNDLearner(base.LearnerWrapper):
     if frames:
       return tf.cast(observation[..., None], dtype)
     if self._image:
-      return tf.cast(observation[..., -1:], dtype)
+      return tf.cast(observation[..., -self._frame_channels:], dtype)
     outer = tf.shape(observation)[:num_outer_dims]
     return tf.reshape(tf.cast(observation, dtype), tf.concat([outer, [-1]], axis=0))
 
