@@ -1,5 +1,5 @@
 """Builds batched environments from an id: Atari through ale-py's native vector env, MinAtar through
-`envs.minatar` (one game or several in one vector env), the rest through gymnasium's vector environments,
+`envs.minatar` (one game or several in one vector env), MiniGrid through `envs.minigrid` (pixels), the rest through gymnasium's vector environments,
 all behind `VectorGymnasiumEnvironment`."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from gymnasium.vector import AutoresetMode
 from protege.envs import deep_sea
 from protege.envs import gymnasium_adapter
 from protege.envs import minatar
+from protege.envs import minigrid
 from protege.runtime import errors
 
 # Importing ale_py registers the 'ALE/<Game>-v5' ids, importing envs.deep_sea 'protege/DeepSea-v0';
@@ -157,19 +158,37 @@ def _gymnasium_atari(env_id: str, num_envs: int, options: dict, ram_info: Dict[s
       max_num_frames_per_episode=options['max_num_frames_per_episode'])
 
 
+def _refuse_env_kwargs(env_kwargs: Optional[Dict[str, Any]], env_id: str, family: str, instead: str) -> None:
+  """Raises a one-line ConfigError when `env_kwargs` is given for a family configured through its own
+  gin options; `instead` names them (e.g. "the games with minatar_options (e.g. gin '...')")."""
+  if env_kwargs:
+    raise errors.ConfigError(
+        f'make_environment.env_kwargs {env_kwargs!r} is not used for {family} id {env_id!r}; configure '
+        f'{instead} instead.')
+
+
 def _minatar(env_id: str, num_envs: int, seed: int, env_kwargs: Optional[Dict[str, Any]]
              ) -> gymnasium_adapter.VectorGymnasiumEnvironment:
   """`make_environment` for 'MinAtar/...' ids, one game or several joined by '+' (see `envs/minatar.py`)."""
-  if env_kwargs:
-    raise errors.ConfigError(
-        f'make_environment.env_kwargs {env_kwargs!r} is not used for MinAtar id {env_id!r}; configure the '
-        "games with minatar_options (e.g. gin 'minatar_options.sticky_action_prob = 0.1') instead.")
+  _refuse_env_kwargs(env_kwargs, env_id, 'MinAtar',
+                     "the games with minatar_options (e.g. gin 'minatar_options.sticky_action_prob = 0.1')")
   minatar.register_envs()
   for game_id in minatar.split_env_id(env_id):
     _find_spec(game_id)  # an unknown game: the same one-line error, with suggestions, as other ids
   vector_env, task_ids = minatar.make_vector_env(env_id, num_envs)
   return gymnasium_adapter.VectorGymnasiumEnvironment(
       vector_env, seed=seed, env_id=env_id, frames_per_step=1, task_ids=task_ids)
+
+
+def _minigrid(env_id: str, num_envs: int, seed: int, env_kwargs: Optional[Dict[str, Any]]
+              ) -> gymnasium_adapter.VectorGymnasiumEnvironment:
+  """`make_environment` for 'MiniGrid-...' ids (registered on first use; see `envs/minigrid.py`)."""
+  _refuse_env_kwargs(env_kwargs, env_id, 'MiniGrid',
+                     "the observation with minigrid_options (e.g. gin 'minigrid_options.tile_size = 6')")
+  minigrid.register_envs()
+  _find_spec(env_id)  # an unknown task: the same one-line error, with suggestions, as other ids
+  return gymnasium_adapter.VectorGymnasiumEnvironment(
+      minigrid.make_vector_env(env_id, num_envs), seed=seed, env_id=env_id, frames_per_step=1)
 
 
 @gin.configurable
@@ -188,11 +207,12 @@ def make_environment(env_id: str = 'CartPole-v1',
   '+', the envs split into one block per game (`envs/minatar.py`); other ids use their gymnasium vector
   entry point when they have one (e.g. CartPole's `CartPoleVectorEnv`) and a `SyncVectorEnv` otherwise.
   All use gymnasium's NEXT_STEP autoreset, which `VectorGymnasiumEnvironment` turns into TF-Agents' FIRST
-  steps.
+  steps. 'MiniGrid-...' ids (registered on first use) give a `SyncVectorEnv` of the task seen as RGB
+  pixels, configured by `minigrid.minigrid_options()`.
 
   Args:
-    env_id: a gymnasium registry id, e.g. 'CartPole-v1', 'ALE/MontezumaRevenge-v5' or
-      'MinAtar/Breakout-v0'; or MinAtar ids joined by '+' ('MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'):
+    env_id: a gymnasium registry id, e.g. 'CartPole-v1', 'ALE/MontezumaRevenge-v5',
+      'MinAtar/Breakout-v0' or 'MiniGrid-MultiRoom-N7-S4-v0'; or MinAtar ids joined by '+' ('MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0'):
       the first N/2 envs play the first game, the others the second, and the returned env's `task_ids`
       say which (needs equal observation shapes: `minatar_options.pad_channels_to`).
     num_envs: number of environments stepped together (the batch size of every time step).
@@ -203,7 +223,8 @@ def make_environment(env_id: str = 'CartPole-v1',
       registered kwargs by `gymnasium.make_vec`: the vector entry point's (e.g.
       `{'size': 10}` for 'protege/DeepSea-v0', `{'max_episode_steps': 200}` for CartPole) or,
       without one, each single environment's. None (default) keeps the registered ones. Atari
-      games take theirs from `atari_options` instead, MinAtar games from `minatar_options`.
+      games take theirs from `atari_options` instead, MinAtar games from `minatar_options`, MiniGrid
+      tasks from `minigrid_options`.
     atari_backend: 'ale_vector' (default): ale-py's multi-threaded `AtariVectorEnv`. 'gymnasium': single
       ALE environments with gymnasium's Atari wrappers in one process, slower, but their RAM can be
       read (`ram_info`).
@@ -216,20 +237,20 @@ def make_environment(env_id: str = 'CartPole-v1',
 
   Raises:
     ValueError: if `num_envs < 1`, `env_id` is not registered (with the closest ids), or
-      `env_kwargs` is given for an 'ALE/...' or 'MinAtar/...' id.
+      `env_kwargs` is given for an 'ALE/...', 'MinAtar/...' or 'MiniGrid-...' id.
   """
   if num_envs < 1:
     raise errors.ConfigError(f'num_envs must be at least 1, got {num_envs}; set make_environment.num_envs.')
   if minatar.is_minatar_id(env_id):
     return _minatar(env_id, num_envs, seed, env_kwargs)
+  if minigrid.is_minigrid_id(env_id):
+    return _minigrid(env_id, num_envs, seed, env_kwargs)
   spec = _find_spec(env_id)
   env_kwargs = dict(env_kwargs or {})
   frames_per_step = None
   if env_id.startswith('ALE/'):
-    if env_kwargs:
-      raise errors.ConfigError(
-          f'make_environment.env_kwargs {env_kwargs!r} is not used for Atari id {env_id!r}; configure '
-          "the emulator with atari_options (e.g. gin 'atari_options.frameskip = 4') instead.")
+    _refuse_env_kwargs(env_kwargs, env_id, 'Atari',
+                       "the emulator with atari_options (e.g. gin 'atari_options.frameskip = 4')")
     options = atari_options()
     frames_per_step = options['frameskip']
     if atari_backend == 'gymnasium':
