@@ -154,7 +154,8 @@ def run_train_main(run_dir: str, gin_files: Sequence[str], gin_bindings: Sequenc
   """Runs `train_main.py` in its own process (its own gin state) and returns its summary.json.
 
   A run whose summary.json exists is read back, not rerun, so an interrupted study resumes where it
-  stopped. The run's console output goes to `<run_dir>/log.txt`.
+  stopped; an interrupted run resumes from its latest checkpoint. The run's console output is appended to
+  `<run_dir>/log.txt`, so a run that spans several sessions keeps the log of each.
   """
   summary_path = os.path.join(run_dir, 'summary.json')
   if not os.path.exists(summary_path):
@@ -163,7 +164,7 @@ def run_train_main(run_dir: str, gin_files: Sequence[str], gin_bindings: Sequenc
     command += [f'--gin_file={path}' for path in gin_files]
     command += [f'--gin_bindings={binding}' for binding in gin_bindings]
     log_path = os.path.join(run_dir, 'log.txt')
-    with open(log_path, 'w') as log:
+    with open(log_path, 'a') as log:
       result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if result.returncode == 2:  # train_main's exit for a user's error: its one line says what to fix
       with open(log_path) as log:
