@@ -18,14 +18,15 @@ TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench fault-bench clean
 
-# The venv is rebuilt whenever requirements.txt or pyproject.toml change.
-$(VENV)/.installed: requirements.txt pyproject.toml
+# The venv is rebuilt whenever requirements.txt, requirements-nodeps.txt or pyproject.toml change.
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: Python 3.11 not found (dm-reverb 0.14 needs Python <= 3.11): install it with 'uv python install 3.11' (uv: https://docs.astral.sh/uv/) or your system's python3.11 package, or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'), not 3.11 (dm-reverb 0.14 needs Python <= 3.11, TensorFlow 2.15 >= 3.9): run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
 	sed 's/^tensorflow-cpu==/$(TF_REQUIREMENT)==/' requirements.txt > $(VENV)/requirements.txt
 	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

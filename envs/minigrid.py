@@ -56,8 +56,8 @@ def register_envs() -> None:
     import minigrid  # the Farama package (absolute import), not this module
   except ImportError as error:
     raise errors.ConfigError(
-        "MiniGrid ids need Farama's minigrid package, which is not installed: pip install minigrid==3.2.0 "
-        f'(pure Python; it also installs pygame-ce). ({error})') from error
+        "MiniGrid ids need Farama's minigrid package, which is not installed: pip install --no-deps "
+        f'minigrid==3.2.0 (make setup does; see requirements-nodeps.txt). ({error})') from error
   gymnasium.register_envs(minigrid)
   gymnasium.register(id=MULTIROOM_N7_S4, entry_point='minigrid.envs:MultiRoomEnv',
                      kwargs={'minNumRooms': 7, 'maxNumRooms': 7, 'maxRoomSize': 4})

@@ -9,7 +9,7 @@ from protege.envs import minigrid
 from protege.envs import suite
 from protege.runtime import errors
 
-pytest.importorskip('minigrid', reason="Farama's minigrid package is not installed: pip install minigrid==3.2.0")
+pytest.importorskip('minigrid', reason="Farama's minigrid package is not installed: make setup (pip install --no-deps minigrid==3.2.0)")
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 LEFT, RIGHT, FORWARD = 0, 1, 2
