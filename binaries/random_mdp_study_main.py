@@ -12,7 +12,7 @@ action count grows) and `noisy` (a teacher that errs in 25% of the states).
 
 Outputs in `--output_dir`: `study.md` (tables), `study.json` (configuration, per-variant summaries and
 median/quartile learning curves; a step count of null means never reached), and the plots
-`sampling_curves.png`, `action_sweep.png`, `noisy_teacher.png`. The console shows the part, each finished
+`sampling_curves.png`, `common_rates.png`, `action_sweep.png`, `noisy_teacher.png`. The console shows the part, each finished
 run, the elapsed time and an ETA.
 
 This binary parses the flags into a `StudyConfig` and calls the library: the study's parts and outputs are
@@ -32,6 +32,7 @@ from absl import flags  # noqa: E402
 
 from protege.agents.distillation import losses as distillation_losses  # noqa: E402
 from protege.envs import random_mdp  # noqa: E402
+from protege.runtime import errors  # noqa: E402
 from protege.studies import random_mdp_study  # noqa: E402
 from protege.studies import random_mdp_training as training  # noqa: E402
 
@@ -43,7 +44,9 @@ flags.DEFINE_integer('grid_size', 20, 'Grids are grid_size x grid_size.')
 flags.DEFINE_float('wall_probability', 0.1, 'Probability that a cell is a wall.')
 flags.DEFINE_float('reward_probability', 0.01, 'Probability that a non-wall cell is a +10 terminal state.')
 flags.DEFINE_float('transition_noise', 0.1, 'η: probability that a move goes in a random direction.')
-flags.DEFINE_float('teacher_epsilon', 0.1, 'ε of the ε-greedy teacher.')
+flags.DEFINE_float('teacher_epsilon', 0.1, 'ε of the ε-greedy teacher; 0 is the greedy teacher (ties shared), '
+                   'which only the variants without log π terms can learn from (e.g. --parts=sampling '
+                   '--sampling_variants=teacher_distill,on_policy_distill).')
 flags.DEFINE_float('noisy_fraction', 0.25, 'Fraction of states where the noisy teacher moves wrongly.')
 flags.DEFINE_integer('updates', 150, 'Updates per run (each of unroll_length x envs_per_mdp steps per MDP).')
 flags.DEFINE_integer('noisy_updates', 200, 'Updates per run of the noisy-teacher part.')
@@ -78,6 +81,13 @@ flags.DEFINE_float('baseline_rate', 0.5, 'Step size of the baseline towards the 
 flags.DEFINE_float('reach_fraction', 0.95, 'The student reaches the teacher when its return is at least this '
                    'fraction of the teacher\'s.')
 flags.DEFINE_integer('seed', 0, 'Seed of the MDPs and of the training randomness.')
+flags.DEFINE_list('sampling_variants', list(training.SAMPLING_VARIANTS), 'The variants the sampling part trains '
+                  'at their own learning rates (the common-rate comparison always trains teacher_distill and '
+                  'on_policy_distill).')
+flags.DEFINE_integer('student_view', 0, 'What the students see: 0, the cell index (tabular, fully '
+                     'observable); an odd k, only the k x k square around the agent (walls, rewards; off the '
+                     'grid reads as wall), the paper\'s partially observable setting: cells with the same view '
+                     'share the student\'s logits. The teachers always act on the full state.')
 flags.DEFINE_bool('tiny', False, 'A small study (60 MDPs of 8 x 8, short runs, actions 4 and 100) that runs '
                   'in seconds, for tests; explicit flags are overridden.')
 flags.DEFINE_bool('plots', True, 'Write the PNG plots.')
@@ -126,12 +136,16 @@ def config_from_flags() -> training.StudyConfig:
       reward_coef=FLAGS.reward_coef,
       baseline=FLAGS.baseline, advantage_normalization=FLAGS.advantage_normalization,
       baseline_rate=FLAGS.baseline_rate,
-      reach_fraction=FLAGS.reach_fraction, seed=FLAGS.seed)
+      reach_fraction=FLAGS.reach_fraction, seed=FLAGS.seed,
+      sampling_variants=tuple(FLAGS.sampling_variants), student_view=FLAGS.student_view)
   if FLAGS.tiny:
     values.update(training.TINY)
   if min(values['action_counts']) < random_mdp.NUM_MOVES:
     raise app.UsageError(f'--action_counts must all be >= 4, got {values["action_counts"]}.')
-  return training.StudyConfig(**values)
+  try:
+    return training.StudyConfig(**values)
+  except errors.ConfigError as error:
+    raise app.UsageError(str(error)) from None
 
 
 def main(argv):

@@ -15,6 +15,8 @@ The MDPs follow the appendix "Experimental details" of "Distilling Policy Distil
   reward (+10) and ends the episode, and the next episode starts again in the initial state.
 * A random MDP is drawn by scanning the cells row by row and, with fixed probabilities, turning a cell
   into a wall or (if it is not a wall) into a +10 terminal state. The initial cell is never changed.
+* Fully observable agents see the cell's index; partially observable ones a square of vision centred on
+  the agent, each cell a wall or its (reward, terminal) pair (`local_views`).
 
 Choices made here where the text we could read does not fix them (each is an argument):
 * The wall and reward probabilities: the numbers did not survive in the copies of the appendix we could
@@ -276,6 +278,42 @@ def generate_grid_mdps(num_mdps: int,
       f'Only {num_kept} of {num_mdps} MDPs drawn in {max_rounds} rounds can reach a reward from the '
       f'initial state; raise reward_probability (now {reward_probability}) or lower wall_probability '
       f'(now {wall_probability}).')
+
+
+# What a cell looks like in a partially observable agent's view (`local_views`).
+VIEW_EMPTY, VIEW_WALL, VIEW_REWARD = 0, 1, 2
+
+
+def local_views(mdps: GridMDPs, view_size: int) -> tf.Tensor:
+  """The partially observable observation of every cell: the `view_size` x `view_size` square centred on it.
+
+  The paper's partially observable grid worlds (appendix §1.1) show the agent a square of vision centred
+  on its position, each cell seen as a wall or as its (reward, terminal) pair; here every reward cell is
+  (+10, terminal), so a cell is one of `VIEW_EMPTY`, `VIEW_WALL` (cells off the grid too) and
+  `VIEW_REWARD`. The agent's own position is not part of the observation, so cells with the same
+  surroundings look the same (aliasing): a student that acts on views shares its parameters between them.
+
+  Args:
+    mdps: the MDPs.
+    view_size: k, odd and at least 1.
+
+  Returns:
+    int32 `[M, S, k·k]`: the view of each cell, row-major over the square.
+
+  Raises:
+    ConfigError: for an even or non-positive `view_size`.
+  """
+  if view_size < 1 or view_size % 2 == 0:
+    raise errors.ConfigError(f'view_size must be odd and at least 1 (a square centred on the agent), got '
+                             f'{view_size}.')
+  radius, height, width = view_size // 2, mdps.height, mdps.width
+  kinds = tf.where(mdps.walls, VIEW_WALL, tf.where(mdps.terminal, VIEW_REWARD, VIEW_EMPTY))
+  kinds = tf.pad(tf.reshape(kinds, [-1, height, width]), [[0, 0], [radius, radius], [radius, radius]],
+                 constant_values=VIEW_WALL)
+  # Window (d_row, d_column) of the padded grid, for each offset in the square, row-major.
+  windows = [kinds[:, d_row:d_row + height, d_column:d_column + width]
+             for d_row in range(view_size) for d_column in range(view_size)]
+  return tf.reshape(tf.stack(windows, axis=-1), [-1, height * width, view_size * view_size])
 
 
 def action_moves(num_actions: int) -> tf.Tensor:

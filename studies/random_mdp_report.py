@@ -52,18 +52,56 @@ def sampling_table(rows: Sequence[dict]) -> str:
                  for row in rows])
 
 
+# The common-rate comparison: the same cloning loss, sampled by the teacher and by the student.
+COMMON_RATE_VARIANTS = ('teacher_distill', 'on_policy_distill')
+
+
+def _ratio_text(teacher_steps: float, student_steps: float) -> str:
+  """Teacher-driven over student-driven median steps (> 1: student-driven is faster); — if either never."""
+  if math.isfinite(teacher_steps) and math.isfinite(student_steps):
+    return f'{teacher_steps / student_steps:.2f}'
+  return '—'
+
+
 def common_rate_table(comparison: Sequence[dict]) -> str:
   lines = []
   for entry in comparison:
-    teacher_steps = entry['teacher_distill']['steps_to_teacher_quartiles']
-    student_steps = entry['on_policy_distill']['steps_to_teacher_quartiles']
-    ratio = (f'{teacher_steps[1] / student_steps[1]:.2f}'
-             if math.isfinite(teacher_steps[1]) and math.isfinite(student_steps[1]) else '—')
-    lines.append(f'| {entry["learning_rate"]:g} | {steps_text(teacher_steps)} | '
-                 f'{steps_text(student_steps)} | {ratio} |')
-  return _table('| learning rate | teacher_distill (teacher-driven): steps to 95%, median (IQR) | '
-                'on_policy_distill (student-driven): steps to 95%, median (IQR) | '
-                'teacher-driven / student-driven (medians) |', lines)
+    teacher, student = (entry[variant] for variant in COMMON_RATE_VARIANTS)
+    teacher_steps, student_steps = teacher['steps_to_teacher_quartiles'], student['steps_to_teacher_quartiles']
+    lines.append(f'| {entry["learning_rate"]:g} | {steps_text(teacher_steps)}, '
+                 f'{100 * teacher["fraction_reached"]:.0f}% | {steps_text(student_steps)}, '
+                 f'{100 * student["fraction_reached"]:.0f}% | {_ratio_text(teacher_steps[1], student_steps[1])} | '
+                 f'{teacher["final_return_over_teacher_quartiles"][1]:.3f} / '
+                 f'{student["final_return_over_teacher_quartiles"][1]:.3f} |')
+  return _table('| learning rate | teacher_distill (teacher-driven): steps to the target, median (IQR), MDPs '
+                'that reach it | on_policy_distill (student-driven): the same | teacher-driven / '
+                'student-driven (medians) | final return / teacher, median, teacher- / student-driven |', lines)
+
+
+def best_common_rates(comparison: Sequence[dict]) -> dict:
+  """Per variant, its entry at the common rate with the fewest median steps to the target (then the most
+  MDPs that reach it, then the higher final return): `{variant: {'learning_rate', ...its summary}}`."""
+  best = {}
+  for variant in COMMON_RATE_VARIANTS:
+    def key(entry):
+      row = entry[variant]
+      return (row['steps_to_teacher_quartiles'][1], -row['fraction_reached'],
+              -row['final_return_over_teacher_quartiles'][1])
+    if comparison:
+      entry = min(comparison, key=key)
+      best[variant] = {'learning_rate': entry['learning_rate'], **entry[variant]}
+  return best
+
+
+def best_rate_text(best: dict) -> str:
+  """One line: each variant's best common rate and steps, and their ratio."""
+  if len(best) < len(COMMON_RATE_VARIANTS):
+    return '(no common rates run)'
+  teacher, student = (best[variant] for variant in COMMON_RATE_VARIANTS)
+  ratio = _ratio_text(teacher['steps_to_teacher_quartiles'][1], student['steps_to_teacher_quartiles'][1])
+  return (f'teacher_distill at lr {teacher["learning_rate"]:g}: {steps_text(teacher["steps_to_teacher_quartiles"])}'
+          f'; on_policy_distill at lr {student["learning_rate"]:g}: '
+          f'{steps_text(student["steps_to_teacher_quartiles"])}; teacher-driven / student-driven: {ratio}.')
 
 
 def sweep_table(rows: Sequence[dict]) -> str:
@@ -147,6 +185,26 @@ def plot_sampling(rows, path, reach_fraction):
         axis.set_xlabel('')
     drawing.suptitle('Median and IQR over MDPs of each variant (grey: the other variants\' medians; '
                      'black: the teacher, dotted: the target)', fontsize=10)
+
+
+def plot_common_rates(comparison, path, reach_fraction):
+  """One panel per common learning rate: return / teacher of teacher- (dashed) and student-driven (solid)
+  cloning, median and IQR over MDPs."""
+  columns = len(comparison)
+  with plotting.figure(path, 1, columns, figsize=(3.8 * columns, 3.6), dpi=100, sharey=True,
+                       squeeze=False) as (drawing, axes):
+    for axis, entry in zip(axes[0], comparison):
+      for variant, style in zip(COMMON_RATE_VARIANTS, ('--', '-')):
+        _band(axis, entry[variant], 'curve_return_over_teacher_quartiles', variant, style)
+      _teacher_levels(axis, reach_fraction)
+      axis.set(title=f'lr {entry["learning_rate"]:g}')
+      _steps_axis(axis)
+      if axis is not axes[0, 0]:
+        axis.set_xlabel('')
+    axes[0, 0].set_ylabel('return / teacher (median, IQR)')
+    axes[0, 0].legend(fontsize=7)
+    drawing.suptitle('The same cloning loss, sampled by the teacher (dashed) and by the student (solid)',
+                     fontsize=10)
 
 
 def plot_sweep(rows, path, reach_fraction):

@@ -16,7 +16,7 @@ tables and figures: `studies/random_mdp_report.py`. Three parts:
 
 Outputs in `output_dir`: `study.md` (tables), `study.json` (configuration, per-variant summaries and
 median/quartile learning curves; a step count of null means never reached), and the plots
-`sampling_curves.png`, `action_sweep.png`, `noisy_teacher.png`. The console shows the part, each finished
+`sampling_curves.png`, `common_rates.png`, `action_sweep.png`, `noisy_teacher.png`. The console shows the part, each finished
 run, the elapsed time and an ETA.
 """
 
@@ -57,7 +57,7 @@ def _cost(num_actions: int) -> float:
 
 def _run_work(config: training.StudyConfig) -> Dict[str, float]:
   """Relative cost of each part (MDP-updates, times actions/4 for the sweep), for the ETA."""
-  work = {'sampling': len(training.SAMPLING_VARIANTS) * config.num_mdps * config.updates,
+  work = {'sampling': len(config.sampling_variants) * config.num_mdps * config.updates,
           'sampling_common_rates': (2 * len(config.common_rates) * config.num_mdps
                                     * config.common_rate_updates),
           'noisy': len(training.NOISY_VARIANTS) * config.num_mdps * config.noisy_updates,
@@ -110,9 +110,10 @@ def _common_rate_comparison(study: _Study, part_mdps, teacher: training.Teacher,
   comparison = []
   for learning_rate in config.common_rates:
     pair = {}
-    for variant in ('teacher_distill', 'on_policy_distill'):
-      tuned = next(r for r in rows if r['variant'] == variant)
-      if tuned['learning_rate'] == learning_rate and config.common_rate_updates == config.updates:
+    for variant in report.COMMON_RATE_VARIANTS:
+      tuned = next((r for r in rows if r['variant'] == variant), None)
+      if (tuned and tuned['learning_rate'] == learning_rate
+          and config.common_rate_updates == config.updates):
         pair[variant] = tuned
         continue
       curves = training.train_variant(variant, part_mdps, teacher, config, config.common_rate_updates,
@@ -120,7 +121,10 @@ def _common_rate_comparison(study: _Study, part_mdps, teacher: training.Teacher,
       pair[variant] = training.summarize(variant, curves, teacher, config, learning_rate)
     comparison.append({'learning_rate': learning_rate, **{
         variant: {key: row[key] for key in ('steps_to_teacher_quartiles', 'fraction_reached',
-                                            'final_return_over_teacher_quartiles', 'budget_steps')}
+                                            'final_return_over_teacher_quartiles', 'budget_steps',
+                                            'final_kl_teacher_visits_quartiles',
+                                            'final_kl_student_visits_quartiles', 'curve_steps',
+                                            'curve_return_over_teacher_quartiles')}
         for variant, row in pair.items()}})
     teacher_steps = comparison[-1]['teacher_distill']['steps_to_teacher_quartiles']
     student_steps = comparison[-1]['on_policy_distill']['steps_to_teacher_quartiles']
@@ -129,6 +133,12 @@ def _common_rate_comparison(study: _Study, part_mdps, teacher: training.Teacher,
                           f'{report.steps_text(student_steps)}',
                           study.work['sampling_common_rates'] / max(len(config.common_rates), 1))
   return comparison
+
+
+def _student_sees(config: training.StudyConfig) -> str:
+  if not config.student_view:
+    return 'the cell index (tabular)'
+  return f'the {config.student_view} x {config.student_view} square around it'
 
 
 def _finished(row: dict, seconds: float) -> str:
@@ -143,29 +153,35 @@ def _sampling_part(study: _Study) -> Tuple[dict, List[str]]:
   part_mdps = study.select(config.num_mdps)
   teacher = training.make_teacher(part_mdps, study.clean_moves[:config.num_mdps], 4)
   rows = []
-  for variant in training.SAMPLING_VARIANTS:
+  for variant in config.sampling_variants:
     learning_rate = config.learning_rates[variant]
     curves = training.train_variant(variant, part_mdps, teacher, config, config.updates, config.seed,
                                     learning_rate)
     rows.append(training.summarize(variant, curves, teacher, config, learning_rate))
     study.progress.report('sampling', f'{variant}: {_finished(rows[-1], curves.seconds)}',
-                          study.work['sampling'] / len(training.SAMPLING_VARIANTS))
+                          study.work['sampling'] / len(config.sampling_variants))
   comparison = _common_rate_comparison(study, part_mdps, teacher, rows)
   optimal = random_mdp.evaluate_policy(part_mdps, tf.one_hot(tf.argmax(study.move_q[:config.num_mdps], -1), 4))
   results = {'teacher_return_quartiles': training.quartiles(teacher.returns.numpy()),
              'optimal_return_quartiles': training.quartiles(optimal.returns.numpy()),
              'rows': rows,
-             'common_rates': comparison}
+             'common_rates': comparison,
+             'best_common_rates': report.best_common_rates(comparison)}
   markdown = ['## Teacher-driven against student-driven sampling (4 actions)\n',
               f'Teacher\'s return (ε-greedy, exact), median (IQR) over MDPs: '
               f'{report.quartile_text(results["teacher_return_quartiles"], 2)}; the optimal '
               f'policy\'s: {report.quartile_text(results["optimal_return_quartiles"], 2)}. '
               'Each variant at its own learning rate:\n', report.sampling_table(rows), '',
               f'Cloning the teacher at common learning rates ({config.common_rate_updates} updates):\n',
-              report.common_rate_table(comparison), '']
+              report.common_rate_table(comparison), '',
+              'Each at its best of those rates (fewest median steps, on these same MDPs):\n',
+              report.best_rate_text(results['best_common_rates']), '']
   path = study.figure('sampling_curves.png')
   if path:
     report.plot_sampling(rows, path, config.reach_fraction)
+  path = study.figure('common_rates.png')
+  if path and comparison:
+    report.plot_common_rates(comparison, path, config.reach_fraction)
   return results, markdown
 
 
@@ -254,6 +270,7 @@ def run_study(config: training.StudyConfig, output_dir: str, plots: bool = True)
   markdown = [f'Random-MDP study of "Distilling Policy Distillation": {config.num_mdps} MDPs '
               f'({config.sweep_num_mdps} in the action sweep) of {config.grid_size} x {config.grid_size}, '
               f'η = {config.transition_noise}, ε-greedy teacher ε = {config.teacher_epsilon}, '
+              f'student sees {_student_sees(config)}, '
               f'{config.envs_per_mdp} envs x {config.unroll_length} steps per MDP per update, '
               f'seed {config.seed}. '
               f'"Steps" are environment steps per MDP; the target is {config.reach_fraction:.0%} of the '

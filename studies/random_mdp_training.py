@@ -37,6 +37,14 @@ What we had to choose, and why:
   replaced by a uniformly drawn non-greedy one (its ε-exploration kept); its exact values are its critic
   V_π. value_gated compares V_π with the exact value of the current student V_πθ, refreshed every
   `critic_refresh_every` (5) updates: an idealised critic (the paper's agents learn one).
+* What the student sees (`student_view`): by default the cell index, so the student is tabular and learns
+  each cell on its own. The paper also ran partially observable versions, the agent seeing a square of
+  vision centred on it (`random_mdp.local_views`); with `student_view` = k the student sees only that k x k
+  square, so cells that look alike share one row of logits (`student_rows`): it generalises to cells it
+  never visited and cannot tell them apart. The teachers always act on the full state (how the paper's
+  partially observable teachers were made is not in the text we have).
+* The teacher's ε (`teacher_epsilon`): 0 gives the greedy teacher, as deterministic as the MDPs allow;
+  only variants without log π terms can learn from it (StudyConfig refuses the others).
 * The student: tabular softmax logits, initialised to 0 (uniform), updated by plain SGD on
   Σ_t surrogate_t summed over each MDP's unroll and averaged over its environments (eq. 1 of the paper
   per trajectory; no clipping). No baseline is subtracted from the pseudo-returns, as in eq. 1 and
@@ -78,6 +86,7 @@ from protege.agents.distillation import losses as distillation_losses
 from protege.agents.distillation import variants
 from protege.agents.learners import losses
 from protege.envs import random_mdp
+from protege.runtime import errors
 
 PARTS = ('sampling', 'actions', 'noisy')
 ADVANTAGE_NORMALIZATIONS = ('none', 'joint', 'separate')
@@ -87,6 +96,8 @@ NOISY_VARIANTS = ('on_policy_distill', 'on_policy_distill_with_reward', 'value_g
                   'expected_entropy_regularised')
 # Variants whose pseudo-rewards are 0: their update has no score-function term, so no baseline.
 _NO_PSEUDO_REWARDS = ('teacher_distill', 'on_policy_distill')
+# Variants that need log π(a|s) finite for every action: a greedy teacher (ε = 0) cannot teach them.
+_NEED_STOCHASTIC_TEACHER = ('entropy_regularised', 'expected_entropy_regularised')
 # Chosen by a coarse sweep on other MDPs (see the module docstring and BENCHMARKS.md).
 DEFAULT_LEARNING_RATES = {
     'teacher_distill': 3.0,
@@ -138,6 +149,28 @@ class StudyConfig:
   baseline_rate: float = 0.5
   reach_fraction: float = 0.95
   seed: int = 0
+  sampling_variants: Sequence[str] = SAMPLING_VARIANTS
+  student_view: int = 0
+
+  def __post_init__(self):
+    unknown = [v for v in self.sampling_variants if v not in SAMPLING_VARIANTS]
+    if unknown or not self.sampling_variants:
+      raise errors.ConfigError(f'sampling_variants {list(self.sampling_variants)} must be a non-empty '
+                               f'selection of {SAMPLING_VARIANTS}.')
+    if self.student_view < 0 or (self.student_view and self.student_view % 2 == 0):
+      raise errors.ConfigError(f'student_view must be 0 (the student sees the cell index) or an odd size '
+                               f'of the square it sees around the agent, got {self.student_view}.')
+    trained = set(self.sampling_variants) if 'sampling' in self.parts else set()
+    if 'actions' in self.parts:
+      trained |= set(ACTION_SWEEP_VARIANTS)
+    if 'noisy' in self.parts:
+      trained |= set(NOISY_VARIANTS)
+    needs = sorted(trained & set(_NEED_STOCHASTIC_TEACHER))
+    if self.teacher_epsilon <= 0 and needs:
+      raise errors.ConfigError(f'teacher_epsilon = {self.teacher_epsilon} makes the teacher greedy, so log π is '
+                               f'−∞ for its other moves and {needs} cannot learn from it; use a teacher_epsilon '
+                               'above 0, or run only the cloning variants (e.g. parts=sampling, '
+                               'sampling_variants=teacher_distill,on_policy_distill).')
 
   @property
   def steps_per_update(self) -> int:
@@ -221,6 +254,26 @@ class Curves:
   seconds: float
 
 
+def student_rows(mdps: random_mdp.GridMDPs, view_size: int) -> tf.Tensor:
+  """int32 `[M·S]`: the row of the students' logit table `[M·S, A]` that the student of MDP m reads in cell s.
+
+  `view_size` 0: the student sees the cell index (fully observable, tabular), row `m·S + s`. Otherwise it sees
+  only the `view_size` x `view_size` square around it (`random_mdp.local_views`): the cells of an MDP with
+  the same view read the same row, `m·S + (index of the view among the MDP's distinct views)`, so an update
+  in one of them moves the policy in all of them (the generalisation, and the aliasing, of a student that
+  cannot tell them apart). A view as large as 2·max(H, W) − 1 sees the whole grid, and every cell its own row.
+  """
+  num_mdps, num_states = mdps.num_mdps, mdps.num_states
+  offsets = np.arange(num_mdps, dtype=np.int32)[:, None] * num_states
+  if view_size == 0:
+    return tf.reshape(tf.range(num_mdps * num_states, dtype=tf.int32), [-1])
+  views = random_mdp.local_views(mdps, view_size).numpy()
+  view_ids = np.empty([num_mdps, num_states], np.int32)
+  for mdp in range(num_mdps):
+    view_ids[mdp] = np.unique(views[mdp], axis=0, return_inverse=True)[1].reshape(-1)
+  return tf.constant((view_ids + offsets).reshape(-1))
+
+
 def _weighted_state_mean(per_state: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
   return tf.reduce_sum(per_state * weights, axis=-1) / tf.maximum(tf.reduce_sum(weights, axis=-1), 1e-12)
 
@@ -236,8 +289,9 @@ def evaluation_updates(updates: int, growth: float) -> List[int]:
 
 
 class _TabularStudents:
-  """One tabular softmax student per MDP, trained with `variant`: the logits `[M·S, A]`, the baselines of
-  the pseudo-returns, the environments' states, and the compiled update and exact evaluation."""
+  """One tabular softmax student per MDP, trained with `variant`: the logits `[M·S, A]` (a row per cell, or
+  per distinct view with `config.student_view`: `student_rows`), the baselines of the pseudo-returns, the
+  environments' states, and the compiled update and exact evaluation."""
 
   def __init__(self, variant: str, mdps: random_mdp.GridMDPs, teacher: Teacher, config: StudyConfig,
                learning_rate: float):
@@ -253,6 +307,7 @@ class _TabularStudents:
     self.offsets = tf.range(self.num_mdps, dtype=tf.int32)[:, None] * self.num_states  # [M, 1]
 
     self.logits = tf.Variable(tf.zeros([num_rows, self.num_actions]), name='student_logits')
+    self.rows = student_rows(mdps, config.student_view)  # [M·S]: the logits' row of each (MDP, cell)
     self.student_values = tf.Variable(tf.zeros([self.num_mdps, self.num_states]), name='student_values')
     self.baseline = tf.Variable(tf.zeros([num_rows]), name='pseudo_return_baseline')
     # 'separate': the teacher-derived part of the baseline; the environment's part is baseline − this (both
@@ -267,6 +322,10 @@ class _TabularStudents:
     self.teacher_log_probs = tf.nn.log_softmax(teacher.logits)
     self.teacher_probs = tf.exp(self.teacher_log_probs)
 
+  def policy_logits(self) -> tf.Tensor:
+    """The students' logits in every (MDP, cell), `[M·S, A]` (rows shared between cells of the same view)."""
+    return tf.gather(self.logits, self.rows)
+
   def _terms(self, inputs, reward_coef: float):
     return variants.distillation_terms(self.variant, inputs, distillation_coef=self.distillation_coef,
                                        reward_coef=reward_coef)
@@ -275,14 +334,14 @@ class _TabularStudents:
   def update(self, step_seed):
     """One update of every student from `unroll_length` steps of its `envs_per_mdp` environments."""
     config, batch, num_mdps = self.config, self.batch, self.num_mdps
-    behaviour = self.teacher_flat if self.sampled_by == 'teacher' else self.logits
+    behaviour = self.teacher_flat if self.sampled_by == 'teacher' else self.policy_logits()
     rollout = random_mdp.rollout(self.mdps, behaviour, self.env_states, config.unroll_length, step_seed)
     self.env_states.assign(rollout.states[-1])
     flat_states = tf.reshape(rollout.states + self.offsets, [config.unroll_length + 1, num_mdps * batch])
     steps_shape = [config.unroll_length, num_mdps * batch]
     with tf.GradientTape() as tape:
       inputs = distillation_losses.DistillationInputs(
-          student_logits=tf.gather(self.logits, flat_states),
+          student_logits=tf.gather(self.logits, tf.gather(self.rows, flat_states)),
           teacher_logits=tf.gather(self.teacher_flat, flat_states),
           actions=tf.reshape(rollout.actions, steps_shape),
           rewards=tf.reshape(rollout.rewards, steps_shape),
@@ -354,10 +413,12 @@ class _TabularStudents:
   def evaluate(self):
     """Exact `(returns [M], KL teacher-visit weighted [M], KL student-visit weighted [M], values [M, S])`."""
     student_log_probs = tf.nn.log_softmax(
-        tf.reshape(self.logits, [self.num_mdps, self.num_states, self.num_actions]))
+        tf.reshape(self.policy_logits(), [self.num_mdps, self.num_states, self.num_actions]))
     evaluation = random_mdp.evaluate_policy(self.mdps,
                                             random_mdp.move_probabilities(tf.exp(student_log_probs)))
-    kl = tf.reduce_sum(self.teacher_probs * (self.teacher_log_probs - student_log_probs), axis=-1)
+    # A greedy teacher (ε = 0) has log π = −∞ where π = 0; those actions add 0 to the KL.
+    kl = tf.reduce_sum(tf.where(self.teacher_probs > 0, self.teacher_probs * (self.teacher_log_probs
+                                                                             - student_log_probs), 0.0), axis=-1)
     return (evaluation.returns, _weighted_state_mean(kl, self.teacher.occupancy),
             _weighted_state_mean(kl, evaluation.occupancy), evaluation.values)
 
