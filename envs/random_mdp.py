@@ -280,8 +280,7 @@ def generate_grid_mdps(num_mdps: int,
       f'(now {wall_probability}).')
 
 
-# What a cell looks like in a partially observable agent's view (`local_views`).
-VIEW_EMPTY, VIEW_WALL, VIEW_REWARD = 0, 1, 2
+VIEW_EMPTY, VIEW_WALL, VIEW_REWARD = 0, 1, 2  # what a cell is in a partially observable view (`local_views`)
 
 
 def local_views(mdps: GridMDPs, view_size: int) -> tf.Tensor:
