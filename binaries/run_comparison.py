@@ -13,21 +13,17 @@ from protege.runtime import errors
 from protege.runtime import plotting
 
 
-def episode_returns(run_dir: str):
-  """`(env_steps, returns)` of every training episode a train_main run logged, in order (across resumes:
-  `agents.training.summaries.read_scalars`)."""
+def run_scalars(run_dir: str):
+  """`((env_steps, returns), {teacher: (env_steps, λ)})` a train_main run logged, in one read of its event
+  files (across resumes: `agents.training.summaries.read_scalars`): every training episode's return, and
+  each teacher's weight of a kickstarted learner (`learner/kickstart/lambda_<teacher>`; none without
+  teachers)."""
   from protege.agents.training import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  series = summaries.read_scalars(os.path.join(run_dir, 'summaries'), keep=lambda tag: tag == summaries.EPISODE_RETURN)
-  return series.get(summaries.EPISODE_RETURN, (np.zeros([0], np.int64), np.zeros([0], np.float64)))
-
-
-def teacher_weights(run_dir: str) -> dict:
-  """`{teacher: (env_steps, λ)}` a kickstarted train_main run logged (`learner/kickstart/lambda_<teacher>`);
-  empty for a run without teachers."""
-  from protege.agents.training import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  series = summaries.read_scalars(os.path.join(run_dir, 'summaries'),
-                                  keep=lambda tag: tag.startswith(summaries.LAMBDA_PREFIX))
-  return {tag[len(summaries.LAMBDA_PREFIX):]: points for tag, points in series.items()}
+  series = summaries.read_scalars(
+      os.path.join(run_dir, 'summaries'),
+      keep=lambda tag: tag == summaries.EPISODE_RETURN or tag.startswith(summaries.LAMBDA_PREFIX))
+  returns = series.pop(summaries.EPISODE_RETURN, (np.zeros([0], np.int64), np.zeros([0], np.float64)))
+  return returns, {tag[len(summaries.LAMBDA_PREFIX):]: points for tag, points in series.items()}
 
 
 def member_teacher_weights(points) -> dict:
@@ -46,18 +42,10 @@ def member_teacher_weights(points) -> dict:
           for name, pts in weights.items()}
 
 
-def step_curve(steps, values, grid):
-  """At each grid point: the value of the last point (in the given order) logged at or before it (NaN: none
-  yet). In order, not sorted: a PBT member that copied a donor continues from the donor's step."""
-  curve = []
-  for point in grid:
-    seen = values[steps <= point]
-    curve.append(float(seen[-1]) if len(seen) else float('nan'))
-  return curve
-
-
 def windowed_curve(steps, returns, grid, window: int):
-  """At each grid point: the mean of the last `window` returns logged at or before it (NaN: none yet)."""
+  """At each grid point: the mean of the last `window` values logged at or before it (NaN: none yet), in
+  the order given, not sorted (a PBT member that copied a donor continues from the donor's step); with
+  window 1, the value in force there (a λ_k)."""
   curve = []
   for point in grid:
     seen = returns[steps <= point]
@@ -75,12 +63,12 @@ def _read_json(path: str, what: str):
 def load_run(run_dir: str) -> dict:
   """A train_main run: its training episodes `(env_steps, returns)`, each point one episode."""
   summary = _read_json(os.path.join(run_dir, 'summary.json'), f'the train_main run {run_dir}')
-  steps, returns = episode_returns(run_dir)
+  (steps, returns), weights = run_scalars(run_dir)
   if not len(steps):
     raise errors.ConfigError(f'{run_dir} has no env/episode_return in summaries/: is it a finished '
                              'train_main run?')
   return {'run': run_dir, 'env_steps': summary.get('env_steps'), 'final_eval': summary.get('eval_return_mean'),
-          'points': (steps, returns), 'weight_points': teacher_weights(run_dir)}
+          'points': (steps, returns), 'weight_points': weights}
 
 
 def load_population(root: str) -> list:
@@ -116,7 +104,7 @@ def add_curve(record: dict, grid, window: int) -> dict:
 
   steps, values = record.pop('points')
   record['curve'] = until_end(windowed_curve(steps, values, grid, window))
-  record['teacher_weights'] = {name: until_end(step_curve(steps_k, values_k, grid))
+  record['teacher_weights'] = {name: until_end(windowed_curve(steps_k, values_k, grid, window=1))
                                for name, (steps_k, values_k) in sorted(record.pop('weight_points', {}).items())}
   return record
 
