@@ -81,7 +81,8 @@ flags.DEFINE_integer('diversity_samples', 2048, 'Generated samples per method fo
 flags.DEFINE_float('cluster_distance', 0.6,
                    'Where the clusters\' dendrogram is cut (L2-normalised features).')
 flags.DEFINE_integer('exemplars_per_class', 10, 'Columns of the exemplar grid per method.')
-flags.DEFINE_integer('seed', 0, 'Seed of the classifiers and of the sampling for the measures.')
+flags.DEFINE_integer('seed', 0, 'Seed of the classifiers, of the data-free runs (distill_data_free.seed) and '
+                     'of the sampling for the measures: one seed of the whole study.')
 flags.DEFINE_bool('traceback', False, 'Show the full traceback of errors instead of one line.')
 flags.mark_flag_as_required('root_dir')
 FLAGS = flags.FLAGS
@@ -144,7 +145,9 @@ def run_variant(name: str, teacher_path: str, test_x, test_y) -> dict:
   if not os.path.exists(summary_path):
     print(f'--- {name}: {VARIANTS[name][0]}', flush=True)
     gin.clear_config()
-    common.parse_gin(FLAGS.gin_file, list(FLAGS.gin_bindings) + VARIANTS[name][1])
+    # --seed seeds the data-free run too (before the user's bindings, which may still override it).
+    seed_binding = [f'distill_data_free.seed = {FLAGS.seed}']
+    common.parse_gin(FLAGS.gin_file, seed_binding + list(FLAGS.gin_bindings) + VARIANTS[name][1])
     data_free_run.distill_data_free(root_dir=run_dir, teacher_path=teacher_path)
     gin.clear_config()
   with open(summary_path) as f:

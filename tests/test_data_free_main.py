@@ -93,7 +93,7 @@ def test_the_study_runs_the_ablation_on_digits(tmp_path):
   bindings = ['DataFreeDistiller.num_steps = 12', 'DataFreeDistiller.reinit_interval = 4',
               'DataFreeDistiller.batch_size = 32', 'DataFreeDistiller.pool_samples_per_generator = 64',
               'ImageGenerator.channels = (8, 4)', 'distill_data_free.exemplars_to_save = 256']
-  result = _run([STUDY_MAIN, f'--root_dir={root}', '--dataset=digits', '--classifier_epochs=6',
+  result = _run([STUDY_MAIN, f'--root_dir={root}', '--dataset=digits', '--classifier_epochs=6', '--seed=1',
                  '--diversity_samples=300', '--exemplars_per_class=4']
                 + [f'--gin_bindings={binding}' for binding in bindings])
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -109,6 +109,7 @@ def test_the_study_runs_the_ablation_on_digits(tmp_path):
   # Each variant switched off what it must: DAFL has no adversarial term, neither ablation re-initialises.
   dafl_config = (root / 'dafl' / 'operative_config.gin').read_text()
   assert 'DataFreeDistiller.adversarial_weight = 0.0' in dafl_config
+  assert 'distill_data_free.seed = 1' in dafl_config  # --seed seeds the data-free runs too
   adversarial_config = (root / 'adversarial' / 'operative_config.gin').read_text()
   assert 'DataFreeDistiller.reinit_interval = 0' in adversarial_config
   assert set(study['diversity']) == {'real test digits', 'dafl', 'adversarial', 'adversarial_reinit'}
@@ -118,7 +119,7 @@ def test_the_study_runs_the_ablation_on_digits(tmp_path):
   assert (root / 'exemplars_by_generation.png').stat().st_size > 5_000
   assert 'LeNet-5-half on real data (upper bound)' in (root / 'study.md').read_text()
   # --variants: one variant alone; the finished models in root_dir are read back, not retrained.
-  result = _run([STUDY_MAIN, f'--root_dir={root}', '--dataset=digits', '--variants=dafl',
+  result = _run([STUDY_MAIN, f'--root_dir={root}', '--dataset=digits', '--variants=dafl', '--seed=1',
                  '--diversity_samples=300', '--exemplars_per_class=4']
                 + [f'--gin_bindings={binding}' for binding in bindings])
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
