@@ -342,7 +342,8 @@ class Member(tune.Trainable):
     self._setters = hyperparameter_setters(self._trainer.learner, names)
     self._summary = None
     self._events.record('setup', pid=os.getpid(), trial_id=self.trial_id, env_steps=self._trainer.env_steps,
-                        tracing_count=self.tracing_count, ray_auth_mode=os.environ.get('RAY_AUTH_MODE'))
+                        tracing_count=self.tracing_count, ray_auth_mode=os.environ.get('RAY_AUTH_MODE'),
+                        niceness=os.nice(0))
 
   # --- state --------------------------------------------------------------------------------------
 

@@ -172,3 +172,9 @@ def test_the_local_ray_cluster_of_the_members_requires_its_token(population):
   cluster it starts (the members run under it)."""
   setups = [e for events in population['members'].values() for e in events if e['event'] == 'setup']
   assert setups and all(e['ray_auth_mode'] == 'token' for e in setups), setups
+
+
+def test_members_run_at_the_priority_of_pbt_main(population):
+  """Ray would start the members 15 nice levels below pbt_main; pbt_main keeps them at its own."""
+  setups = [e for events in population['members'].values() for e in events if e['event'] == 'setup']
+  assert setups and all(e['niceness'] == os.nice(0) for e in setups), setups
