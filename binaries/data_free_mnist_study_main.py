@@ -25,7 +25,8 @@ and on Fashion-MNIST and CIFAR-10 (the Generative Adversarial Simulator's other 
 4. `exemplars.png`: per method, generated exemplars per class (rows: the teacher's label 0-9); and
    `exemplars_by_generation.png`: for the full method, one exemplar per class from each generator.
 
-Every model is trained once: a finished step in `root_dir` is read back, not rerun. Written to
+Every model is trained once: a finished step in `root_dir` is read back, not rerun. SIGINT/SIGTERM during a
+data-free run saves its checkpoint and exits (128 + the signal's number); the same command resumes it. Written to
 `<root_dir>/study.md`, `study.json` and the two PNGs.
 
 `--dataset` (`agents.data_free.image_datasets`; nothing is downloaded, a missing set is a one-line error
@@ -58,6 +59,7 @@ import numpy as np
 from protege.agents.data_free import image_datasets
 from protege.binaries import common
 from protege.runtime import errors
+from protege.runtime import interrupts
 from protege.runtime import run_directory
 from protege.runtime import plotting
 
@@ -135,8 +137,9 @@ def accuracy(model, images, labels) -> float:
   return float(np.mean(np.argmax(model.predict(images, batch_size=1000, verbose=0), -1) == labels))
 
 
-def run_variant(name: str, teacher_path: str, test_x, test_y) -> dict:
-  """Distils the teacher with variant `name`'s configuration (or reads the finished run back)."""
+def run_variant(name: str, teacher_path: str, test_x, test_y, stop_request=None) -> dict:
+  """Distils the teacher with variant `name`'s configuration (or reads the finished run back); on a
+  SIGINT/SIGTERM (`stop_request`) the run saves a checkpoint and the study exits, to resume when run again."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from protege.agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
@@ -148,8 +151,11 @@ def run_variant(name: str, teacher_path: str, test_x, test_y) -> dict:
     # --seed seeds the data-free run too (before the user's bindings, which may still override it).
     seed_binding = [f'distill_data_free.seed = {FLAGS.seed}']
     common.parse_gin(FLAGS.gin_file, seed_binding + list(FLAGS.gin_bindings) + VARIANTS[name][1])
-    data_free_run.distill_data_free(root_dir=run_dir, teacher_path=teacher_path)
+    finished = data_free_run.distill_data_free(root_dir=run_dir, teacher_path=teacher_path,
+                                               stop_request=stop_request)
     gin.clear_config()
+    if finished is None:
+      sys.exit(stop_request.exit_code)
   with open(summary_path) as f:
     summary = json.load(f)
   student = tf.keras.models.load_model(summary['student'], compile=False)
@@ -274,6 +280,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   with common.one_line_errors('data_free_mnist_study_main', show_traceback=FLAGS.traceback):
     start = time.time()
+    # SIGINT/SIGTERM: a data-free run saves a checkpoint after the step under way and the study exits with
+    # 128 + the signal's number; the same command resumes it (finished models are read back).
+    stop = interrupts.StopRequest('data_free_mnist_study_main')
     # The data set first: a missing one fails before TensorFlow is imported.
     train_x, train_y, test_x, test_y = image_datasets.load(FLAGS.dataset, FLAGS.data_dir)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -293,7 +302,7 @@ def main(argv):
 
     rows = []
     for name in [name for name in VARIANTS if name in FLAGS.variants]:
-      rows.append(run_variant(name, teacher_path, test_x, test_y))
+      rows.append(run_variant(name, teacher_path, test_x, test_y, stop))
       print(f'{name}: test accuracy {rows[-1]["accuracy"]:.4f} after {rows[-1]["train_seconds"]:.0f} s',
             flush=True)
 

@@ -18,6 +18,9 @@ with `exemplars.npz` (generated observations), `summary.json` and `operative_con
 `make_environment.env_id`.
 
 Flags carry run mechanics only; the student, the generator, every loss weight and schedule are in gin.
+The run checkpoints every `distill_data_free.checkpoint_interval_seconds`; SIGINT (Ctrl-C) or SIGTERM saves
+a checkpoint after the step under way and exits with 128 + the signal's number, and the same command
+resumes from it.
 """
 
 import os
@@ -29,6 +32,7 @@ from absl import app
 from absl import flags
 
 from protege.binaries import common
+from protege.runtime import interrupts
 
 flags.DEFINE_string('teacher', None,
                     'The teacher: a Keras classifier file or a PolicySaver export (e.g. a policy/ of '
@@ -43,7 +47,13 @@ def main(argv):
   # Registers the gin configurables of agents.data_free.
   from protege.agents.data_free import run as data_free_run  # pylint: disable=g-import-not-at-top
   with common.job('distill_data_free_main', argv):
-    summary = data_free_run.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher)
+    # SIGINT/SIGTERM: the run saves a checkpoint after the step under way and exits with 128 + the signal's
+    # number; running the same command resumes it.
+    stop = interrupts.StopRequest('distill_data_free_main')
+    summary = data_free_run.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher,
+                                              stop_request=stop)
+    if summary is None:
+      sys.exit(stop.exit_code)
     line = (f'Done: {summary["steps"]:,} steps in {summary["train_seconds"]:.0f} s from a '
             f'{summary["teacher_kind"]} teacher, '
             f'{summary["generations"]} generator(s)')

@@ -1,11 +1,15 @@
 """The data-free binaries end to end: distill_data_free_main with a policy teacher (exported as train_main
 exports its policies, then evaluated in CartPole), the MNIST study on digits with a tiny budget, and clear
-errors for a missing teacher and an unbounded observation without a box."""
+errors for a missing teacher and an unbounded observation without a box, and a run stopped by SIGTERM
+that saves and resumes."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -290,3 +294,35 @@ def test_a_stopped_run_resumes_from_its_checkpoint_where_it_stopped(tmp_path, ca
   whole_teacher = teacher_loading.load_teacher(whole['policy'], OBSERVATION_SPEC, ACTION_SPEC)
   np.testing.assert_allclose(adapters.teacher_logits(resumed_teacher, probe),
                              adapters.teacher_logits(whole_teacher, probe), atol=1e-4)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes_from_it(tmp_path):
+  teacher_dir = _rule_teacher(str(tmp_path / 'teacher' / 'policy'))
+  root = tmp_path / 'student'
+  command = [sys.executable, DISTILL_MAIN, f'--teacher={teacher_dir}', '--gin_file=data_free_cartpole.gin',
+             f'--root_dir={root}', '--gin_bindings=distill_data_free.log_every = 10']
+  process = subprocess.Popen(command + ['--gin_bindings=DataFreeDistiller.num_steps = 1000000'], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  watchdog = threading.Timer(300, process.kill)  # a run that never logs fails the test instead of hanging it
+  watchdog.start()
+  try:
+    seen = []
+    for line in process.stdout:
+      seen.append(line)
+      if ' step ' in line and line.startswith('['):  # a progress line: the run is training
+        process.send_signal(signal.SIGTERM)
+        break
+    output = ''.join(seen) + process.stdout.read()
+    process.wait()
+  finally:
+    watchdog.cancel()
+  assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+  stopped = re.search(r'Stopped at step ([\d,]+)/1,000,000', output)
+  assert stopped, output[-3000:]
+  stopped_step = int(stopped.group(1).replace(',', ''))
+  assert stopped_step >= 10 and not (root / 'summary.json').exists()
+  # The same command resumes from the checkpoint it saved (a budget it has already spent: it finishes there).
+  result = _run(command[1:] + ['--gin_bindings=DataFreeDistiller.num_steps = 1'])
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  assert 'Resumed from' in result.stdout and f'at step {stopped_step:,}' in result.stdout, result.stdout[-2000:]
+  assert json.loads((root / 'summary.json').read_text())['steps'] == stopped_step

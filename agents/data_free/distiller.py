@@ -352,8 +352,8 @@ class DataFreeDistiller(tf.Module):
 
   def train(self, num_steps: Optional[int] = None, log_every: int = 0,
             log_fn: Optional[Callable[[int, Dict[str, float]], None]] = None,
-            save_fn: Optional[Callable[[], None]] = None, save_interval_seconds: float = 600.0
-            ) -> Dict[str, Any]:
+            save_fn: Optional[Callable[[], None]] = None, save_interval_seconds: float = 600.0,
+            stop_fn: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
     """Runs `num_steps` steps (default: the configured `num_steps`), re-initialising the generator every
     `reinit_interval` steps after archiving its samples into the pool.
 
@@ -364,9 +364,12 @@ class DataFreeDistiller(tf.Module):
       log_fn: The logging callback.
       save_fn: Called every `save_interval_seconds` of training (e.g. to write a checkpoint). Default None.
       save_interval_seconds: Seconds between calls of `save_fn`. Default 600.
+      stop_fn: Polled after every step (e.g. `runtime.interrupts.StopRequest`); once it returns True the
+        loop ends early. Default None.
 
     Returns:
-      `{'steps', 'generations', 'pool_size', 'seconds', 'history': [(step, metrics), ...], 'final': metrics}`.
+      `{'steps', 'generations', 'pool_size', 'seconds', 'history': [(step, metrics), ...], 'final': metrics,
+      'stopped'}`; `stopped` is True when `stop_fn` ended the loop before `num_steps`.
     """
     num_steps = self.num_steps if num_steps is None else num_steps
     history = []
@@ -387,9 +390,11 @@ class DataFreeDistiller(tf.Module):
       if save_fn is not None and time.time() - last_save >= save_interval_seconds:
         save_fn()
         last_save = time.time()
+      if stop_fn is not None and done < last and stop_fn():
+        break
     return {'steps': int(self.step.numpy()), 'generations': int(self.generation.numpy()) + 1,
             'pool_size': int(self.pool.size.numpy()), 'seconds': time.time() - start, 'history': history,
-            'final': metrics}
+            'final': metrics, 'stopped': int(self.step.numpy()) < last}
 
   def exemplars(self, count_from_current: int) -> Tuple[np.ndarray, np.ndarray]:
     """The pool's exemplars and `count_from_current` samples of the current generator, with the generation

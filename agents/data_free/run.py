@@ -74,7 +74,8 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
                       observation_high=None,
                       exemplars_to_save: int = 2048, eval_episodes: int = 0, eval_seed: int = 12345,
                       eval_greedy: bool = True, checkpoint_interval_seconds: float = 600.0,
-                      log_every: int = 100, seed: int = 0) -> Dict[str, Any]:
+                      log_every: int = 100, seed: int = 0,
+                      stop_request: Optional[Callable[[], bool]] = None) -> Optional[Dict[str, Any]]:
   """Distils `teacher_path` into a new student without data and writes the student into `root_dir`.
 
   The student's training reads no data set and never builds an environment; with `eval_episodes` > 0 the
@@ -117,8 +118,12 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     seed: `tf.keras.utils.set_random_seed` (Python, NumPy and TF) before the networks are built, and the
       distiller's seed: the same seed trains the same student. Default 0.
 
+    stop_request: Not gin: polled after every step (the binaries pass their
+      `runtime.interrupts.StopRequest`, set by SIGINT/SIGTERM). Once it returns True the run saves a
+      checkpoint and returns None; the same call again resumes from it. Default None.
+
   Returns:
-    The summary written to summary.json.
+    The summary written to summary.json, or None when `stop_request` stopped the run first.
   """
   _check_run_settings(teacher_path, checkpoint_interval_seconds, log_every, eval_episodes, exemplars_to_save)
   is_policy = teacher_loading.teacher_kind(teacher_path) == 'policy'
@@ -132,7 +137,12 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
                                                 loaded.action_spec, teacher_features_fn=loaded.features_fn,
                                                 seed=seed)
     run.write_text('operative_config.gin', gin.operative_config_str())
-    result, train_seconds, resumed_at_step = _train(distiller, root_dir, log_every, checkpoint_interval_seconds)
+    result, train_seconds, resumed_at_step = _train(distiller, root_dir, log_every, checkpoint_interval_seconds,
+                                                    stop_request)
+    if result['stopped']:
+      print(f'Stopped at step {result["steps"]:,}/{distiller.num_steps:,}, checkpoint saved in '
+            f'{os.path.join(root_dir, "checkpoints")}: run the same command to resume.', flush=True)
+      return None
     summary = _write_exemplars_and_summary(distiller, teacher_path, root_dir, result, train_seconds,
                                            resumed_at_step, exemplars_to_save)
     student = _export_student(student, student_fn, loaded, root_dir, summary)
@@ -237,9 +247,10 @@ def _build_student(student_fn: Callable[..., Any], observation_spec, action_spec
 
 
 def _train(distiller: distiller_lib.DataFreeDistiller, root_dir: str, log_every: int,
-           checkpoint_interval_seconds: float) -> Tuple[Dict[str, Any], float, Optional[int]]:
-  """Trains `distiller` to its `num_steps`, resuming from root_dir's latest usable checkpoint, checkpointing
-  every `checkpoint_interval_seconds` and at the end.
+           checkpoint_interval_seconds: float, stop_request: Optional[Callable[[], bool]] = None
+           ) -> Tuple[Dict[str, Any], float, Optional[int]]:
+  """Trains `distiller` to its `num_steps` (or until `stop_request()`), resuming from root_dir's latest usable
+  checkpoint, checkpointing every `checkpoint_interval_seconds` and at the end.
 
   Returns:
     `(result, train_seconds, resumed_at_step)`: `DataFreeDistiller.train`'s result, the seconds of training
@@ -267,7 +278,8 @@ def _train(distiller: distiller_lib.DataFreeDistiller, root_dir: str, log_every:
 
   result = distiller.train(num_steps=max(0, distiller.num_steps - first_step), log_every=log_every,
                            log_fn=_progress_logger(distiller.num_steps, first_step, history_path),
-                           save_fn=save, save_interval_seconds=checkpoint_interval_seconds)
+                           save_fn=save, save_interval_seconds=checkpoint_interval_seconds,
+                           stop_fn=stop_request)
   save()
   return result, float(train_seconds.numpy()), first_step if restored else None
 
