@@ -280,9 +280,6 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   with common.one_line_errors('data_free_mnist_study_main', show_traceback=FLAGS.traceback):
     start = time.time()
-    # SIGINT/SIGTERM: a data-free run saves a checkpoint after the step under way and the study exits with
-    # 128 + the signal's number; the same command resumes it (finished models are read back).
-    stop = interrupts.StopRequest('data_free_mnist_study_main')
     # The data set first: a missing one fails before TensorFlow is imported.
     train_x, train_y, test_x, test_y = image_datasets.load(FLAGS.dataset, FLAGS.data_dir)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -300,6 +297,10 @@ def main(argv):
     print(f'LeNet-5-half on real data: test accuracy {real_result["accuracy"]:.4f}', flush=True)
     del train_x, train_y  # The data-free students never see the training set.
 
+    # From here on SIGINT/SIGTERM lets a data-free run save a checkpoint after the step under way, then the
+    # study exits with 128 + the signal's number; the same command resumes it (finished models are read
+    # back). Before, Ctrl-C stops the classifiers' training at once (they are trained again).
+    stop = interrupts.StopRequest('data_free_mnist_study_main')
     rows = []
     for name in [name for name in VARIANTS if name in FLAGS.variants]:
       rows.append(run_variant(name, teacher_path, test_x, test_y, stop))
