@@ -67,7 +67,7 @@ def _read_history(history_path: str, up_to_step: Optional[int] = None) -> List[D
   return [e for e in entries if up_to_step is None or e['step'] <= up_to_step]
 
 
-@gin.configurable(denylist=['root_dir', 'teacher_path'])
+@gin.configurable(denylist=['root_dir', 'teacher_path', 'stop_request'])
 def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[..., Any] = gin.REQUIRED,
                       teacher_features_layer: Optional[str] = None,
                       teacher_network_fn: Optional[Callable[..., Any]] = None, observation_low=None,
