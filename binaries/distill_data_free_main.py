@@ -49,7 +49,7 @@ def main(argv):
   with common.job('distill_data_free_main', argv):
     # SIGINT/SIGTERM: the run saves a checkpoint after the step under way and exits with 128 + the signal's
     # number; running the same command resumes it.
-    stop = interrupts.StopRequest('distill_data_free_main')
+    stop = interrupts.StopRequest('distill_data_free_main', on_deadline=lambda: interrupts.resume_hint(FLAGS.root_dir))
     summary = data_free_run.distill_data_free(root_dir=FLAGS.root_dir, teacher_path=FLAGS.teacher,
                                               stop_request=stop)
     if summary is None:

@@ -23,6 +23,7 @@ from protege.agents.distillation import teachers
 from protege.networks import actor_critic
 from protege.runtime import config as run_config
 from protege.runtime import errors
+from protege.runtime import interrupts
 from protege.runtime import run_directory
 
 
@@ -140,8 +141,8 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
     result, train_seconds, resumed_at_step = _train(distiller, root_dir, log_every, checkpoint_interval_seconds,
                                                     stop_request)
     if result['stopped']:
-      print(f'Stopped at step {result["steps"]:,}/{distiller.num_steps:,}, checkpoint saved in '
-            f'{os.path.join(root_dir, "checkpoints")}: run the same command to resume.', flush=True)
+      print(f'Stopped at step {result["steps"]:,}/{distiller.num_steps:,}. {interrupts.resume_hint(root_dir)}',
+            flush=True)
       return None
     summary = _write_exemplars_and_summary(distiller, teacher_path, root_dir, result, train_seconds,
                                            resumed_at_step, exemplars_to_save)
