@@ -31,6 +31,7 @@ def register_configurables() -> None:
   """Imports every module that defines gin configurables, so strict parsing knows all names."""
   # pylint: disable=g-import-not-at-top,unused-import
   from protege.agents.training import trainer  # noqa: F401  (imports the actor, learners, networks, envs, replay)
+  from protege.agents.training import deployment  # noqa: F401  (launch: the resources of protege-launch's jobs)
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
@@ -93,6 +94,25 @@ def one_line_errors(program: str, show_traceback: bool = False) -> Iterator[None
     # thread (waiting to enter Python) kept the process from ending.
     gc.collect()
     sys.exit(2)
+
+
+def secure_local_ray() -> None:
+  """Settings of the local Ray cluster a binary starts (`pbt_main`, `launch_main`), unless the user chose
+  otherwise in the environment. Call it before Ray is imported: Ray reads them then.
+
+  * `RAY_AUTH_MODE=token`: Ray's servers listen on every interface (Ray has no bind address); with token
+    authentication nothing without the token (which Ray generates into ~/.ray/auth_token) reaches them.
+  * `RAY_worker_niceness=0`: Ray's raylet starts its workers 15 nice levels below itself, so on a machine
+    with other work they crawled (3-6% of a core each beside other jobs, BENCHMARKS). They are the run's
+    workload: they run at the binary's own priority (the setting is an increment, so `nice <binary>` still
+    lowers them).
+
+  A cluster given by `--ray_address` keeps its own settings.
+  """
+  if 'ray' in sys.modules:
+    return  # too late to matter (a test that already started Ray)
+  os.environ.setdefault('RAY_AUTH_MODE', 'token')
+  os.environ.setdefault('RAY_worker_niceness', '0')
 
 
 def define_gin_flags() -> None:

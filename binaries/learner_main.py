@@ -40,20 +40,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   with common.job('learner_main', argv):
-    from protege.agents.training import numerics as numerics_lib  # pylint: disable=g-import-not-at-top
-    from protege.agents.training import settings  # pylint: disable=g-import-not-at-top
-    from protege.agents.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-    from protege.agents.training import trainer  # pylint: disable=g-import-not-at-top
-    strategy = strategy_lib.get_strategy(FLAGS.tpu, FLAGS.use_gpu, FLAGS.logical_cpus)
-    numerics_lib.configure_numerics(FLAGS.mixed_precision, FLAGS.xla)
-    numerics = {}
-    if FLAGS.mixed_precision:
-      numerics['network_fn'] = numerics_lib.float32_outputs(settings.train_settings().network_fn)
+    from protege.agents.training import deployment  # pylint: disable=g-import-not-at-top
     # SIGINT/SIGTERM: a checkpoint after the iteration under way (or at once while waiting for items),
     # then exit with 128 + the signal's number.
     stop = interrupts.StopRequest('learner_main', on_deadline=lambda: interrupts.resume_hint(FLAGS.root_dir))
-    summary = trainer.train(root_dir=FLAGS.root_dir, strategy=strategy, reverb_address=FLAGS.reverb_address,
-                            local_actor=False, program='learner_main', stop_request=stop, **numerics)
+    summary = deployment.run_learner(FLAGS.root_dir, FLAGS.reverb_address, tpu=FLAGS.tpu, use_gpu=FLAGS.use_gpu,
+                                     logical_cpus=FLAGS.logical_cpus, mixed_precision=FLAGS.mixed_precision,
+                                     xla=FLAGS.xla, stop_request=stop)
     if summary is None:
       sys.exit(stop.exit_code)
 

@@ -218,16 +218,8 @@ def format_summary(summary) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.ray_address and 'ray' not in sys.modules:
-    # The local Ray cluster's servers listen on every interface (Ray has no bind address): unless the user
-    # chose otherwise, its token authentication is on, so nothing without the token (which Ray generates into
-    # ~/.ray/auth_token) reaches the members. Ray reads the setting when it is imported, hence here, first.
-    # A cluster given by --ray_address keeps its own setting.
-    os.environ.setdefault('RAY_AUTH_MODE', 'token')
-    # Ray's raylet starts its workers 15 nice levels below itself, so on a machine with other work the members
-    # crawled (3-6% of a core each beside other jobs, BENCHMARKS). Members are the run's workload: they run at
-    # pbt_main's own priority (the setting is an increment, so `nice pbt_main` still lowers them).
-    os.environ.setdefault('RAY_worker_niceness', '0')
+  if not FLAGS.ray_address:
+    common.secure_local_ray()
   with common.one_line_errors('pbt_main', show_traceback=FLAGS.traceback):
     from protege.pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
     # Registers search_space and PBTScheduler with gin before the files are parsed.

@@ -43,13 +43,13 @@ def main(argv):
         'Serve on a private network only (README, "Security").', flush=True)
   with common.job('reverb_server_main', argv):
     from protege.agents.training import deployment  # pylint: disable=g-import-not-at-top
-    deployment.check_server_settings(FLAGS.checkpoint_interval_seconds, FLAGS.keep_checkpoints)
     stop = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
       signal.signal(signal_number, lambda *_: stop.set())
-    server = deployment.start_server(FLAGS.port, FLAGS.checkpoint_dir, FLAGS.items_per_learner_step or None)
-    deployment.serve(server, FLAGS.checkpoint_interval_seconds, stop, checkpoint_dir=FLAGS.checkpoint_dir,
-                     keep_checkpoints=FLAGS.keep_checkpoints)
+    deployment.run_server(FLAGS.port, stop, checkpoint_dir=FLAGS.checkpoint_dir,
+                          checkpoint_interval_seconds=FLAGS.checkpoint_interval_seconds,
+                          keep_checkpoints=FLAGS.keep_checkpoints,
+                          items_per_learner_step=FLAGS.items_per_learner_step or None)
 
 
 def run():

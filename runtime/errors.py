@@ -39,6 +39,11 @@ class UnreachableError(UserError, ConnectionError):
   """A server (Reverb) did not answer."""
 
 
+class JobError(UserError, RuntimeError):
+  """A job of a launched run (`protege-launch`) failed with a user's error, or died more often than Ray
+  may restart it; the message names the job and where its console lines are."""
+
+
 # OSError numbers that mean the user's disk or permissions, not a bug: reported as one line.
 USER_OS_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM})
 

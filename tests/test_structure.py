@@ -4,7 +4,7 @@ layers, no import circles.
 The layers, lowest first (a module may import its own layer and those below, never one above):
 
   runtime  <  envs, networks, replay  <  agents.learners  <  agents.distillation  <  agents.training
-           <  agents.data_free  <  studies  <  pbt  <  binaries
+           <  agents.data_free  <  studies  <  pbt  <  binaries, launch
 
 Imports inside functions count too: a deferred import up the layers is still a dependency up the layers.
 """
@@ -15,7 +15,7 @@ import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = (('runtime',), ('envs', 'networks', 'replay'), ('agents.learners',), ('agents.distillation',),
-          ('agents.training',), ('agents.data_free',), ('studies',), ('pbt',), ('binaries',))
+          ('agents.training',), ('agents.data_free',), ('studies',), ('pbt',), ('binaries', 'launch'))
 MAX_FILE_LINES = 600
 MAX_FUNCTION_LINES = 100
 

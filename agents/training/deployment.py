@@ -27,11 +27,13 @@ lag (`learner/policy_lag`, in learner steps) and each actor the wall-clock age o
 with (`actor/weights_age_seconds`).
 """
 
+import dataclasses
 import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+import gin
 import numpy as np
 import tensorflow as tf
 
@@ -46,6 +48,48 @@ from protege.runtime import config as run_config
 # Actor i's environments are seeded `train.seed + ACTOR_SEED_STRIDE * (i + 1)`: apart from the learner's
 # own environment (train.seed) and from evaluation (train.seed + 10_000).
 ACTOR_SEED_STRIDE = 100_003
+
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchResources:
+  """What `protege-launch` asks Ray for, per job (see `launch`)."""
+  server_cpus: float
+  actor_cpus: float
+  learner_cpus: float
+  learner_gpus: float
+  learner_tpu_chips: float
+  max_restarts: int
+
+
+@gin.configurable('launch')
+def launch_resources(server_cpus: float = 1.0, actor_cpus: float = 1.0, learner_cpus: float = 1.0,
+                     learner_gpus: float = 1.0, learner_tpu_chips: float = 4.0,
+                     max_restarts: int = 3) -> LaunchResources:
+  """The resource requests and restart bound of the jobs `protege-launch` places on Ray.
+
+  Ray starts a job on a node that has the resources free and keeps them reserved while it runs; a job
+  whose process dies is restarted by Ray, at most `max_restarts` times per job (the run then stops, the
+  learner saving first).
+
+  Args:
+    server_cpus: CPUs of the Reverb server.
+    actor_cpus: CPUs of each actor (its environments and its copy of the policy).
+    learner_cpus: CPUs of the learner.
+    learner_gpus: GPUs of the learner with `--use_gpu` (none without it).
+    learner_tpu_chips: Ray's `TPU` resource (chips) of the learner with `--tpu`; 4 is a v4-8 or v5p-8 host.
+    max_restarts: restarts Ray makes of each job whose process died; 0: none.
+
+  Raises:
+    ConfigError: a negative count, or a job that asks for no CPU.
+  """
+  for name, value in (('server_cpus', server_cpus), ('actor_cpus', actor_cpus), ('learner_cpus', learner_cpus)):
+    run_config.check_number(f'launch.{name}', value, 0, meaning='CPUs Ray reserves for the job')
+  for name, value in (('learner_gpus', learner_gpus), ('learner_tpu_chips', learner_tpu_chips)):
+    run_config.check_number(f'launch.{name}', value, 0, inclusive=True)
+  run_config.check_number('launch.max_restarts', max_restarts, 0, inclusive=True, integer=True,
+                          meaning='restarts of a job whose process died')
+  return LaunchResources(server_cpus, actor_cpus, learner_cpus, learner_gpus, learner_tpu_chips, max_restarts)
 
 
 # --- the Reverb server ---------------------------------------------------------------------------------
@@ -100,6 +144,20 @@ def serve(server, checkpoint_interval_seconds: float, stop: threading.Event,
   server.stop()
 
 
+def run_server(port: int, stop: threading.Event, checkpoint_dir: Optional[str] = None,
+               checkpoint_interval_seconds: float = 60.0, keep_checkpoints: int = 2,
+               items_per_learner_step: Optional[int] = None,
+               on_started: Optional[Callable[[Any], None]] = None) -> None:
+  """The server job (`reverb_server_main`, `protege-launch`): checks its settings, starts the server
+  (restoring the newest complete checkpoint in `checkpoint_dir`), calls `on_started(server)` and serves
+  until `stop` is set (see `serve`)."""
+  check_server_settings(checkpoint_interval_seconds, keep_checkpoints)
+  server = start_server(port, checkpoint_dir, items_per_learner_step)
+  if on_started is not None:
+    on_started(server)
+  serve(server, checkpoint_interval_seconds, stop, checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints)
+
+
 def prune_server_checkpoints(checkpoint_dir: str, keep: int) -> List[str]:
   """Deletes all but the newest `keep` complete Reverb checkpoints in `checkpoint_dir`; returns the deleted.
 
@@ -112,6 +170,37 @@ def prune_server_checkpoints(checkpoint_dir: str, keep: int) -> List[str]:
   for name in deleted:
     tf.io.gfile.rmtree(os.path.join(checkpoint_dir, name))
   return deleted
+
+
+# --- the learner ---------------------------------------------------------------------------------------
+
+
+def run_learner(root_dir: str, reverb_address: str, tpu: Optional[str] = None, use_gpu: bool = False,
+                logical_cpus: int = 0, mixed_precision: Optional[str] = None, xla: bool = False,
+                stop_request: Optional[Callable[[], bool]] = None,
+                program: str = 'learner_main') -> Optional[Dict[str, Any]]:
+  """The learner job (`learner_main`, `protege-launch`): `trainer.train(local_actor=False)` on the devices the
+  flags name; returns its summary, or None when `stop_request` stopped it (after a checkpoint).
+
+  Args:
+    root_dir: the run directory; a learner run again on it resumes from its latest checkpoint.
+    reverb_address: 'host:port' of the run's Reverb server.
+    tpu, use_gpu, logical_cpus: the learner's strategy (`strategy.get_strategy`).
+    mixed_precision, xla: numerics options (`numerics.configure_numerics`).
+    stop_request: polled between iterations and while waiting for items.
+    program: the job's name, recorded in the run directory's lock.
+  """
+  # pylint: disable=g-import-not-at-top  (the learner's modules; actors and the server do without them)
+  from protege.agents.training import numerics as numerics_lib
+  from protege.agents.training import strategy as strategy_lib
+  from protege.agents.training import trainer
+  strategy = strategy_lib.get_strategy(tpu, use_gpu, logical_cpus)
+  numerics_lib.configure_numerics(mixed_precision, xla)
+  overrides = {}
+  if mixed_precision:
+    overrides['network_fn'] = numerics_lib.float32_outputs(settings_lib.train_settings().network_fn)
+  return trainer.train(root_dir=root_dir, strategy=strategy, reverb_address=reverb_address, local_actor=False,
+                       program=program, stop_request=stop_request, **overrides)
 
 
 # --- an actor ------------------------------------------------------------------------------------------
