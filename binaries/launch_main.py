@@ -72,6 +72,7 @@ def main(argv):
   with common.one_line_errors('launch_main', show_traceback=FLAGS.traceback):
     from protege.agents.training import deployment  # pylint: disable=g-import-not-at-top
     from protege.launch import driver  # pylint: disable=g-import-not-at-top
+    from protege.launch import network  # pylint: disable=g-import-not-at-top
     config.check_number('--num_actors', FLAGS.num_actors, 1, inclusive=True, integer=True)
     config.check_number('--num_cpus', FLAGS.num_cpus, 0, inclusive=True, meaning='0: the machine\'s')
     config.check_number('--reverb_port', FLAGS.reverb_port, 0, inclusive=True, integer=True)
@@ -84,6 +85,8 @@ def main(argv):
                                   on_deadline=lambda: interrupts.resume_hint(root_dir))
     start = time.time()
     env_vars = {'TF_CPP_MIN_LOG_LEVEL': os.environ['TF_CPP_MIN_LOG_LEVEL']}
+    if FLAGS.ray_address:
+      network.check_reachable(FLAGS.ray_address)
     driver.start_ray(FLAGS.ray_address, _local_cpus(resources, FLAGS.num_actors), env_vars)
     devices = {'tpu': FLAGS.tpu, 'use_gpu': FLAGS.use_gpu, 'mixed_precision': FLAGS.mixed_precision,
                'xla': FLAGS.xla}

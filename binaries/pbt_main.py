@@ -101,6 +101,7 @@ def run_population(root_dir, gin_files, gin_bindings, population, ray_address=No
   import ray  # pylint: disable=g-import-not-at-top
   from ray import tune  # pylint: disable=g-import-not-at-top
 
+  from protege.launch import network  # pylint: disable=g-import-not-at-top
   from protege.pbt import lineage as lineage_lib  # pylint: disable=g-import-not-at-top
   from protege.pbt import member as member_lib  # pylint: disable=g-import-not-at-top
   from protege.pbt import scheduler as scheduler_lib  # pylint: disable=g-import-not-at-top
@@ -133,6 +134,7 @@ def run_population(root_dir, gin_files, gin_bindings, population, ray_address=No
     env_vars[member_lib.KILL_ENV_VAR] = os.environ[member_lib.KILL_ENV_VAR]  # a test's fault injection
   init_args = dict(include_dashboard=False, runtime_env={'env_vars': env_vars}, log_to_driver=False)
   if ray_address:
+    network.check_reachable(ray_address)  # Ray would wait for an absent cluster without end
     init_args['address'] = ray_address
   elif num_cpus:
     init_args['num_cpus'] = num_cpus

@@ -9,6 +9,7 @@ the user says a firewall keeps the port off it (`--reverb_behind_firewall`).
 
 import ipaddress
 import socket
+import time
 from typing import Dict, List, Sequence, Tuple
 
 from protege.runtime import errors
@@ -62,3 +63,31 @@ def check_reverb_exposure(host: str, port: int, addresses: Sequence[Tuple[str, s
         f'interface (it has no bind address): port {port} would be open to the internet there. Close the port '
         f'to everything but the cluster\'s private network in the firewall, then pass --reverb_behind_firewall '
         f'(and --reverb_port={port} to keep the port the rule names), or run on nodes without a public address.')
+
+
+def check_reachable(address: str, seconds: float = 10.0, what: str = 'Ray cluster', flag: str = '--ray_address') -> None:
+  """Raises UnreachableError (one line) unless a TCP connection to `address` ('host:port', or 'ray://host:port';
+  'auto' is not checked) opens within `seconds`, retrying with backoff. Ray itself would wait for an absent
+  cluster without end."""
+  target = address.split('://', 1)[-1]
+  if address == 'auto' or ':' not in target:
+    return
+  host, port = target.rsplit(':', 1)
+  try:
+    port_number = int(port)
+  except ValueError:
+    raise errors.ConfigError(f'{flag}={address}: expected host:port, e.g. 10.0.0.1:6379.') from None
+  deadline, pause, last_error = time.time() + seconds, 0.25, None
+  while True:
+    try:
+      with socket.create_connection((host.strip('[]'), port_number), timeout=max(0.5, deadline - time.time())):
+        return
+    except OSError as error:
+      last_error = error
+    if time.time() + pause > deadline:
+      break
+    time.sleep(pause)
+    pause = min(2 * pause, 2.0)
+  raise errors.UnreachableError(
+      f'no {what} answers at {flag}={address} within {seconds:.0f} s ({last_error}): start it (ray start '
+      f'--head on that node) or fix the address; leave {flag} out to start a local Ray instance.')

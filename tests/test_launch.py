@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -135,3 +136,18 @@ def test_the_server_node_description_lists_this_machines_addresses():
   addresses = network.interface_addresses()
   assert ('lo', '127.0.0.1') in addresses
   assert 0 < network.free_port() < 65536
+
+
+def test_an_absent_ray_cluster_is_one_line_not_a_hang():
+  port = network.free_port()  # nothing listens there
+  start = time.time()
+  with pytest.raises(errors.UnreachableError, match=rf'no Ray cluster answers at --ray_address=127\.0\.0\.1:{port}'):
+    network.check_reachable(f'127.0.0.1:{port}', seconds=1.0)
+  assert time.time() - start < 30
+  with pytest.raises(errors.ConfigError, match='expected host:port'):
+    network.check_reachable('127.0.0.1:head', seconds=1.0)
+  with socket.socket() as server:
+    server.bind(('127.0.0.1', 0))
+    server.listen()
+    network.check_reachable(f'127.0.0.1:{server.getsockname()[1]}', seconds=1.0)  # answers: no error
+  network.check_reachable('auto')  # Ray finds the cluster of this node itself
