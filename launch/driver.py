@@ -123,7 +123,10 @@ class Launch:
     started = server.wait_started.remote(SERVER_START_SECONDS)
     ready, _ = ray.wait([started, self.runs['server']], num_returns=1, timeout=SERVER_START_SECONDS + 30)
     if self.runs['server'] in ready:
-      ray.get(self.runs['server'])  # raises its error
+      try:
+        ray.get(self.runs['server'])
+      except Exception as error:  # pylint: disable=broad-except  (reported as one line)
+        raise self._failure('server', error) from None
     if not ready or not ray.get(started):
       raise errors.UnreachableError(f'the Reverb server did not start serving within {SERVER_START_SECONDS:.0f} '
                                     's; its console lines above (prefixed "(server") say why.')

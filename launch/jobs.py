@@ -61,7 +61,7 @@ class Job:
     deployment.run_server(port, self._stop, checkpoint_dir=checkpoint_dir,
                           checkpoint_interval_seconds=checkpoint_interval_seconds,
                           keep_checkpoints=keep_checkpoints, items_per_learner_step=items_per_learner_step,
-                          on_started=lambda _: self._started.set())
+                          on_started=lambda _: self._started.set(), checkpoint_dir_flag='--root_dir')
     return {'stopped': True}
 
   def run_actor(self, reverb_address: str, actor_id: int, root_dir: Optional[str],

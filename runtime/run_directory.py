@@ -214,13 +214,15 @@ class RunDirectory:
     root_dir: the directory; created if missing.
     program: the job's name, recorded in the lock and named to a second process.
     wait_seconds: how long to wait for another holder to let go before refusing (0: refuse at once).
+    flag: the flag that names the directory, for the messages.
   """
 
-  def __init__(self, root_dir: str, program: str, wait_seconds: float = 0.0):
+  def __init__(self, root_dir: str, program: str, wait_seconds: float = 0.0, flag: str = '--root_dir'):
     if not root_dir:
-      raise errors.ConfigError('root_dir is empty; pass the run directory with --root_dir.')
+      raise errors.ConfigError(f'{flag[2:]} is empty; pass the directory with {flag}.')
     self.root_dir = root_dir
     self.program = program
+    self._flag = flag
     self._lock_file = None
     check_writable(root_dir)
     if _is_local(root_dir):
@@ -247,8 +249,8 @@ class RunDirectory:
           holder = ' '.join(handle.read().split()) or 'another process'
           handle.close()
           raise errors.RunDirectoryError(
-              f"root_dir '{self.root_dir}' is in use by {holder}; wait for it to finish or stop it, or pass "
-              'another --root_dir.') from None
+              f"{self._flag[2:]} '{self.root_dir}' is in use by {holder}; wait for it to finish or stop it, or "
+              f'pass another {self._flag}.') from None
         time.sleep(0.2)
     handle.seek(0)
     handle.truncate()

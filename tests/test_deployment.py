@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -362,3 +363,16 @@ def test_remote_learner_with_bf16_mixed_precision_and_xla(tmp_path):
   policy = tf.saved_model.load(summary['policy_dir'])
   step = policy.action(ts.restart(tf.zeros([2, 4]), batch_size=2))
   assert step.info['logits'].dtype == tf.float32
+
+
+def test_a_second_server_on_the_same_checkpoint_dir_is_refused(tmp_path):
+  """A second server there would restore, write and prune the first one's checkpoints."""
+  from protege.runtime import errors  # pylint: disable=g-import-not-at-top
+  from protege.runtime import run_directory  # pylint: disable=g-import-not-at-top
+  first = run_directory.RunDirectory(str(tmp_path), 'a Reverb server')  # what the first server holds
+  try:
+    with pytest.raises(errors.RunDirectoryError, match=r"checkpoint_dir '.*' is in use by a Reverb server "
+                       r'\(PID \d+.*pass another --checkpoint_dir'):
+      deployment.run_server(_free_port(), threading.Event(), checkpoint_dir=str(tmp_path))
+  finally:
+    first.release()

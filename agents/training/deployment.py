@@ -44,6 +44,7 @@ from protege.agents.training import settings as settings_lib
 from protege.envs import suite
 from protege.replay import reverb_replay
 from protege.runtime import config as run_config
+from protege.runtime import run_directory
 
 # Actor i's environments are seeded `train.seed + ACTOR_SEED_STRIDE * (i + 1)`: apart from the learner's
 # own environment (train.seed) and from evaluation (train.seed + 10_000).
@@ -147,15 +148,25 @@ def serve(server, checkpoint_interval_seconds: float, stop: threading.Event,
 def run_server(port: int, stop: threading.Event, checkpoint_dir: Optional[str] = None,
                checkpoint_interval_seconds: float = 60.0, keep_checkpoints: int = 2,
                items_per_learner_step: Optional[int] = None,
-               on_started: Optional[Callable[[Any], None]] = None) -> None:
-  """The server job (`reverb_server_main`, `protege-launch`): checks its settings, starts the server
-  (restoring the newest complete checkpoint in `checkpoint_dir`), calls `on_started(server)` and serves
-  until `stop` is set (see `serve`)."""
+               on_started: Optional[Callable[[Any], None]] = None,
+               checkpoint_dir_flag: str = '--checkpoint_dir') -> None:
+  """The server job (`reverb_server_main`, `protege-launch`): checks its settings, takes `checkpoint_dir`'s
+  lock (a second server there would restore, write and prune the same checkpoints; one line naming
+  `checkpoint_dir_flag` instead), starts the server (restoring the newest complete checkpoint there), calls
+  `on_started(server)` and serves until `stop` is set (see `serve`)."""
   check_server_settings(checkpoint_interval_seconds, keep_checkpoints)
-  server = start_server(port, checkpoint_dir, items_per_learner_step)
-  if on_started is not None:
-    on_started(server)
-  serve(server, checkpoint_interval_seconds, stop, checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints)
+  lock = None
+  if checkpoint_dir:
+    lock = run_directory.RunDirectory(checkpoint_dir, 'a Reverb server', flag=checkpoint_dir_flag)
+  try:
+    server = start_server(port, checkpoint_dir, items_per_learner_step)
+    if on_started is not None:
+      on_started(server)
+    serve(server, checkpoint_interval_seconds, stop, checkpoint_dir=checkpoint_dir,
+          keep_checkpoints=keep_checkpoints)
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 def prune_server_checkpoints(checkpoint_dir: str, keep: int) -> List[str]:
