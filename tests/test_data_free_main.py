@@ -89,6 +89,9 @@ def test_policy_teacher_is_distilled_without_the_environment_and_evaluated_in_it
   # ... and compared with the teacher on a sample of the states the teacher visited.
   agreement = summary['agreement_on_teacher_states']
   assert 100 <= agreement['states'] <= 4096 and agreement['argmax_agreement'] > 0.6, agreement
+  # Those states are kept for the diagnosis, beside the exemplars.
+  states = np.load(summary['teacher_states'])['observations']
+  assert states.shape == (agreement['states'], 4) and np.isfinite(states).all()
   assert 'the student picks its action' in result.stdout
 
 

@@ -10,6 +10,7 @@ from protege.agents.data_free import adapters
 from protege.agents.data_free import losses
 from protege.agents.distillation import teachers
 from protege.runtime import errors
+from protege.runtime import run_directory
 
 
 class StateSample:
@@ -35,6 +36,13 @@ class StateSample:
   def array(self) -> np.ndarray:
     """The sampled rows `[n, ...]` (n = min(capacity, seen))."""
     return np.stack(self._rows) if self._rows else np.zeros([0])
+
+
+def save_states(observations: np.ndarray, path: str) -> str:
+  """Writes `observations` (a `StateSample`'s rows) to the .npz file `path` in one atomic step; returns it."""
+  with run_directory.atomic_file(path, 'wb') as f:
+    np.savez_compressed(f, observations=observations)
+  return path
 
 
 def agreement_on_states(teacher: teachers.Teacher, student, observations: np.ndarray,

@@ -148,7 +148,7 @@ def distill_data_free(root_dir: str, teacher_path: str, student_fn: Callable[...
                                            resumed_at_step, exemplars_to_save)
     student = _export_student(student, student_fn, loaded, root_dir, summary)
     if eval_episodes:
-      _evaluate(student, distiller, loaded, eval_episodes, eval_seed, eval_greedy, seed, summary)
+      _evaluate(student, distiller, loaded, eval_episodes, eval_seed, eval_greedy, seed, summary, root_dir)
     run.write_text('operative_config.gin', gin.operative_config_str())
     run.write_json('summary.json', summary)
     return summary
@@ -329,9 +329,10 @@ def _export_student(student, student_fn: Callable[..., Any], loaded: _LoadedTeac
 
 
 def _evaluate(student, distiller: distiller_lib.DataFreeDistiller, loaded: _LoadedTeacher, eval_episodes: int,
-              eval_seed: int, eval_greedy: bool, seed: int, summary: Dict[str, Any]) -> None:
+              eval_seed: int, eval_greedy: bool, seed: int, summary: Dict[str, Any], root_dir: str) -> None:
   """Plays the student and the teacher in `make_environment.env_id` and records their returns, and the
-  student's agreement with the teacher on the teacher's own states, in `summary`."""
+  student's agreement with the teacher on the teacher's own states, in `summary`; keeps those states in
+  root_dir/teacher_states.npz."""
   from protege.agents.training import evaluation  # pylint: disable=g-import-not-at-top
   if not loaded.is_policy:
     raise errors.ConfigError('distill_data_free.eval_episodes > 0 evaluates policies in an environment; a '
@@ -352,3 +353,5 @@ def _evaluate(student, distiller: distiller_lib.DataFreeDistiller, loaded: _Load
   # After training, for the report only: does the student act as the teacher on the teacher's own states?
   summary['agreement_on_teacher_states'] = play.agreement_on_states(played_teacher, student,
                                                                     teacher_states.array())
+  # Kept beside exemplars.npz for the diagnosis (binaries/data_free_diagnosis_main.py); never trained on.
+  summary['teacher_states'] = play.save_states(teacher_states.array(), os.path.join(root_dir, 'teacher_states.npz'))
