@@ -240,6 +240,31 @@ def test_image_generator_binarizes_with_straight_through_gradients_and_fixes_coo
   assert all(g is not None for g in gradients) and np.abs(gradients[0].numpy()).sum() > 0
 
 
+def test_one_cell_channels_hold_exactly_one_cell_and_pass_the_softmax_gradient():
+  # MinAtar Breakout-like frames: paddle, ball, trail one cell each; bricks free (binarised); 2 padding channels 0.
+  spec = tensor_spec.BoundedTensorSpec((10, 10, 6), tf.float32, 0.0, 1.0)
+  generator = generators.ImageGenerator(spec, latent_dim=8, channels=(8, 4), low=0.0,
+                                        high=[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], binarize=True,
+                                        one_cell_channels=(0, 1, 2))
+  z = tf.random.normal([16, 8], seed=1)
+  target = tf.random.normal([16, 10, 10, 6], seed=2)
+  with tf.GradientTape() as tape:
+    images = generator(z, training=True)
+    loss = tf.reduce_sum(images * target)
+  values = images.numpy()
+  np.testing.assert_array_equal(values[..., :3].sum(axis=(1, 2)), 1.0)   # one cell per frame and channel
+  assert set(np.unique(values).tolist()) <= {0.0, 1.0}
+  np.testing.assert_array_equal(values[..., 4:], 0.0)
+  assert len({tuple(np.argwhere(frame[..., 0])[0]) for frame in values}) > 1  # not the same cell every time
+  gradients = tape.gradient(loss, generator.trainable_variables)
+  assert all(g is not None for g in gradients) and np.abs(gradients[0].numpy()).sum() > 0
+  # The twin the distiller re-initialises from its config has the same structure.
+  twin = type(generator)(**generator.config)
+  np.testing.assert_array_equal(twin(z, training=True).numpy()[..., :3].sum(axis=(1, 2)), 1.0)
+  with pytest.raises(ValueError, match=r'one_cell_channels must be distinct channel indices in \[0, 6\)'):
+    generators.ImageGenerator(spec, one_cell_channels=(0, 6))
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The pool and re-initialisation.
 # ------------------------------------------------------------------------------------------------------------

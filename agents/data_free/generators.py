@@ -66,19 +66,43 @@ class _BoxOutput(tf.keras.layers.Layer):
   With `binarize`, each coordinate is rounded to low or high in the forward pass while the gradient is
   the unrounded one's (the straight-through estimator, Bengio et al. 2013, arXiv 1308.3432): for teachers
   that only ever saw two values per coordinate (MinAtar's {0, 1} frames).
+
+  With `one_cell_channels` (images `[B, H, W, C]` only), each of those channels holds exactly one cell at
+  `high` and the rest at `low`: the forward pass is the one-hot of the argmax over the H × W cells, the gradient
+  the softmax's over them (straight-through again), for channels that hold one object of the game (MinAtar
+  Breakout's paddle, ball and trail).
   """
 
-  def __init__(self, low, high, binarize: bool = False, name='box_output'):
+  def __init__(self, low, high, binarize: bool = False, one_cell_channels: Sequence[int] = (),
+               name='box_output'):
     super().__init__(name=name)
     self._low = tf.constant(low)
     self._scale = tf.constant((high - low) / 2.0)
     self._binarize = binarize
+    self._one_cell = None
+    if one_cell_channels:
+      mask = np.zeros([np.shape(low)[-1]], bool)
+      mask[list(one_cell_channels)] = True
+      self._one_cell = tf.constant(mask)
 
   def call(self, h):
     unit = (tf.tanh(h) + 1.0) / 2.0
     if self._binarize:
       unit = unit + tf.stop_gradient(tf.round(unit) - unit)
+    if self._one_cell is not None:
+      unit = tf.where(self._one_cell, _one_cell_per_channel(h), unit)
     return self._low + 2.0 * self._scale * unit
+
+
+def _one_cell_per_channel(h):
+  """`[B, H, W, C]` logits to one-hot cells per channel: forward the argmax's one-hot over H × W, gradient the
+  softmax's."""
+  shape = tf.shape(h)
+  per_channel = tf.reshape(tf.transpose(h, [0, 3, 1, 2]), [shape[0], shape[3], shape[1] * shape[2]])
+  soft = tf.nn.softmax(per_channel, axis=-1)
+  hard = tf.one_hot(tf.argmax(per_channel, axis=-1), shape[1] * shape[2], dtype=soft.dtype)
+  cells = soft + tf.stop_gradient(hard - soft)
+  return tf.transpose(tf.reshape(cells, [shape[0], shape[3], shape[1], shape[2]]), [0, 2, 3, 1])
 
 
 class Generator(tf.keras.Model):
@@ -124,7 +148,7 @@ class ImageGenerator(Generator):
 
   def __init__(self, observation_spec, latent_dim: int = 100, channels: Sequence[int] = (128, 64),
                low=None, high=None, batch_norm_epsilon: float = 0.8, binarize: bool = False,
-               name: str = 'ImageGenerator'):
+               one_cell_channels: Sequence[int] = (), name: str = 'ImageGenerator'):
     """Builds the layers (variables on the first call or `build_variables`).
 
     Args:
@@ -135,11 +159,15 @@ class ImageGenerator(Generator):
       high: Upper bound of the pixels. Default None: the spec's maximum.
       batch_norm_epsilon: The BatchNorm epsilon. Default 0.8 (DAFL's, from the DCGAN code).
       binarize: Round every pixel to low or high (straight-through gradients). Default False.
+      one_cell_channels: Channels that hold exactly one cell at `high` in every frame, the others at `low`
+        (straight-through one-hot over the H × W cells): what the spec of a game says of a channel that
+        shows one object, e.g. (0, 1, 2) for MinAtar Breakout's paddle, ball and trail. Default (): none.
       name: Model name.
     """
     super().__init__(observation_spec, latent_dim,
                      dict(latent_dim=latent_dim, channels=tuple(channels), low=low, high=high,
-                          batch_norm_epsilon=batch_norm_epsilon, binarize=binarize, name=name), name=name)
+                          batch_norm_epsilon=batch_norm_epsilon, binarize=binarize,
+                          one_cell_channels=tuple(one_cell_channels), name=name), name=name)
     if len(self.observation_shape) != 3:
       raise errors.ConfigError(f'ImageGenerator makes images [H, W, C], but the observation shape is '
                                f'{self.observation_shape}; use VectorGenerator.')
@@ -147,6 +175,10 @@ class ImageGenerator(Generator):
       raise errors.ConfigError(f'ImageGenerator.channels must be positive ints, one per upsampling, got '
                                f'{channels!r}.')
     height, width, depth = self.observation_shape
+    if (len(set(one_cell_channels)) != len(one_cell_channels)
+        or any(not isinstance(c, int) or not 0 <= c < depth for c in one_cell_channels)):
+      raise errors.ConfigError(f'ImageGenerator.one_cell_channels must be distinct channel indices in '
+                               f'[0, {depth}), got {one_cell_channels!r}.')
     factor = 2 ** len(channels)
     self._initial_shape = (-(-height // factor), -(-width // factor), channels[0])
     self._dense = tf.keras.layers.Dense(int(np.prod(self._initial_shape)), name='dense')
@@ -159,7 +191,7 @@ class ImageGenerator(Generator):
                            tf.keras.layers.LeakyReLU(0.2, name=f'leaky_relu_{i + 1}')])
     self._to_image = tf.keras.layers.Conv2D(depth, 3, padding='same', name='to_image')
     box_low, box_high = output_bounds(observation_spec, low, high)
-    self._box = _BoxOutput(box_low[None], box_high[None], binarize=binarize)
+    self._box = _BoxOutput(box_low[None], box_high[None], binarize=binarize, one_cell_channels=one_cell_channels)
     self._crop = ((self._initial_shape[0] * factor - height) // 2,
                   (self._initial_shape[1] * factor - width) // 2)
 
