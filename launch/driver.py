@@ -107,9 +107,26 @@ class Launch:
       resources['resources'] = {'TPU': self.resources.learner_tpu_chips}
     return resources
 
+  def _check_local_resources(self) -> None:
+    """On a local instance (nothing joins it later), a learner that asks for a device the machine lacks would
+    wait for it without end: ConfigError instead."""
+    ray = _ray()
+    total = ray.cluster_resources()
+    learner = self._learner_resources()
+    wanted = {'GPU': learner.get('num_gpus', 0), **learner.get('resources', {})}
+    for name, amount in wanted.items():
+      if amount and total.get(name, 0) < amount:
+        flag = '--use_gpu' if name == 'GPU' else '--tpu'
+        raise errors.ConfigError(f'the learner asks Ray for {amount:g} {name} ({flag}), and this machine\'s '
+                                 f'local Ray instance has {total.get(name, 0):g}: leave out {flag}, lower '
+                                 f'launch.learner_{"gpus" if name == "GPU" else "tpu_chips"}, or pass the '
+                                 '--ray_address of a cluster that has them.')
+
   def start(self) -> None:
     """Places the server, waits until it serves, then places the learner and the actors."""
     ray = _ray()
+    if self.local:
+      self._check_local_resources()
     describe = ray.remote(network.describe_node)
     node = _get(describe.options(num_cpus=self.resources.server_cpus).remote(self.reverb_port),
                 f'the Reverb server ({self.resources.server_cpus} CPU)')

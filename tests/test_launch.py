@@ -151,3 +151,12 @@ def test_an_absent_ray_cluster_is_one_line_not_a_hang():
     server.listen()
     network.check_reachable(f'127.0.0.1:{server.getsockname()[1]}', seconds=1.0)  # answers: no error
   network.check_reachable('auto')  # Ray finds the cluster of this node itself
+
+
+def test_a_learner_device_the_machine_lacks_is_one_line_not_a_wait(tmp_path):
+  result = subprocess.run([sys.executable, LAUNCH_MAIN, '--gin_file=quickstart.gin', f'--root_dir={tmp_path / "run"}',
+                           '--num_actors=1', '--use_gpu'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('launch_main: error:')]
+  assert len(lines) == 1 and 'asks Ray for 1 GPU (--use_gpu)' in lines[0], result.stderr[-3000:]
+  assert not (tmp_path / 'run').exists()  # nothing was started
