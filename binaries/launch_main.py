@@ -63,6 +63,14 @@ def _local_cpus(resources, num_actors: int) -> int:
   return math.ceil(FLAGS.num_cpus or max(os.cpu_count() or 1, requested))
 
 
+def _portable_gin_file(path: str) -> str:
+  """A shipped configuration by its name in the package's gin/ (each node finds it in its own install); any
+  other file by its absolute path (it must exist at that path on every node)."""
+  resolved = config.resolve_gin_file(path)
+  relative = os.path.relpath(os.path.realpath(resolved), os.path.realpath(config.GIN_DIR))
+  return resolved if relative.startswith('..') else relative
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -76,7 +84,7 @@ def main(argv):
     config.check_number('--num_actors', FLAGS.num_actors, 1, inclusive=True, integer=True)
     config.check_number('--num_cpus', FLAGS.num_cpus, 0, inclusive=True, meaning='0: the machine\'s')
     config.check_number('--reverb_port', FLAGS.reverb_port, 0, inclusive=True, integer=True)
-    gin_files = [config.resolve_gin_file(path) for path in FLAGS.gin_file]
+    gin_files = [_portable_gin_file(path) for path in FLAGS.gin_file]
     common.parse_gin(gin_files, FLAGS.gin_bindings)  # a bad configuration fails here, before Ray starts
     resources = deployment.launch_resources()
     root_dir = FLAGS.root_dir if '://' in FLAGS.root_dir else os.path.abspath(FLAGS.root_dir)
