@@ -53,15 +53,17 @@ def _read(run_dir: str):
   return summary, generated, states
 
 
-def _teacher_actions(teacher_path: str, observations: np.ndarray) -> np.ndarray:
+def _teacher_actions(teacher_path: str, observation_sets):
+  """The teacher's argmax action on each array of `observation_sets` (the teacher loaded once)."""
   # pylint: disable=g-import-not-at-top  (TensorFlow only when the measures need the teacher)
   from tf_agents.specs import tensor_spec
   from protege.agents.data_free import adapters
   from protege.agents.distillation import teacher_loading
   _, action_spec = adapters.policy_specs(teacher_path)
-  observation_spec = tensor_spec.TensorSpec(observations.shape[1:], observations.dtype)
+  first = observation_sets[0]
+  observation_spec = tensor_spec.TensorSpec(first.shape[1:], first.dtype)
   teacher = teacher_loading.load_teacher(teacher_path, observation_spec, action_spec)
-  return np.argmax(adapters.teacher_logits(teacher, observations), axis=-1)
+  return [np.argmax(adapters.teacher_logits(teacher, observations), axis=-1) for observations in observation_sets]
 
 
 def diagnose(run_dir: str, channel_names, threshold: float, min_frequency: float) -> dict:
@@ -75,11 +77,9 @@ def diagnose(run_dir: str, channel_names, threshold: float, min_frequency: float
   co = {name: diagnosis.co_occurrence(frames, threshold) for name, frames in
         (('generated', generated), ('teacher_states', states))}
   mask = diagnosis.support(generated, threshold, min_frequency)
-  actions = _teacher_actions(summary['teacher'], states)
-  projected = _teacher_actions(summary['teacher'], diagnosis.project(states, mask))
   dead = diagnosis.dead_channels(states, threshold)
-  transplanted = _teacher_actions(summary['teacher'], diagnosis.transplant(states, generated, dead)) if dead.any() \
-      else actions
+  actions, projected, transplanted = _teacher_actions(
+      summary['teacher'], [states, diagnosis.project(states, mask), diagnosis.transplant(states, generated, dead)])
   channels = generated.shape[-1]
   names = [channel_names[c] if c < len(channel_names) else f'c{c}' for c in range(channels)]
   shown = [c for c in range(channels) if c < len(channel_names)
