@@ -7,8 +7,10 @@ Reads a finished `distill_data_free_main` run of a frame policy (its `exemplars.
 frames; its `teacher_states.npz`: up to 4,096 states the teacher visited in its evaluation, kept for this
 report and never trained on) and the teacher it names, and writes `<run_dir>/diagnosis.md` and
 `diagnosis.json`: per channel the count profile, the spatial occupancy distance, the co-occurrence of
-channels, the binary share, the share of the teacher's states outside what the generator ever draws, and
-the teacher's agreement with itself on its states projected onto that support (`agents/data_free/diagnosis.py`).
+channels, the binary share, the share of the teacher's states outside what the generator ever draws, the
+teacher's agreement with itself on its states projected onto that support and with the never-used channels
+filled as the generator fills them (`agents/data_free/diagnosis.py`), and the teacher's value on its states
+and on the generated frames.
 """
 
 import json
@@ -53,9 +55,11 @@ def _read(run_dir: str):
   return summary, generated, states
 
 
-def _teacher_actions(teacher_path: str, observation_sets):
-  """The teacher's argmax action on each array of `observation_sets` (the teacher loaded once)."""
+def _teacher_outputs(teacher_path: str, observation_sets):
+  """The teacher's argmax action and value (None without a critic) on each array of `observation_sets` (the
+  teacher loaded once)."""
   # pylint: disable=g-import-not-at-top  (TensorFlow only when the measures need the teacher)
+  import tensorflow as tf
   from tf_agents.specs import tensor_spec
   from protege.agents.data_free import adapters
   from protege.agents.distillation import teacher_loading
@@ -63,7 +67,20 @@ def _teacher_actions(teacher_path: str, observation_sets):
   first = observation_sets[0]
   observation_spec = tensor_spec.TensorSpec(first.shape[1:], first.dtype)
   teacher = teacher_loading.load_teacher(teacher_path, observation_spec, action_spec)
-  return [np.argmax(adapters.teacher_logits(teacher, observations), axis=-1) for observations in observation_sets]
+  outputs = []
+  for observations in observation_sets:
+    logits, values = [], []
+    for i in range(0, len(observations), 1024):
+      batch_logits, batch_values, _ = teacher.logits_and_value(tf.convert_to_tensor(observations[i:i + 1024]))
+      logits.append(batch_logits.numpy())
+      values.append(None if batch_values is None else batch_values.numpy())
+    value = None if values[0] is None else np.concatenate(values)
+    outputs.append((np.argmax(np.concatenate(logits), axis=-1), value))
+  return outputs
+
+
+def _value_summary(value):
+  return None if value is None else {'mean': float(np.mean(value)), 'std': float(np.std(value))}
 
 
 def diagnose(run_dir: str, channel_names, threshold: float, min_frequency: float) -> dict:
@@ -78,8 +95,9 @@ def diagnose(run_dir: str, channel_names, threshold: float, min_frequency: float
         (('generated', generated), ('teacher_states', states))}
   mask = diagnosis.support(generated, threshold, min_frequency)
   dead = diagnosis.dead_channels(states, threshold)
-  actions, projected, transplanted = _teacher_actions(
-      summary['teacher'], [states, diagnosis.project(states, mask), diagnosis.transplant(states, generated, dead)])
+  (actions, state_values), (projected, _), (transplanted, _), (_, generated_values) = _teacher_outputs(
+      summary['teacher'], [states, diagnosis.project(states, mask), diagnosis.transplant(states, generated, dead),
+                           generated])
   channels = generated.shape[-1]
   names = [channel_names[c] if c < len(channel_names) else f'c{c}' for c in range(channels)]
   shown = [c for c in range(channels) if c < len(channel_names)
@@ -98,6 +116,8 @@ def diagnose(run_dir: str, channel_names, threshold: float, min_frequency: float
       'teacher_agreement_on_projected_states': float(np.mean(actions == projected)),
       'dead_channels': [names[c] for c in range(channels) if dead[c]],
       'teacher_agreement_with_generated_dead_channels': float(np.mean(actions == transplanted)),
+      'teacher_value': {'teacher_states': _value_summary(state_values),
+                        'generated': _value_summary(generated_values)},
       'student_agreement_on_teacher_states': summary.get('agreement_on_teacher_states', {}).get('argmax_agreement'),
   }
 
@@ -129,6 +149,11 @@ def report(result: dict) -> str:
             f'- The teacher on its states with those cells cleared picks the same action as on the states '
             f'{result["teacher_agreement_on_projected_states"]:.0%} of the time; the student agrees with the '
             f'teacher on its states {result["student_agreement_on_teacher_states"]:.0%} of the time.']
+  values = result['teacher_value']
+  if values['teacher_states'] is not None:
+    lines.append(f'- The teacher\'s value: {values["teacher_states"]["mean"]:.2f} ± {values["teacher_states"]["std"]:.2f} '
+                 f'on its states, {values["generated"]["mean"]:.2f} ± {values["generated"]["std"]:.2f} on the '
+                 'generated frames (mean ± standard deviation).')
   if result['dead_channels']:
     lines.append(f'- Channels the teacher\'s states never turn on: {", ".join(result["dead_channels"])}. With those '
                  'channels taken from random generated frames, the teacher keeps its action on its states '

@@ -92,6 +92,9 @@ def test_the_binary_reports_a_run_and_how_far_the_teacher_looks_outside_the_gene
   weights[:, 3:, 1, 1] = 10.0                        # action 1's logit: channel-1 cells in columns 3-4
   network._policy_head.kernel.assign(weights.reshape(50, 2))  # pylint: disable=protected-access
   network._policy_head.bias.assign([1.0, 0.0])  # pylint: disable=protected-access  (action 0 when nothing is there)
+  value_head = network._value_heads[0]  # pylint: disable=protected-access
+  value_head.kernel.assign(np.zeros([50, 1], np.float32))
+  value_head.bias.assign([3.0])                       # the critic says 3 everywhere
   teacher = policy_export.export_policy(network, ts.time_step_spec(observation_spec), action_spec,
                                         str(tmp_path / 'teacher'))
 
@@ -125,6 +128,8 @@ def test_the_binary_reports_a_run_and_how_far_the_teacher_looks_outside_the_gene
   g = generated[:, 1, :, 1].mean(0)                 # where the generator puts the ball, by column
   assert ball['occupancy_distance'] == pytest.approx(0.5 * (abs(g[0] - 0.6) + g[1] + g[2] + 0.4), rel=1e-5)
   assert 'picks the same action as on the states 60%' in (run_dir / 'diagnosis.md').read_text()
+  assert report['teacher_value']['teacher_states'] == {'mean': pytest.approx(3.0), 'std': pytest.approx(0.0)}
+  assert report['teacher_value']['generated']['mean'] == pytest.approx(3.0)
 
   missing = subprocess.run([sys.executable, binary, f'--run_dir={tmp_path}'], capture_output=True, text=True,
                            timeout=300, check=False)
