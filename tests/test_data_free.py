@@ -265,6 +265,49 @@ def test_one_cell_channels_hold_exactly_one_cell_and_pass_the_softmax_gradient()
     generators.ImageGenerator(spec, one_cell_channels=(0, 6))
 
 
+def test_structured_generator_samples_the_spec_structure_uniformly_at_initialisation():
+  # MinAtar Breakout-like frames: paddle, ball, trail one cell each, bricks binary per cell, 2 padding channels 0.
+  spec = tensor_spec.BoundedTensorSpec((10, 10, 6), tf.float32, 0.0, 1.0)
+  generator = generators.StructuredGenerator(spec, latent_dim=8, hidden_sizes=(16,), one_cell_channels=(0, 1, 2),
+                                             low=0.0, high=[1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+  generator.build_variables()
+  assert generator.latent_dim == 8 + 10 * 10 * 6 + 6
+  rng = tf.random.Generator.from_seed(3)
+  frames = generator(generator.sample_latent(6000, rng), training=True).numpy()
+  assert set(np.unique(frames).tolist()) == {0.0, 1.0}
+  np.testing.assert_array_equal(frames[..., :3].sum(axis=(1, 2)), 1.0)
+  np.testing.assert_array_equal(frames[..., 4:], 0.0)
+  # Untrained: each one-cell channel's cell is uniform over the 100 cells (60 expected per cell; a chi-square
+  # with 99 degrees of freedom has mean 99 and standard deviation 14), and the brick count uniform over 0..100.
+  for channel in range(3):
+    counts = np.bincount(frames[..., channel].reshape(6000, -1).argmax(-1), minlength=100)
+    assert ((counts - 60.0) ** 2 / 60.0).sum() < 99 + 6 * 14
+  bricks = frames[..., 3].sum(axis=(1, 2))
+  assert abs(bricks.mean() - 50.0) < 2.0 and abs(bricks.std() - 100 / 12 ** 0.5) < 2.5
+  # Gradients reach every variable once the last layer has moved (it starts at zero).
+  target = tf.random.normal([32, 10, 10, 6], seed=2)
+  optimizer = tf.keras.optimizers.Adam(0.1)
+  for _ in range(2):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(generator(generator.sample_latent(32, rng), training=True) * target)
+    gradients = tape.gradient(loss, generator.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+  assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in gradients)
+  # Training moves the distribution: the ball channel's cells are no longer uniform...
+  moved = generator(generator.sample_latent(6000, rng), training=True).numpy()
+  counts = np.bincount(moved[..., 1].reshape(6000, -1).argmax(-1), minlength=100)
+  assert ((counts - 60.0) ** 2 / 60.0).sum() > 99 + 10 * 14
+  # ...and the twin the distiller re-initialises from its config starts uniform again, with the same structure.
+  twin = type(generator)(**generator.config)
+  twin.build_variables()
+  np.testing.assert_array_equal(twin.trainable_variables[-2].numpy(), 0.0)
+  np.testing.assert_array_equal(twin(generator.sample_latent(8, rng)).numpy()[..., :3].sum(axis=(1, 2)), 1.0)
+  with pytest.raises(ValueError, match=r'one_cell_channels must be distinct channel indices in \[0, 6\)'):
+    generators.StructuredGenerator(spec, one_cell_channels=(0, 6))
+  with pytest.raises(ValueError, match=r'StructuredGenerator makes frames \[H, W, C\]'):
+    generators.StructuredGenerator(tensor_spec.BoundedTensorSpec((4,), tf.float32, 0.0, 1.0))
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The pool and re-initialisation.
 # ------------------------------------------------------------------------------------------------------------

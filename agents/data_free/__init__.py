@@ -50,7 +50,8 @@ Layouts: batch-major, one observation per row, `[B, *obs_shape]`; logits `[B, A]
 The modules (each imports only modules listed above it):
 
   losses          the generator's terms, their weighted sum and the student's loss (pure functions)
-  generators      `ImageGenerator`, `VectorGenerator` and the box their outputs fill
+  generators      `ImageGenerator`, `VectorGenerator`, `StructuredGenerator` (frames sampled from the spec's
+                  parts) and the box their outputs fill
   exemplar_pool   `ExemplarPool`, the past generators' samples
   adapters        a student's and a teacher's logits (with gradients through the teacher), a policy
                   export's specs

@@ -147,7 +147,8 @@ class DataFreeDistiller(tf.Module):
       observation_spec: The spec of one observation (what the generator makes).
       action_spec: The discrete action (class) spec, a scalar integer `BoundedTensorSpec`.
       generator_fn: Called as `generator_fn(observation_spec)`; returns a `Generator`. Default
-        `ImageGenerator` (gin: `@ImageGenerator` or `@VectorGenerator`, configured on their own).
+        `ImageGenerator` (gin: `@ImageGenerator`, `@VectorGenerator` or `@StructuredGenerator`, configured on
+        their own).
       teacher_features_fn: Maps observations `[B, *obs_shape]` to the teacher's penultimate features
         `[B, F]` (differentiably), for the activation loss. Default None: no activation term (then
         `activation_weight` must be 0).

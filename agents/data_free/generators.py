@@ -253,3 +253,97 @@ class VectorGenerator(Generator):
       x = activation(norm(dense(x), training=training))
     x = self._box(self._output(x))
     return tf.reshape(x, (-1,) + self.observation_shape)
+
+
+@gin.configurable
+class StructuredGenerator(Generator):
+  """Frames made of the parts an observation spec of binary channels names, sampled: each of
+  `one_cell_channels` holds one cell at `high` (a categorical over the H × W cells, Gumbel-max), every other
+  coordinate with low < high is low or high (a Bernoulli), coordinates with low == high are fixed.
+
+  Written here because no library samples structured frames with gradients; the estimators are the standard
+  ones: straight-through Gumbel-softmax for the cells (Jang et al. 2017, arXiv 1611.01144) and
+  straight-through Bernoulli (Bengio et al. 2013, arXiv 1308.3432).
+
+    z = [code ~ N(0, I) (latent_dim), u ~ U(0, 1) (H·W·C, the sampling noise), d ~ U(0, 1) (C, densities)]
+    logits = MLP(code)  (last layer initialised to zero)
+    one-cell channel c:  onehot(argmax_cells(logits_c + Gumbel(u_c)))
+    binary channel c:    u_c < sigmoid(logit(d_c) + logits_c)
+
+  At initialisation the logits are 0: every one-cell channel's cell is uniform over the frame, and each
+  binary channel's cells are on with a density drawn uniformly from (0, 1) per frame, so every count of
+  active cells is equally likely. That is the maximum-entropy frame with the spec's structure; training
+  (the adversarial and DAFL terms) moves the logits from there, and a re-initialised generator starts
+  there again. On MinAtar Breakout, frames of this generator alone teach a student more than the DCGAN
+  generator does (BENCHMARKS.md, "Data-free distillation on game frames").
+  """
+
+  def __init__(self, observation_spec, latent_dim: int = 32, hidden_sizes: Sequence[int] = (128,),
+               one_cell_channels: Sequence[int] = (), low=None, high=None, name: str = 'StructuredGenerator'):
+    """Builds the layers (variables on the first call or `build_variables`).
+
+    Args:
+      observation_spec: The spec of one frame `[H, W, C]`; its box (or `low`/`high`) gives the two values of
+        each coordinate.
+      latent_dim: Size of the code that drives the logits. Default 32. (`self.latent_dim`, what
+        `sample_latent` draws, adds the H·W·C + C sampling noise to it.)
+      hidden_sizes: Units of the MLP's hidden layers (LeakyReLU 0.2). Default (128,).
+      one_cell_channels: Channels that hold exactly one object (one cell at `high`), e.g. (0, 1, 2) for MinAtar
+        Breakout's paddle, ball and trail. Default (): every channel is binary per cell.
+      low: Lower bound of the coordinates (scalar or `[H, W, C]`). Default None: the spec's minimum.
+      high: Upper bound. Default None: the spec's maximum. low == high fixes a coordinate (MinAtar's padding
+        channels: `high = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]`).
+      name: Model name.
+    """
+    shape = tuple(observation_spec.shape)
+    if len(shape) != 3:
+      raise errors.ConfigError(f'StructuredGenerator makes frames [H, W, C], but the observation shape is '
+                               f'{shape}; use VectorGenerator.')
+    if not isinstance(latent_dim, int) or latent_dim <= 0:
+      raise errors.ConfigError(f'StructuredGenerator.latent_dim must be a positive int, got {latent_dim!r}.')
+    height, width, depth = shape
+    if (len(set(one_cell_channels)) != len(one_cell_channels)
+        or any(not isinstance(c, int) or not 0 <= c < depth for c in one_cell_channels)):
+      raise errors.ConfigError(f'StructuredGenerator.one_cell_channels must be distinct channel indices in '
+                               f'[0, {depth}), got {one_cell_channels!r}.')
+    if any(not isinstance(units, int) or units <= 0 for units in hidden_sizes):
+      raise errors.ConfigError(f'StructuredGenerator.hidden_sizes must be positive ints, got {hidden_sizes!r}.')
+    super().__init__(observation_spec, latent_dim + height * width * depth + depth,
+                     dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes),
+                          one_cell_channels=tuple(one_cell_channels), low=low, high=high, name=name), name=name)
+    self.code_dim = latent_dim
+    box_low, box_high = output_bounds(observation_spec, low, high)
+    self._low = tf.constant(box_low[None])
+    self._range = tf.constant((box_high - box_low)[None])
+    one_cell = np.zeros([depth], bool)
+    one_cell[list(one_cell_channels)] = True
+    self._one_cell = tf.constant(one_cell)
+    self._hidden = [tf.keras.layers.Dense(units, activation=tf.keras.layers.LeakyReLU(0.2), name=f'dense_{i}')
+                    for i, units in enumerate(hidden_sizes)]
+    self._logits = tf.keras.layers.Dense(height * width * depth, kernel_initializer='zeros', name='logits')
+
+  def sample_latent(self, batch_size, rng: tf.random.Generator) -> tf.Tensor:
+    """`[batch_size, latent_dim]`: the code ~ N(0, I), then the sampling noise ~ U(0, 1)."""
+    code = rng.normal([batch_size, self.code_dim])
+    return tf.concat([code, rng.uniform([batch_size, self.latent_dim - self.code_dim])], axis=1)
+
+  def call(self, z, training=False):
+    """Maps z `[B, latent_dim]` (from `sample_latent`) to frames `[B, H, W, C]`, each coordinate low or high."""
+    del training
+    height, width, depth = self.observation_shape
+    cells = height * width * depth
+    code = z[:, :self.code_dim]
+    noise = tf.clip_by_value(z[:, self.code_dim:self.code_dim + cells], 1e-6, 1.0 - 1e-6)
+    density = tf.clip_by_value(z[:, self.code_dim + cells:], 1e-6, 1.0 - 1e-6)
+    x = code
+    for layer in self._hidden:
+      x = layer(x)
+    logits = tf.reshape(self._logits(x), (-1,) + self.observation_shape)
+    noise = tf.reshape(noise, (-1,) + self.observation_shape)
+    gumbel = -tf.math.log(-tf.math.log(noise))
+    one_cell = _one_cell_per_channel(logits + gumbel)
+    prior = tf.math.log(density) - tf.math.log1p(-density)   # logit(d), [B, C]
+    probability = tf.sigmoid(logits + prior[:, None, None, :])
+    binary = probability + tf.stop_gradient(tf.cast(noise < probability, probability.dtype) - probability)
+    unit = tf.where(self._one_cell, one_cell, binary)
+    return self._low + self._range * unit
