@@ -50,6 +50,7 @@ Layouts: batch-major, one observation per row, `[B, *obs_shape]`; logits `[B, A]
 The modules (each imports only modules listed above it):
 
   losses          the generator's terms, their weighted sum and the student's loss (pure functions)
+  teacher_support which input coordinates a teacher was trained on, read from its first layer's weights
   generators      `ImageGenerator`, `VectorGenerator`, `StructuredGenerator` (frames sampled from the spec's
                   parts) and the box their outputs fill
   exemplar_pool   `ExemplarPool`, the past generators' samples

@@ -17,6 +17,7 @@ from protege.agents.data_free import adapters
 from protege.agents.data_free import exemplar_pool
 from protege.agents.data_free import generators
 from protege.agents.data_free import losses
+from protege.agents.data_free import teacher_support
 from protege.agents.distillation import teacher_loading
 from protege.agents.distillation import teachers
 from protege.runtime import config as run_config
@@ -82,13 +83,21 @@ def _load_feed_forward_teacher(teacher, observation_spec, action_spec) -> teache
   return loaded
 
 
-def _build_generator(generator_fn: Callable[..., generators.Generator], observation_spec
-                     ) -> generators.Generator:
-  """`generator_fn(observation_spec)`, checked to be a `Generator`, with its variables created."""
+def _build_generator(generator_fn: Callable[..., generators.Generator], observation_spec,
+                     teacher: teachers.Teacher) -> generators.Generator:
+  """`generator_fn(observation_spec)`, checked to be a `Generator`, with its variables created; a generator
+  configured with `support='teacher'` is rebuilt with the support read from the teacher's weights."""
   generator = generator_fn(observation_spec)
   if not isinstance(generator, generators.Generator):
     raise errors.ConfigError('generator_fn must build an agents.data_free.generators.Generator, got '
                              f'{type(generator).__name__}.')
+  if isinstance(generator.config.get('support'), str) and generator.config['support'] == 'teacher':
+    mask = teacher_support.teacher_input_support(teacher, generator.observation_shape,
+                                                 generator.config['support_ratio'])
+    per_channel = ', '.join(str(int(n)) for n in mask.reshape(-1, mask.shape[-1]).sum(axis=0))
+    print(f'Generator support read from the teacher\'s first layer: {int(mask.sum())} of {mask.size} '
+          f'coordinates (per channel: {per_channel}).', flush=True)
+    generator = type(generator)(**dict(generator.config, support=mask))
   generator.build_variables()
   return generator
 
@@ -146,9 +155,8 @@ class DataFreeDistiller(tf.Module):
         (only its policy is trained; its value heads get no gradient).
       observation_spec: The spec of one observation (what the generator makes).
       action_spec: The discrete action (class) spec, a scalar integer `BoundedTensorSpec`.
-      generator_fn: Called as `generator_fn(observation_spec)`; returns a `Generator`. Default
-        `ImageGenerator` (gin: `@ImageGenerator`, `@VectorGenerator` or `@StructuredGenerator`, configured on
-        their own).
+      generator_fn: `generator_fn(observation_spec)` returns a `Generator`. Default `ImageGenerator` (gin:
+        `@ImageGenerator`, `@VectorGenerator` or `@StructuredGenerator`, configured on their own).
       teacher_features_fn: Maps observations `[B, *obs_shape]` to the teacher's penultimate features
         `[B, F]` (differentiably), for the activation loss. Default None: no activation term (then
         `activation_weight` must be 0).
@@ -196,7 +204,7 @@ class DataFreeDistiller(tf.Module):
     self._student_policy_variables = self._policy_variables()
     self._teacher_features_fn = teacher_features_fn
     self._generator_fn = generator_fn
-    self.generator = _build_generator(generator_fn, self.observation_spec)
+    self.generator = _build_generator(generator_fn, self.observation_spec, self.teacher)
     self.num_steps = num_steps
     self.batch_size = batch_size
     self.student_updates_per_step = student_updates_per_step

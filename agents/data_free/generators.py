@@ -279,7 +279,8 @@ class StructuredGenerator(Generator):
   """
 
   def __init__(self, observation_spec, latent_dim: int = 32, hidden_sizes: Sequence[int] = (128,),
-               one_cell_channels: Sequence[int] = (), low=None, high=None, name: str = 'StructuredGenerator'):
+               one_cell_channels: Sequence[int] = (), low=None, high=None, support=None,
+               support_ratio: float = 1.25, name: str = 'StructuredGenerator'):
     """Builds the layers (variables on the first call or `build_variables`).
 
     Args:
@@ -293,6 +294,13 @@ class StructuredGenerator(Generator):
       low: Lower bound of the coordinates (scalar or `[H, W, C]`). Default None: the spec's minimum.
       high: Upper bound. Default None: the spec's maximum. low == high fixes a coordinate (MinAtar's padding
         channels: `high = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]`).
+      support: Where cells may be on. None (default): everywhere low < high. 'teacher': the coordinates the
+        teacher's first-layer weights show it was trained on (`teacher_support.teacher_input_support`, read by
+        `DataFreeDistiller` when it builds the generator; for teachers with a dense first layer). Or a bool
+        array broadcastable to `[H, W, C]`. Cells outside stay at `low`; a one-cell channel picks its cell
+        inside.
+      support_ratio: With support='teacher': a coordinate is trained when its first-layer row's norm exceeds
+        this × the median norm of the quietest quarter of rows. Default 1.25.
       name: Model name.
     """
     shape = tuple(observation_spec.shape)
@@ -310,11 +318,18 @@ class StructuredGenerator(Generator):
       raise errors.ConfigError(f'StructuredGenerator.hidden_sizes must be positive ints, got {hidden_sizes!r}.')
     super().__init__(observation_spec, latent_dim + height * width * depth + depth,
                      dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes),
-                          one_cell_channels=tuple(one_cell_channels), low=low, high=high, name=name), name=name)
+                          one_cell_channels=tuple(one_cell_channels), low=low, high=high, support=support,
+                          support_ratio=support_ratio, name=name), name=name)
     self.code_dim = latent_dim
     box_low, box_high = output_bounds(observation_spec, low, high)
+    mask = _support_mask(support, shape)
+    if any(not mask[..., c].any() for c in one_cell_channels):
+      raise errors.ConfigError(f'StructuredGenerator.support leaves one-cell channel(s) '
+                               f'{[c for c in one_cell_channels if not mask[..., c].any()]} no cell to hold '
+                               'their object; widen the support or drop them from one_cell_channels.')
     self._low = tf.constant(box_low[None])
-    self._range = tf.constant((box_high - box_low)[None])
+    self._range = tf.constant(((box_high - box_low) * mask)[None])
+    self._outside = tf.constant(np.where(mask, 0.0, -1e9).astype(np.float32)[None])
     one_cell = np.zeros([depth], bool)
     one_cell[list(one_cell_channels)] = True
     self._one_cell = tf.constant(one_cell)
@@ -341,9 +356,24 @@ class StructuredGenerator(Generator):
     logits = tf.reshape(self._logits(x), (-1,) + self.observation_shape)
     noise = tf.reshape(noise, (-1,) + self.observation_shape)
     gumbel = -tf.math.log(-tf.math.log(noise))
-    one_cell = _one_cell_per_channel(logits + gumbel)
+    one_cell = _one_cell_per_channel(logits + gumbel + self._outside)
     prior = tf.math.log(density) - tf.math.log1p(-density)   # logit(d), [B, C]
     probability = tf.sigmoid(logits + prior[:, None, None, :])
     binary = probability + tf.stop_gradient(tf.cast(noise < probability, probability.dtype) - probability)
     unit = tf.where(self._one_cell, one_cell, binary)
     return self._low + self._range * unit
+
+
+def _support_mask(support, shape) -> np.ndarray:
+  """`StructuredGenerator.support` as a bool array of `shape`: None, and 'teacher' until `DataFreeDistiller`
+  rebuilds the generator with the teacher's support, are everywhere."""
+  if isinstance(support, str) and support != 'teacher':
+    raise errors.ConfigError(f"StructuredGenerator.support={support!r} is unknown; use None, 'teacher' or a bool "
+                             f'array broadcastable to {shape}.')
+  if support is None or isinstance(support, str):
+    return np.ones(shape, bool)
+  try:
+    return np.broadcast_to(np.asarray(support, bool), shape).copy()
+  except ValueError:
+    raise errors.ConfigError(f'StructuredGenerator.support of shape {np.shape(support)} does not broadcast to '
+                             f'the frame shape {shape}.') from None

@@ -1,0 +1,86 @@
+"""Which input coordinates a teacher was trained on, read from its weights alone (no data, no simulator).
+
+A first-layer weight w_ij from input coordinate i gets the gradient x_i · δ_j, which is 0 whenever x_i = 0.
+A coordinate that was 0 in every observation the teacher trained on (MinAtar Breakout's paddle anywhere
+but the bottom row, its bricks below row 3, the padding channels) therefore keeps the weights it was
+initialised with, while a coordinate that was ever on moves them. Initial rows are alike: their norms
+cluster tightly (on the MinAtar Breakout teacher, 0.72 ± 0.03 against 1.6 to 7.0 for the trained rows;
+BENCHMARKS.md "Data-free distillation on game frames"; with U units an initial row's norm varies by about
+1/sqrt(2U), 4% at 256). `input_support` calls a coordinate trained when its row's norm exceeds `ratio`
+(default 1.25) times the median norm of the quietest quarter of rows. A coordinate that was on but that the
+teacher barely learnt from may stay under that bar (and matters little to its decisions); a lower ratio
+takes it in, down to the spread of the untouched rows.
+
+Assumptions, stated in the errors and the docs: the teacher's first layer is dense on the flattened
+observation (an MLP torso; a convolution shares its weights across cells and says nothing per cell), the
+observation is 0 where it is off (MinAtar's {0, 1} frames), training used no weight decay (which would
+shrink the untouched rows too, though still apart from the trained ones), and at least a quarter of the
+coordinates were never on. Written here because no library reads a network's input support from its
+weights.
+"""
+
+from typing import List, Sequence
+
+import numpy as np
+
+from protege.agents.distillation import teachers
+from protege.runtime import errors
+
+
+def teacher_variables(teacher: teachers.Teacher) -> list:
+  """The teacher's weights: a policy export's `model_variables`, a Keras model's or a network's variables."""
+  holder = getattr(teacher, 'saved_policy', None)
+  if holder is not None:
+    return list(getattr(holder, 'model_variables', []))
+  model = getattr(getattr(teacher, '_model', None), 'value', None)  # KerasTeacher keeps it untracked
+  if model is not None:
+    return list(model.weights)
+  network = getattr(teacher, 'network', None)
+  if network is not None:
+    return list(network.variables)
+  return []
+
+
+def first_layer_kernels(variables: Sequence, input_size: int) -> List[np.ndarray]:
+  """The 2-D kernels `[input_size, units]` among `variables` (the dense layers that read the flattened
+  observation: the policy torso's, and a separate value torso's when there is one)."""
+  return [np.asarray(v.numpy() if hasattr(v, 'numpy') else v, np.float64) for v in variables
+          if len(v.shape) == 2 and int(v.shape[0]) == input_size]
+
+
+def input_support(kernels: Sequence[np.ndarray], observation_shape: Sequence[int], ratio: float = 1.25
+                  ) -> np.ndarray:
+  """`[*observation_shape]` bool: the coordinates whose first-layer rows moved from their initialisation.
+
+  Args:
+    kernels: First-layer kernels `[prod(observation_shape), units]` (`first_layer_kernels`); their rows are
+      joined, so a coordinate counts as trained if any of them moved it.
+    observation_shape: The observation's shape.
+    ratio: A row is trained when its norm exceeds `ratio` × the median norm of the quietest quarter of rows.
+      Default 1.25.
+
+  Raises:
+    ConfigError: On no kernel, a ratio <= 1, or when no coordinate (or every one) looks trained.
+  """
+  if not kernels:
+    raise errors.ConfigError(f'the teacher has no dense first layer on the flattened observation '
+                             f'(a kernel [{int(np.prod(observation_shape))}, units]); its input support cannot be '
+                             'read from its weights (a convolutional teacher shares weights across cells). Set '
+                             'StructuredGenerator.support = None.')
+  if not ratio > 1.0:
+    raise errors.ConfigError(f'StructuredGenerator.support_ratio must be > 1, got {ratio!r}.')
+  norms = np.linalg.norm(np.concatenate(list(kernels), axis=1), axis=1)
+  quiet = np.sort(norms)[:max(1, len(norms) // 4)]
+  support = norms > ratio * float(np.median(quiet))
+  if not support.any() or support.all():
+    raise errors.ConfigError(f'the teacher\'s first-layer rows do not split into trained and untouched ones '
+                             f'(norms {norms.min():.3g} to {norms.max():.3g}, ratio {ratio}); its input '
+                             'support cannot be read. Set StructuredGenerator.support = None.')
+  return support.reshape(tuple(observation_shape))
+
+
+def teacher_input_support(teacher: teachers.Teacher, observation_shape: Sequence[int], ratio: float = 1.25
+                          ) -> np.ndarray:
+  """`input_support` of `teacher`'s own first layer (see the module docstring)."""
+  size = int(np.prod(observation_shape))
+  return input_support(first_layer_kernels(teacher_variables(teacher), size), observation_shape, ratio)

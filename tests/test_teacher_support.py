@@ -1,0 +1,127 @@
+"""Tests for agents/data_free/teacher_support.py: the input support read from a teacher's first layer, on
+synthetic kernels (against the rule written out in NumPy) and on a policy trained here with Adam and exported
+as train_main exports its policies, whose never-active inputs it must find exactly; and the StructuredGenerator
+a DataFreeDistiller builds with support='teacher' keeps every cell inside that support."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+
+from protege.agents.data_free import distiller as distiller_lib
+from protege.agents.data_free import generators
+from protege.agents.data_free import teacher_support
+from protege.agents.distillation import teacher_loading
+from protege.agents.training import policy_export
+from protege.networks import actor_critic
+from protege.networks import torsos
+from protege.runtime import errors
+
+SHAPE = (6, 6, 4)
+FRAME_SPEC = tensor_spec.BoundedTensorSpec(SHAPE, tf.float32, 0.0, 1.0, name='observation')
+ACTION_SPEC = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 2, name='action')
+
+
+def _frames(rng, count):
+  """Frames whose active cells lie in `_known_support()`: channel 0 (one object) in the bottom row only,
+  channel 1 (one object) anywhere above it, channel 2 binary in rows 0-1, channel 3 never on."""
+  frames = np.zeros((count,) + SHAPE, np.float32)
+  rows = np.arange(count)
+  frames[rows, 5, rng.integers(0, 6, count), 0] = 1.0
+  frames[rows, rng.integers(0, 5, count), rng.integers(0, 6, count), 1] = 1.0
+  frames[:, :2, :, 2] = rng.uniform(size=(count, 2, 6)) < 0.5
+  return frames
+
+
+def _known_support():
+  support = np.zeros(SHAPE, bool)
+  support[5, :, 0] = True
+  support[:5, :, 1] = True
+  support[:2, :, 2] = True
+  return support
+
+
+def test_input_support_is_the_rows_that_moved_from_their_initialisation():
+  rng = np.random.default_rng(0)
+  support = _known_support()
+  kernel = rng.uniform(-0.1, 0.1, (support.size, 256))         # as initialised
+  kernel[support.reshape(-1)] *= rng.uniform(1.8, 6.0, (int(support.sum()), 1))   # trained rows grew
+  np.testing.assert_array_equal(teacher_support.input_support([kernel], SHAPE), support)
+  # The rule in NumPy: norm > ratio x median norm of the quietest quarter.
+  norms = np.linalg.norm(kernel, axis=1)
+  reference = np.median(np.sort(norms)[:len(norms) // 4])
+  np.testing.assert_array_equal(teacher_support.input_support([kernel], SHAPE, ratio=3.0).reshape(-1),
+                                norms > 3.0 * reference)
+  # A second first-layer kernel (a separate value torso) that moved a row adds it to the support.
+  other = rng.uniform(-0.1, 0.1, kernel.shape)
+  other[0] *= 10.0
+  assert teacher_support.input_support([kernel, other], SHAPE).reshape(-1)[0] and not support.reshape(-1)[0]
+  with pytest.raises(errors.ConfigError, match=r'no dense first layer on the flattened observation \(a kernel \[144'):
+    teacher_support.input_support([], SHAPE)
+  with pytest.raises(errors.ConfigError, match='support_ratio must be > 1, got 1.0'):
+    teacher_support.input_support([kernel], SHAPE, ratio=1.0)
+  with pytest.raises(errors.ConfigError, match='do not split into trained and untouched ones'):
+    teacher_support.input_support([rng.uniform(-0.1, 0.1, kernel.shape)], SHAPE)
+
+
+@pytest.fixture(scope='module')
+def trained_teacher(tmp_path_factory):
+  """A policy (an MLP ActorCriticNetwork) trained with Adam to imitate a rule on `_frames` that reads every
+  channel that is ever on, exported with policy_export as train_main exports its policies."""
+  tf.keras.utils.set_random_seed(0)
+  network = actor_critic.ActorCriticNetwork(FRAME_SPEC, ACTION_SPEC,
+                                            torso_fn=lambda: torsos.MLPTorso(layer_sizes=(128,), activation='relu'))
+  network.create_variables()
+  optimizer = tf.keras.optimizers.Adam(1e-2)
+  rng = np.random.default_rng(1)
+  for _ in range(600):
+    frames = _frames(rng, 64)
+    # The rule: towards the channel-1 object's column from the channel-0 object's (0 left, 2 right), or stay (1)
+    # when they are level or channel 2 holds more than 6 cells.
+    column_0 = frames[..., 0].sum(axis=1).argmax(-1)
+    column_1 = frames[..., 1].max(axis=1).argmax(-1)
+    labels = np.where(frames[..., 2].sum(axis=(1, 2)) > 6, 1, np.sign(column_1 - column_0) + 1)
+    with tf.GradientTape() as tape:
+      (logits, _), _ = network(frames, training=True)
+      loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    optimizer.apply_gradients(zip(tape.gradient(loss, network.trainable_variables), network.trainable_variables))
+  directory = str(tmp_path_factory.mktemp('teacher') / 'policy')
+  return policy_export.export_policy(network, ts.time_step_spec(FRAME_SPEC), ACTION_SPEC, directory)
+
+
+def test_the_support_of_a_trained_policy_export_is_exactly_the_inputs_it_saw(trained_teacher):
+  teacher = teacher_loading.load_teacher(trained_teacher, FRAME_SPEC, ACTION_SPEC)
+  np.testing.assert_array_equal(teacher_support.teacher_input_support(teacher, SHAPE), _known_support())
+
+
+def test_the_distiller_builds_a_structured_generator_inside_the_teachers_support(trained_teacher, capsys):
+  student = actor_critic.ActorCriticNetwork(FRAME_SPEC, ACTION_SPEC,
+                                            torso_fn=lambda: torsos.MLPTorso(layer_sizes=(16,)))
+  student.create_variables()
+  generator_fn = lambda spec: generators.StructuredGenerator(spec, latent_dim=4, hidden_sizes=(8,),  # noqa: E731
+                                                             one_cell_channels=(0, 1), support='teacher')
+  distiller = distiller_lib.DataFreeDistiller(trained_teacher, student, FRAME_SPEC, ACTION_SPEC,
+                                              generator_fn=generator_fn, num_steps=4, batch_size=32,
+                                              activation_weight=0.0, adversarial_weight=1.0, reinit_interval=2)
+  assert 'Generator support read from the teacher\'s first layer: 48 of 144 coordinates (per channel: 6, 30, ' \
+         '12, 0)' in capsys.readouterr().out
+  distiller.train()
+  frames = distiller.sample(2000)
+  assert not (frames[:, ~_known_support()]).any()
+  np.testing.assert_array_equal(frames[..., :2].sum(axis=(1, 2)), 1.0)
+  assert len(np.unique(frames[..., 0].reshape(2000, -1).argmax(-1))) == 6       # every bottom-row cell
+  # The re-initialised generator (from its config) keeps the support.
+  assert int(distiller.generation.numpy()) == 1
+  np.testing.assert_array_equal(distiller.generator.config['support'], _known_support())
+
+
+def test_a_convolutional_teacher_has_no_readable_support():
+  inputs = tf.keras.Input(SHAPE)
+  x = tf.keras.layers.Conv2D(4, 3)(inputs)
+  model = tf.keras.Model(inputs, tf.keras.layers.Dense(3)(tf.keras.layers.Flatten()(x)))
+  teacher = teacher_loading.load_teacher(model, FRAME_SPEC, ACTION_SPEC)
+  with pytest.raises(errors.ConfigError, match=r"its input support cannot be read .* Set StructuredGenerator.support = None"):
+    teacher_support.teacher_input_support(teacher, SHAPE)
+  with pytest.raises(errors.ConfigError, match=r"StructuredGenerator.support='everywhere' is unknown"):
+    generators.StructuredGenerator(FRAME_SPEC, support='everywhere')
