@@ -125,3 +125,50 @@ def test_a_convolutional_teacher_has_no_readable_support():
     teacher_support.teacher_input_support(teacher, SHAPE)
   with pytest.raises(errors.ConfigError, match=r"StructuredGenerator.support='everywhere' is unknown"):
     generators.StructuredGenerator(FRAME_SPEC, support='everywhere')
+
+
+def test_cell_affinity_is_the_cosine_of_first_layer_rows():
+  rng = np.random.default_rng(2)
+  kernels = [rng.normal(size=(144, 16)), rng.normal(size=(144, 8))]
+  rows = np.concatenate(kernels, axis=1).reshape(36, 4, 24)
+  source, target = rows[:, 1], rows[:, 2]
+  expected = (source @ target.T) / np.outer(np.linalg.norm(source, axis=1), np.linalg.norm(target, axis=1))
+  np.testing.assert_allclose(teacher_support.cell_affinity(kernels, SHAPE, 1, 2), expected, rtol=1e-10)
+
+
+def test_a_paired_channel_draws_its_cell_given_its_sources():
+  # An affinity of 1 between a cell and itself and 0 elsewhere, made sharp: the target lands on the source's cell.
+  affinity = np.eye(36, dtype=np.float32)[None]
+  generator = generators.StructuredGenerator(FRAME_SPEC, latent_dim=4, hidden_sizes=(8,), one_cell_channels=(0, 1),
+                                             paired_channels=((0, 1),), pair_sharpness=30.0, pair_affinity=affinity)
+  generator.build_variables()
+  frames = generator(generator.sample_latent(2000, tf.random.Generator.from_seed(0))).numpy()
+  same = frames[..., 0].reshape(2000, -1).argmax(-1) == frames[..., 1].reshape(2000, -1).argmax(-1)
+  assert same.mean() > 0.99
+  assert len(np.unique(frames[..., 0].reshape(2000, -1).argmax(-1))) == 36   # the source is still uniform
+  # Without the sharpness the two are independent (1/36 equal by chance).
+  independent = generators.StructuredGenerator(FRAME_SPEC, latent_dim=4, hidden_sizes=(8,), one_cell_channels=(0, 1),
+                                               paired_channels=((0, 1),), pair_sharpness=0.0, pair_affinity=affinity)
+  independent.build_variables()
+  frames = independent(independent.sample_latent(2000, tf.random.Generator.from_seed(0))).numpy()
+  assert (frames[..., 0].reshape(2000, -1).argmax(-1) == frames[..., 1].reshape(2000, -1).argmax(-1)).mean() < 0.08
+  for pairs in (((0, 2),), ((0, 1), (1, 0)), ((0, 0),)):
+    with pytest.raises(errors.ConfigError, match='paired_channels=.* must be \\(source, target\\) pairs'):
+      generators.StructuredGenerator(FRAME_SPEC, one_cell_channels=(0, 1), paired_channels=pairs)
+
+
+def test_the_distiller_reads_the_pairs_affinity_from_the_teacher(trained_teacher, capsys):
+  student = actor_critic.ActorCriticNetwork(FRAME_SPEC, ACTION_SPEC, torso_fn=lambda: torsos.MLPTorso(layer_sizes=(16,)))
+  student.create_variables()
+  generator_fn = lambda spec: generators.StructuredGenerator(spec, latent_dim=4, hidden_sizes=(8,),  # noqa: E731
+                                                             one_cell_channels=(0, 1), support='teacher',
+                                                             paired_channels=((0, 1),))
+  distiller = distiller_lib.DataFreeDistiller(trained_teacher, student, FRAME_SPEC, ACTION_SPEC,
+                                              generator_fn=generator_fn, num_steps=2, batch_size=16,
+                                              activation_weight=0.0)
+  assert "Generator pairs ((0, 1),): cells drawn by the similarity" in capsys.readouterr().out
+  teacher = teacher_loading.load_teacher(trained_teacher, FRAME_SPEC, ACTION_SPEC)
+  np.testing.assert_allclose(distiller.generator.config['pair_affinity'],
+                             teacher_support.teacher_cell_affinities(teacher, SHAPE, ((0, 1),)), rtol=1e-6)
+  distiller.train()
+  assert not distiller.sample(256)[:, ~_known_support()].any()

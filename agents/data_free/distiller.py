@@ -86,7 +86,8 @@ def _load_feed_forward_teacher(teacher, observation_spec, action_spec) -> teache
 def _build_generator(generator_fn: Callable[..., generators.Generator], observation_spec,
                      teacher: teachers.Teacher) -> generators.Generator:
   """`generator_fn(observation_spec)`, checked to be a `Generator`, with its variables created; a generator
-  configured with `support='teacher'` is rebuilt with the support read from the teacher's weights."""
+  configured with `support='teacher'` or `paired_channels` is rebuilt with the support or the cell affinities
+  read from the teacher's weights."""
   generator = generator_fn(observation_spec)
   if not isinstance(generator, generators.Generator):
     raise errors.ConfigError('generator_fn must build an agents.data_free.generators.Generator, got '
@@ -98,6 +99,12 @@ def _build_generator(generator_fn: Callable[..., generators.Generator], observat
     print(f'Generator support read from the teacher\'s first layer: {int(mask.sum())} of {mask.size} '
           f'coordinates (per channel: {per_channel}).', flush=True)
     generator = type(generator)(**dict(generator.config, support=mask))
+  if generator.config.get('paired_channels') and generator.config.get('pair_affinity') is None:
+    affinity = teacher_support.teacher_cell_affinities(teacher, generator.observation_shape,
+                                                       generator.config['paired_channels'])
+    print(f'Generator pairs {generator.config["paired_channels"]}: cells drawn by the similarity of the teacher\'s '
+          'first-layer rows.', flush=True)
+    generator = type(generator)(**dict(generator.config, pair_affinity=affinity))
   generator.build_variables()
   return generator
 

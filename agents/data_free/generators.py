@@ -280,7 +280,8 @@ class StructuredGenerator(Generator):
 
   def __init__(self, observation_spec, latent_dim: int = 32, hidden_sizes: Sequence[int] = (128,),
                one_cell_channels: Sequence[int] = (), low=None, high=None, support=None,
-               support_ratio: float = 1.25, name: str = 'StructuredGenerator'):
+               support_ratio: float = 1.25, paired_channels: Sequence[Sequence[int]] = (),
+               pair_sharpness: float = 20.0, pair_affinity=None, name: str = 'StructuredGenerator'):
     """Builds the layers (variables on the first call or `build_variables`).
 
     Args:
@@ -301,6 +302,14 @@ class StructuredGenerator(Generator):
         inside.
       support_ratio: With support='teacher': a coordinate is trained when its first-layer row's norm exceeds
         this × the median norm of the quietest quarter of rows. Default 1.25.
+      paired_channels: (source, target) pairs of one-cell channels: the target's cell is drawn given the
+        source's, with logits `pair_sharpness` × the cosine similarity of the two cells' first-layer rows in the
+        teacher (`teacher_support.cell_affinity`: cells that were on together in training), e.g. ((1, 2),) for
+        MinAtar Breakout's ball and trail. Read from the teacher by `DataFreeDistiller`. A channel may not be
+        both a source and a target. Default (): cells drawn independently.
+      pair_sharpness: β of those logits. Default 20.
+      pair_affinity: `[len(paired_channels), H·W, H·W]` cosine similarities; set by `DataFreeDistiller` (leave
+        None: until then the pairs are drawn independently).
       name: Model name.
     """
     shape = tuple(observation_spec.shape)
@@ -319,7 +328,8 @@ class StructuredGenerator(Generator):
     super().__init__(observation_spec, latent_dim + height * width * depth + depth,
                      dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes),
                           one_cell_channels=tuple(one_cell_channels), low=low, high=high, support=support,
-                          support_ratio=support_ratio, name=name), name=name)
+                          support_ratio=support_ratio, paired_channels=tuple(tuple(p) for p in paired_channels),
+                          pair_sharpness=pair_sharpness, pair_affinity=pair_affinity, name=name), name=name)
     self.code_dim = latent_dim
     box_low, box_high = output_bounds(observation_spec, low, high)
     mask = _support_mask(support, shape)
@@ -333,6 +343,8 @@ class StructuredGenerator(Generator):
     one_cell = np.zeros([depth], bool)
     one_cell[list(one_cell_channels)] = True
     self._one_cell = tf.constant(one_cell)
+    self._pairs, self._pair_logits = _pair_logits(paired_channels, one_cell_channels, pair_sharpness,
+                                                  pair_affinity, height * width)
     self._hidden = [tf.keras.layers.Dense(units, activation=tf.keras.layers.LeakyReLU(0.2), name=f'dense_{i}')
                     for i, units in enumerate(hidden_sizes)]
     self._logits = tf.keras.layers.Dense(height * width * depth, kernel_initializer='zeros', name='logits')
@@ -356,7 +368,15 @@ class StructuredGenerator(Generator):
     logits = tf.reshape(self._logits(x), (-1,) + self.observation_shape)
     noise = tf.reshape(noise, (-1,) + self.observation_shape)
     gumbel = -tf.math.log(-tf.math.log(noise))
-    one_cell = _one_cell_per_channel(logits + gumbel + self._outside)
+    scores = logits + gumbel + self._outside
+    one_cell = _one_cell_per_channel(scores)
+    if self._pairs:   # each target's cell again, given its source's cell
+      shape = tf.shape(scores)
+      for (source, target), pair_logits in zip(self._pairs, self._pair_logits):
+        source_cell = tf.stop_gradient(tf.reshape(one_cell[..., source], [shape[0], height * width]))
+        extra = tf.reshape(tf.matmul(source_cell, pair_logits), [shape[0], height, width, 1])
+        scores = scores + extra * tf.one_hot(target, depth, dtype=scores.dtype)
+      one_cell = _one_cell_per_channel(scores)
     prior = tf.math.log(density) - tf.math.log1p(-density)   # logit(d), [B, C]
     probability = tf.sigmoid(logits + prior[:, None, None, :])
     binary = probability + tf.stop_gradient(tf.cast(noise < probability, probability.dtype) - probability)
@@ -377,3 +397,24 @@ def _support_mask(support, shape) -> np.ndarray:
   except ValueError:
     raise errors.ConfigError(f'StructuredGenerator.support of shape {np.shape(support)} does not broadcast to '
                              f'the frame shape {shape}.') from None
+
+
+def _pair_logits(paired_channels, one_cell_channels, sharpness, affinity, cells: int):
+  """The checked (source, target) pairs and their `[cells, cells]` logits: `sharpness` × `affinity` (zeros
+  while `affinity` is None)."""
+  pairs = [tuple(pair) for pair in paired_channels]
+  sources, targets = {a for a, _ in pairs}, [b for _, b in pairs]
+  if (any(len(pair) != 2 or not set(pair) <= set(one_cell_channels) or pair[0] == pair[1] for pair in pairs)
+      or len(set(targets)) != len(targets) or sources & set(targets)):
+    raise errors.ConfigError(f'StructuredGenerator.paired_channels={paired_channels!r} must be (source, target) '
+                             f'pairs of distinct one-cell channels {tuple(one_cell_channels)}, each target drawn '
+                             'once, and no channel both a source and a target.')
+  if not sharpness >= 0:
+    raise errors.ConfigError(f'StructuredGenerator.pair_sharpness must be >= 0, got {sharpness!r}.')
+  if affinity is None:
+    return pairs, [tf.zeros([cells, cells]) for _ in pairs]
+  affinity = np.asarray(affinity, np.float32)
+  if affinity.shape != (len(pairs), cells, cells):
+    raise errors.ConfigError(f'StructuredGenerator.pair_affinity has shape {affinity.shape}; expected '
+                             f'{(len(pairs), cells, cells)}.')
+  return pairs, [tf.constant(sharpness * a) for a in affinity]
