@@ -504,8 +504,10 @@ def save_checkpoint(manager: tf.train.CheckpointManager, checkpoint_number: Any,
   if guard is not None:
     bad = guard.first_non_finite_variable()
     if bad is not None:
+      kept = (f'the last good checkpoint, {manager.latest_checkpoint}, is kept' if manager.latest_checkpoint
+              else 'no checkpoint was written before it')
       raise errors.DivergenceError(f'refusing to save a checkpoint: the weight {bad!r} holds a NaN or infinity; '
-                                   f'the last good checkpoint, {manager.latest_checkpoint}, is kept.')
+                                   f'{kept}; lower the learning rate.')
   try:
     return manager.save(checkpoint_number=checkpoint_number)
   except (OSError, tf.errors.OpError) as error:

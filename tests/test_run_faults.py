@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from protege.runtime import errors
+from protege.runtime import run_directory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_MAIN = os.path.join(REPO, 'binaries', 'train_main.py')
@@ -211,3 +212,12 @@ def test_a_nan_weight_between_iterations_is_caught_before_it_is_saved(tmp_path):
     trainer.close()
     trainer.release()
     gin.clear_config()
+
+
+def test_a_non_finite_first_checkpoint_is_refused_and_says_none_was_written(tmp_path):
+  weight = tf.Variable([1.0, np.nan], name='weight')
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(weight=weight), str(tmp_path), max_to_keep=2)
+  with pytest.raises(errors.DivergenceError) as raised:
+    run_directory.save_checkpoint(manager, 1, guard=run_directory.NonFiniteGuard([weight]))
+  assert "the weight 'weight:0' holds a NaN or infinity; no checkpoint was written before it" in str(raised.value)
+  assert manager.latest_checkpoint is None and not os.listdir(tmp_path)
