@@ -304,6 +304,16 @@ def test_structured_generator_samples_the_spec_structure_uniformly_at_initialisa
   np.testing.assert_array_equal(twin(generator.sample_latent(8, rng)).numpy()[..., :3].sum(axis=(1, 2)), 1.0)
   with pytest.raises(ValueError, match=r'one_cell_channels must be distinct channel indices in \[0, 6\)'):
     generators.StructuredGenerator(spec, one_cell_channels=(0, 6))
+  # density='log_uniform': every order of magnitude of a binary channel's count equally likely (of 100 cells:
+  # a quarter of the frames hold at most ~2, half at most ~7; 'uniform' above: ~25 and ~50).
+  sparse = generators.StructuredGenerator(spec, latent_dim=8, hidden_sizes=(16,), one_cell_channels=(0, 1, 2),
+                                          low=0.0, high=[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], density='log_uniform')
+  sparse.build_variables()
+  counts = sparse(sparse.sample_latent(6000, rng)).numpy()[..., 3].sum(axis=(1, 2))
+  assert np.quantile(counts, 0.25) <= 3 and 4 <= np.median(counts) <= 11 and counts.max() >= 90
+  assert 0.05 < (counts == 0).mean() < 0.2
+  with pytest.raises(ValueError, match=r"StructuredGenerator.density='dense' is unknown"):
+    generators.StructuredGenerator(spec, density='dense')
   with pytest.raises(ValueError, match=r'StructuredGenerator makes frames \[H, W, C\]'):
     generators.StructuredGenerator(tensor_spec.BoundedTensorSpec((4,), tf.float32, 0.0, 1.0))
 

@@ -281,7 +281,8 @@ class StructuredGenerator(Generator):
   def __init__(self, observation_spec, latent_dim: int = 32, hidden_sizes: Sequence[int] = (128,),
                one_cell_channels: Sequence[int] = (), low=None, high=None, support=None,
                support_ratio: float = 1.25, paired_channels: Sequence[Sequence[int]] = (),
-               pair_sharpness: float = 20.0, pair_affinity=None, name: str = 'StructuredGenerator'):
+               pair_sharpness: float = 20.0, pair_affinity=None, density: str = 'uniform',
+               name: str = 'StructuredGenerator'):
     """Builds the layers (variables on the first call or `build_variables`).
 
     Args:
@@ -308,6 +309,10 @@ class StructuredGenerator(Generator):
         MinAtar Breakout's ball and trail. Read from the teacher by `DataFreeDistiller`. A channel may not be
         both a source and a target. Default (): cells drawn independently.
       pair_sharpness: β of those logits. Default 20.
+      density: How a binary channel's density d (the chance each of its cells is on, before the logits) is
+        drawn per frame: 'uniform' (default), d ~ U(0, 1), every count of active cells equally likely;
+        'log_uniform', log d ~ U(log(0.5 / N), 0) over the channel's N cells (in the support), every order of
+        magnitude of the count equally likely, from 0 or 1 cell to all: for sparse channels (bullets).
       pair_affinity: `[len(paired_channels), H·W, H·W]` cosine similarities; set by `DataFreeDistiller` (leave
         None: until then the pairs are drawn independently).
       name: Model name.
@@ -329,7 +334,10 @@ class StructuredGenerator(Generator):
                      dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes),
                           one_cell_channels=tuple(one_cell_channels), low=low, high=high, support=support,
                           support_ratio=support_ratio, paired_channels=tuple(tuple(p) for p in paired_channels),
-                          pair_sharpness=pair_sharpness, pair_affinity=pair_affinity, name=name), name=name)
+                          pair_sharpness=pair_sharpness, pair_affinity=pair_affinity, density=density, name=name),
+                     name=name)
+    if density not in _DENSITIES:
+      raise errors.ConfigError(f'StructuredGenerator.density={density!r} is unknown; use one of {_DENSITIES}.')
     self.code_dim = latent_dim
     box_low, box_high = output_bounds(observation_spec, low, high)
     mask = _support_mask(support, shape)
@@ -340,6 +348,10 @@ class StructuredGenerator(Generator):
     self._low = tf.constant(box_low[None])
     self._range = tf.constant(((box_high - box_low) * mask)[None])
     self._outside = tf.constant(np.where(mask, 0.0, -1e9).astype(np.float32)[None])
+    # log of the lowest density per channel: 0.5 / (the channel's cells in the support), or 0 for 'uniform'.
+    cells_per_channel = np.maximum(mask.reshape(-1, depth).sum(axis=0), 1)
+    self._log_uniform = density == 'log_uniform'
+    self._log_lowest_density = tf.constant(np.log(0.5 / cells_per_channel).astype(np.float32))
     one_cell = np.zeros([depth], bool)
     one_cell[list(one_cell_channels)] = True
     self._one_cell = tf.constant(one_cell)
@@ -377,11 +389,16 @@ class StructuredGenerator(Generator):
         extra = tf.reshape(tf.matmul(source_cell, pair_logits), [shape[0], height, width, 1])
         scores = scores + extra * tf.one_hot(target, depth, dtype=scores.dtype)
       one_cell = _one_cell_per_channel(scores)
+    if self._log_uniform:
+      density = tf.minimum(tf.exp(self._log_lowest_density * (1.0 - density)), 1.0 - 1e-6)
     prior = tf.math.log(density) - tf.math.log1p(-density)   # logit(d), [B, C]
     probability = tf.sigmoid(logits + prior[:, None, None, :])
     binary = probability + tf.stop_gradient(tf.cast(noise < probability, probability.dtype) - probability)
     unit = tf.where(self._one_cell, one_cell, binary)
     return self._low + self._range * unit
+
+
+_DENSITIES = ('uniform', 'log_uniform')
 
 
 def _support_mask(support, shape) -> np.ndarray:
