@@ -34,6 +34,14 @@ def _frames(rng, count):
   return frames
 
 
+def _rule_labels(frames):
+  """Towards the channel-1 object's column from the channel-0 object's (0 left, 2 right), or stay (1) when they
+  are level or channel 2 holds more than 6 cells: a rule that reads every channel that is ever on."""
+  column_0 = frames[..., 0].sum(axis=1).argmax(-1)
+  column_1 = frames[..., 1].max(axis=1).argmax(-1)
+  return np.where(frames[..., 2].sum(axis=(1, 2)) > 6, 1, np.sign(column_1 - column_0) + 1)
+
+
 def _known_support():
   support = np.zeros(SHAPE, bool)
   support[5, :, 0] = True
@@ -77,11 +85,7 @@ def trained_teacher(tmp_path_factory):
   rng = np.random.default_rng(1)
   for _ in range(600):
     frames = _frames(rng, 64)
-    # The rule: towards the channel-1 object's column from the channel-0 object's (0 left, 2 right), or stay (1)
-    # when they are level or channel 2 holds more than 6 cells.
-    column_0 = frames[..., 0].sum(axis=1).argmax(-1)
-    column_1 = frames[..., 1].max(axis=1).argmax(-1)
-    labels = np.where(frames[..., 2].sum(axis=(1, 2)) > 6, 1, np.sign(column_1 - column_0) + 1)
+    labels = _rule_labels(frames)
     with tf.GradientTape() as tape:
       (logits, _), _ = network(frames, training=True)
       loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
@@ -172,3 +176,40 @@ def test_the_distiller_reads_the_pairs_affinity_from_the_teacher(trained_teacher
                              teacher_support.teacher_cell_affinities(teacher, SHAPE, ((0, 1),)), rtol=1e-6)
   distiller.train()
   assert not distiller.sample(256)[:, ~_known_support()].any()
+
+
+def test_a_keras_model_file_gives_its_weights_and_its_support(tmp_path):
+  # A Keras MLP trained with model.fit and saved as a .keras file, loaded as users load one.
+  tf.keras.utils.set_random_seed(0)
+  model = tf.keras.Sequential([tf.keras.Input(SHAPE), tf.keras.layers.Flatten(),
+                               tf.keras.layers.Dense(128, activation='relu'), tf.keras.layers.Dense(3)])
+  model.compile(tf.keras.optimizers.Adam(1e-2), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  frames = _frames(np.random.default_rng(3), 64 * 300)
+  model.fit(frames, _rule_labels(frames), batch_size=64, epochs=1, verbose=0)
+  model.save(tmp_path / 'teacher.keras')
+  teacher = teacher_loading.load_teacher(str(tmp_path / 'teacher.keras'), FRAME_SPEC, ACTION_SPEC)
+  assert [w.shape for w in teacher.weights] == [w.shape for w in model.weights]
+  np.testing.assert_array_equal(teacher.weights[0].numpy(), model.weights[0].numpy())
+  np.testing.assert_array_equal(teacher_support.teacher_input_support(teacher, SHAPE), _known_support())
+
+
+def test_a_layer_as_wide_as_the_observation_is_refused_not_guessed():
+  rng = np.random.default_rng(4)
+  first, second = rng.normal(size=(144, 144)), rng.normal(size=(144, 3))   # 144 hidden units = 144 inputs
+  with pytest.raises(errors.ConfigError, match='a dense layer of 144 units, as many as the observation'):
+    teacher_support.first_layer_kernels([first, second], 144)
+  assert len(teacher_support.first_layer_kernels([rng.normal(size=(144, 32)), rng.normal(size=(32, 3))], 144)) == 1
+
+
+def test_a_generator_that_needs_the_teacher_refuses_to_sample_without_it():
+  rng = tf.random.Generator.from_seed(0)
+  for config in (dict(support='teacher'), dict(paired_channels=((0, 1),))):
+    generator = generators.StructuredGenerator(FRAME_SPEC, latent_dim=4, hidden_sizes=(8,), one_cell_channels=(0, 1),
+                                               **config)
+    assert generator.needs_teacher
+    with pytest.raises(errors.ConfigError, match='needs the teacher\'s first layer: build it through DataFreeDistiller'):
+      generator(generator.sample_latent(4, rng))
+  resolved = generators.StructuredGenerator(FRAME_SPEC, latent_dim=4, hidden_sizes=(8,), one_cell_channels=(0, 1),
+                                            support=_known_support())
+  assert not resolved.needs_teacher
+  assert not resolved(resolved.sample_latent(64, rng)).numpy()[:, ~_known_support()].any()

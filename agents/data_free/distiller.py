@@ -85,28 +85,36 @@ def _load_feed_forward_teacher(teacher, observation_spec, action_spec) -> teache
 
 def _build_generator(generator_fn: Callable[..., generators.Generator], observation_spec,
                      teacher: teachers.Teacher) -> generators.Generator:
-  """`generator_fn(observation_spec)`, checked to be a `Generator`, with its variables created; a generator
-  configured with `support='teacher'` or `paired_channels` is rebuilt with the support or the cell affinities
-  read from the teacher's weights."""
+  """`generator_fn(observation_spec)`, checked to be a `Generator`, with its variables created. A generator
+  that `needs_teacher` (`support='teacher'`, `paired_channels` without `pair_affinity`) is built again from its
+  config completed with what the teacher's first layer says (`_config_from_teacher`)."""
   generator = generator_fn(observation_spec)
   if not isinstance(generator, generators.Generator):
     raise errors.ConfigError('generator_fn must build an agents.data_free.generators.Generator, got '
                              f'{type(generator).__name__}.')
-  if isinstance(generator.config.get('support'), str) and generator.config['support'] == 'teacher':
-    mask = teacher_support.teacher_input_support(teacher, generator.observation_shape,
-                                                 generator.config['support_ratio'])
+  if generator.needs_teacher:
+    generator = type(generator)(**_config_from_teacher(generator, teacher))
+  generator.build_variables()
+  return generator
+
+
+def _config_from_teacher(generator: generators.Generator, teacher: teachers.Teacher) -> dict:
+  """`generator.config` with `support='teacher'` replaced by the teacher's input support and the pairs'
+  `pair_affinity` filled in, both read from the teacher's first-layer kernels (read once); prints both."""
+  config = dict(generator.config)
+  shape = generator.observation_shape
+  kernels = teacher_support.teacher_kernels(teacher, shape)
+  if isinstance(config.get('support'), str):
+    mask = teacher_support.input_support(kernels, shape, config['support_ratio'])
     per_channel = ', '.join(str(int(n)) for n in mask.reshape(-1, mask.shape[-1]).sum(axis=0))
     print(f'Generator support read from the teacher\'s first layer: {int(mask.sum())} of {mask.size} '
           f'coordinates (per channel: {per_channel}).', flush=True)
-    generator = type(generator)(**dict(generator.config, support=mask))
-  if generator.config.get('paired_channels') and generator.config.get('pair_affinity') is None:
-    affinity = teacher_support.teacher_cell_affinities(teacher, generator.observation_shape,
-                                                       generator.config['paired_channels'])
-    print(f'Generator pairs {generator.config["paired_channels"]}: cells drawn by the similarity of the teacher\'s '
+    config['support'] = mask
+  if config.get('paired_channels') and config.get('pair_affinity') is None:
+    config['pair_affinity'] = teacher_support.cell_affinities(kernels, shape, config['paired_channels'])
+    print(f'Generator pairs {config["paired_channels"]}: cells drawn by the similarity of the teacher\'s '
           'first-layer rows.', flush=True)
-    generator = type(generator)(**dict(generator.config, pair_affinity=affinity))
-  generator.build_variables()
-  return generator
+  return config
 
 
 def _loss_weight_variables(**weights: float) -> Dict[str, tf.Variable]:

@@ -105,6 +105,14 @@ def _one_cell_per_channel(h):
   return tf.transpose(tf.reshape(cells, [shape[0], shape[3], shape[1], shape[2]]), [0, 2, 3, 1])
 
 
+def _check_one_cell_channels(owner: str, channels: Sequence[int], depth: int) -> None:
+  """Raises a ConfigError naming `owner` unless `channels` are distinct channel indices in [0, depth)."""
+  if (len(set(channels)) != len(channels)
+      or any(not isinstance(c, int) or not 0 <= c < depth for c in channels)):
+    raise errors.ConfigError(f'{owner}.one_cell_channels must be distinct channel indices in [0, {depth}), '
+                             f'got {channels!r}.')
+
+
 class Generator(tf.keras.Model):
   """A generator: noise `[B, latent_dim]` to observations `[B, *obs_shape]` inside a box.
 
@@ -121,6 +129,12 @@ class Generator(tf.keras.Model):
     self.latent_dim = latent_dim
     self.observation_shape = tuple(observation_spec.shape)
     self.config = dict(config, observation_spec=observation_spec)
+
+  @property
+  def needs_teacher(self) -> bool:
+    """True while the config asks for something read from the teacher's weights that is not filled in yet
+    (`DataFreeDistiller` fills it in and builds the generator again); such a generator refuses to sample."""
+    return False
 
   def sample_latent(self, batch_size, rng: tf.random.Generator) -> tf.Tensor:
     """z ~ N(0, I), `[batch_size, latent_dim]`, from the generator `rng`."""
@@ -175,10 +189,7 @@ class ImageGenerator(Generator):
       raise errors.ConfigError(f'ImageGenerator.channels must be positive ints, one per upsampling, got '
                                f'{channels!r}.')
     height, width, depth = self.observation_shape
-    if (len(set(one_cell_channels)) != len(one_cell_channels)
-        or any(not isinstance(c, int) or not 0 <= c < depth for c in one_cell_channels)):
-      raise errors.ConfigError(f'ImageGenerator.one_cell_channels must be distinct channel indices in '
-                               f'[0, {depth}), got {one_cell_channels!r}.')
+    _check_one_cell_channels('ImageGenerator', one_cell_channels, depth)
     factor = 2 ** len(channels)
     self._initial_shape = (-(-height // factor), -(-width // factor), channels[0])
     self._dense = tf.keras.layers.Dense(int(np.prod(self._initial_shape)), name='dense')
@@ -298,7 +309,8 @@ class StructuredGenerator(Generator):
         channels: `high = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]`).
       support: Where cells may be on. None (default): everywhere low < high. 'teacher': the coordinates the
         teacher's first-layer weights show it was trained on (`teacher_support.teacher_input_support`, read by
-        `DataFreeDistiller` when it builds the generator; for teachers with a dense first layer). Or a bool
+        `DataFreeDistiller` when it builds the generator; for teachers with a dense first layer; a generator
+        built without it refuses to sample). Or a bool
         array broadcastable to `[H, W, C]`. Cells outside stay at `low`; a one-cell channel picks its cell
         inside.
       support_ratio: With support='teacher': a coordinate is trained when its first-layer row's norm exceeds
@@ -314,7 +326,7 @@ class StructuredGenerator(Generator):
         'log_uniform', log d ~ U(log(0.5 / N), 0) over the channel's N cells (in the support), every order of
         magnitude of the count equally likely, from 0 or 1 cell to all: for sparse channels (bullets).
       pair_affinity: `[len(paired_channels), H·W, H·W]` cosine similarities; set by `DataFreeDistiller` (leave
-        None: until then the pairs are drawn independently).
+        None; with pairs and no affinity the generator refuses to sample).
       name: Model name.
     """
     shape = tuple(observation_spec.shape)
@@ -324,10 +336,7 @@ class StructuredGenerator(Generator):
     if not isinstance(latent_dim, int) or latent_dim <= 0:
       raise errors.ConfigError(f'StructuredGenerator.latent_dim must be a positive int, got {latent_dim!r}.')
     height, width, depth = shape
-    if (len(set(one_cell_channels)) != len(one_cell_channels)
-        or any(not isinstance(c, int) or not 0 <= c < depth for c in one_cell_channels)):
-      raise errors.ConfigError(f'StructuredGenerator.one_cell_channels must be distinct channel indices in '
-                               f'[0, {depth}), got {one_cell_channels!r}.')
+    _check_one_cell_channels('StructuredGenerator', one_cell_channels, depth)
     if any(not isinstance(units, int) or units <= 0 for units in hidden_sizes):
       raise errors.ConfigError(f'StructuredGenerator.hidden_sizes must be positive ints, got {hidden_sizes!r}.')
     super().__init__(observation_spec, latent_dim + height * width * depth + depth,
@@ -361,6 +370,11 @@ class StructuredGenerator(Generator):
                     for i, units in enumerate(hidden_sizes)]
     self._logits = tf.keras.layers.Dense(height * width * depth, kernel_initializer='zeros', name='logits')
 
+  @property
+  def needs_teacher(self) -> bool:
+    return (isinstance(self.config['support'], str)
+            or bool(self.config['paired_channels']) and self.config['pair_affinity'] is None)
+
   def sample_latent(self, batch_size, rng: tf.random.Generator) -> tf.Tensor:
     """`[batch_size, latent_dim]`: the code ~ N(0, I), then the sampling noise ~ U(0, 1)."""
     code = rng.normal([batch_size, self.code_dim])
@@ -369,6 +383,10 @@ class StructuredGenerator(Generator):
   def call(self, z, training=False):
     """Maps z `[B, latent_dim]` (from `sample_latent`) to frames `[B, H, W, C]`, each coordinate low or high."""
     del training
+    if self.needs_teacher:
+      raise errors.ConfigError("StructuredGenerator with support='teacher' or paired_channels needs the teacher's "
+                               'first layer: build it through DataFreeDistiller (generator_fn), which reads it, or '
+                               'give support as a bool array and pair_affinity.')
     height, width, depth = self.observation_shape
     cells = height * width * depth
     code = z[:, :self.code_dim]
@@ -402,8 +420,8 @@ _DENSITIES = ('uniform', 'log_uniform')
 
 
 def _support_mask(support, shape) -> np.ndarray:
-  """`StructuredGenerator.support` as a bool array of `shape`: None, and 'teacher' until `DataFreeDistiller`
-  rebuilds the generator with the teacher's support, are everywhere."""
+  """`StructuredGenerator.support` as a bool array of `shape`: None is everywhere, and so is 'teacher' for the
+  checks made before `DataFreeDistiller` reads the teacher's support (the generator does not sample until then)."""
   if isinstance(support, str) and support != 'teacher':
     raise errors.ConfigError(f"StructuredGenerator.support={support!r} is unknown; use None, 'teacher' or a bool "
                              f'array broadcastable to {shape}.')

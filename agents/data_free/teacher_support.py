@@ -13,8 +13,8 @@ takes it in, down to the spread of the untouched rows.
 
 Assumptions, stated in the errors and the docs: the teacher's first layer is dense on the flattened
 observation (an MLP torso; a convolution shares its weights across cells and says nothing per cell), the
-observation is 0 where it is off (MinAtar's {0, 1} frames), training used no weight decay (which would
-shrink the untouched rows too, though still apart from the trained ones), and at least a quarter of the
+observation is 0 where it is off (MinAtar's {0, 1} frames), training used no weight decay (which shrinks
+the untouched rows too; teachers trained with it were not measured), and at least a quarter of the
 coordinates were never on. Written here because no library reads a network's input support from its
 weights.
 """
@@ -27,25 +27,29 @@ from protege.agents.distillation import teachers
 from protege.runtime import errors
 
 
-def teacher_variables(teacher: teachers.Teacher) -> list:
-  """The teacher's weights: a policy export's `model_variables`, a Keras model's or a network's variables."""
-  holder = getattr(teacher, 'saved_policy', None)
-  if holder is not None:
-    return list(getattr(holder, 'model_variables', []))
-  model = getattr(getattr(teacher, '_model', None), 'value', None)  # KerasTeacher keeps it untracked
-  if model is not None:
-    return list(model.weights)
-  network = getattr(teacher, 'network', None)
-  if network is not None:
-    return list(network.variables)
-  return []
-
-
 def first_layer_kernels(variables: Sequence, input_size: int) -> List[np.ndarray]:
   """The 2-D kernels `[input_size, units]` among `variables` (the dense layers that read the flattened
-  observation: the policy torso's, and a separate value torso's when there is one)."""
-  return [np.asarray(v.numpy() if hasattr(v, 'numpy') else v, np.float64) for v in variables
-          if len(v.shape) == 2 and int(v.shape[0]) == input_size]
+  observation: the policy torso's, and a separate value torso's when there is one).
+
+  Told apart by their shape alone: if a layer also outputs `input_size` units, the kernel after it has the
+  same fan-in and could be taken for a first layer, so that case is refused rather than guessed.
+
+  Raises:
+    ConfigError: When some kernel outputs `input_size` units.
+  """
+  kernels = [v for v in variables if len(v.shape) == 2]
+  if any(int(v.shape[1]) == input_size for v in kernels):
+    raise errors.ConfigError(f'the teacher has a dense layer of {input_size} units, as many as the observation\'s '
+                             'coordinates, so its first layer cannot be told apart from a deeper one by shape; '
+                             'set StructuredGenerator.support = None and paired_channels = () (or give support '
+                             'as a bool array).')
+  return [np.asarray(v.numpy() if hasattr(v, 'numpy') else v, np.float64) for v in kernels
+          if int(v.shape[0]) == input_size]
+
+
+def teacher_kernels(teacher: teachers.Teacher, observation_shape: Sequence[int]) -> List[np.ndarray]:
+  """`first_layer_kernels` of `teacher.weights` for observations of `observation_shape`."""
+  return first_layer_kernels(teacher.weights, int(np.prod(observation_shape)))
 
 
 def input_support(kernels: Sequence[np.ndarray], observation_shape: Sequence[int], ratio: float = 1.25
@@ -82,8 +86,7 @@ def input_support(kernels: Sequence[np.ndarray], observation_shape: Sequence[int
 def teacher_input_support(teacher: teachers.Teacher, observation_shape: Sequence[int], ratio: float = 1.25
                           ) -> np.ndarray:
   """`input_support` of `teacher`'s own first layer (see the module docstring)."""
-  size = int(np.prod(observation_shape))
-  return input_support(first_layer_kernels(teacher_variables(teacher), size), observation_shape, ratio)
+  return input_support(teacher_kernels(teacher, observation_shape), observation_shape, ratio)
 
 
 def cell_affinity(kernels: Sequence[np.ndarray], observation_shape: Sequence[int], source: int, target: int
@@ -106,8 +109,14 @@ def cell_affinity(kernels: Sequence[np.ndarray], observation_shape: Sequence[int
   return rows[:, source] @ rows[:, target].T
 
 
+def cell_affinities(kernels: Sequence[np.ndarray], observation_shape: Sequence[int],
+                    pairs: Sequence[Sequence[int]]) -> np.ndarray:
+  """`[len(pairs), H·W, H·W]` float32: `cell_affinity` of the first-layer `kernels` for each (source, target)
+  pair."""
+  return np.stack([cell_affinity(kernels, observation_shape, a, b) for a, b in pairs]).astype(np.float32)
+
+
 def teacher_cell_affinities(teacher: teachers.Teacher, observation_shape: Sequence[int],
                             pairs: Sequence[Sequence[int]]) -> np.ndarray:
-  """`[len(pairs), H·W, H·W]`: `cell_affinity` of `teacher`'s first layer for each (source, target) pair."""
-  kernels = first_layer_kernels(teacher_variables(teacher), int(np.prod(observation_shape)))
-  return np.stack([cell_affinity(kernels, observation_shape, a, b) for a, b in pairs]).astype(np.float32)
+  """`cell_affinities` of `teacher`'s own first layer."""
+  return cell_affinities(teacher_kernels(teacher, observation_shape), observation_shape, pairs)

@@ -86,6 +86,10 @@ class SavedPolicyTeacher(teachers.Teacher):
     """What `tf.saved_model.load` returned for the export (its `model_variables` hold the weights)."""
     return self._policy.value
 
+  @property
+  def weights(self) -> list:
+    return list(getattr(self.saved_policy, 'model_variables', []))
+
   def _initial_state(self, batch_size):
     return self._policy.value.get_initial_state(batch_size)
 

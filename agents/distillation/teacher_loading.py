@@ -46,11 +46,20 @@ class KerasTeacher(teachers.Teacher):
     inputs = getattr(model, 'inputs', None)
     self._input_dtype = inputs[0].dtype if inputs else None
 
+  @property
+  def model(self) -> tf.keras.Model:
+    """The Keras model that computes the teacher's outputs."""
+    return self._model.value
+
+  @property
+  def weights(self) -> list:
+    return list(self.model.weights)
+
   def _step(self, observation, step_type, policy_state):
     del step_type, policy_state  # Feed-forward.
     if self._input_dtype is not None:
       observation = tf.cast(observation, self._input_dtype)
-    outputs, value, _ = _keras_outputs(self._model.value(observation, training=False), self._source)
+    outputs, value, _ = _keras_outputs(self.model(observation, training=False), self._source)
     return outputs, value, ()
 
 

@@ -204,6 +204,12 @@ class Teacher(tf.Module):
     """Always empty: a teacher is frozen."""
     return ()
 
+  @property
+  def weights(self) -> list:
+    """The variables that hold the teacher's weights, for reading them (`agents.data_free.teacher_support`);
+    empty when a subclass does not expose them. Not tracked: no student optimiser or checkpoint holds them."""
+    return []
+
   def get_initial_state(self, batch_size):
     """The teacher's initial policy state for `batch_size` rows (`()` when feed-forward)."""
     return self._initial_state(batch_size) if self.is_recurrent else ()
@@ -340,6 +346,10 @@ class NetworkTeacher(Teacher):
   def network(self):
     """The network whose variables hold the teacher's weights."""
     return self._network.value
+
+  @property
+  def weights(self) -> list:
+    return list(self.network.variables)
 
   def _step(self, observation, step_type, policy_state):
     (logits, _), next_state = self.network(observation, step_type=step_type, network_state=policy_state,
