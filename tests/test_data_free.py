@@ -428,6 +428,27 @@ def test_constructor_errors_are_one_line_and_name_the_value():
                                     action_spec)
 
 
+
+def test_hard_examples_are_the_draws_the_student_gets_most_wrong():
+  distiller = _distiller(hard_example_factor=4)
+  replay = tf.random.Generator.from_state(distiller._rng.state.numpy(), distiller._rng.algorithm)
+  latents = distiller._latents().numpy()
+  assert latents.shape == (32, distiller.generator.latent_dim)
+  # The reference: the same 128 draws, their KL(T||S) in NumPy, the 32 largest.
+  candidates_z = distiller.generator.sample_latent(128, replay)
+  candidates = distiller.generator(candidates_z, training=True)
+  teacher_logits = distiller.teacher.logits_and_value(candidates)[0].numpy().astype(np.float64)
+  student_logits = distiller.student(candidates, training=False).numpy().astype(np.float64)
+  log_t = teacher_logits - np.log(np.exp(teacher_logits).sum(-1, keepdims=True))
+  log_s = student_logits - np.log(np.exp(student_logits).sum(-1, keepdims=True))
+  kl = (np.exp(log_t) * (log_t - log_s)).sum(-1)
+  hardest = np.argsort(-kl)[:32]
+  np.testing.assert_allclose(np.sort(latents, axis=0), np.sort(candidates_z.numpy()[hardest], axis=0), rtol=1e-6)
+  assert kl[hardest].min() >= np.delete(kl, hardest).max()   # no draw left out is harder than one kept
+  distiller.train(num_steps=2)   # the compiled step and the extra student updates run with it
+  with pytest.raises(ValueError, match='hard_example_factor must be an int > 0'):
+    _distiller(hard_example_factor=0)
+
 # ------------------------------------------------------------------------------------------------------------
 # Diversity measures.
 # ------------------------------------------------------------------------------------------------------------

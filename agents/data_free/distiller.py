@@ -29,7 +29,8 @@ _LR_SCHEDULES = ('constant', 'cosine')
 
 def check_distiller_settings(num_steps, batch_size, generator_learning_rate, student_learning_rate,
                              student_learning_rate_schedule, student_updates_per_step, reinit_interval,
-                             pool_capacity, pool_samples_per_generator, pool_batch_fraction) -> None:
+                             pool_capacity, pool_samples_per_generator, pool_batch_fraction,
+                             hard_example_factor) -> None:
   """Raises ConfigError, one line naming the setting and the fix, on a `DataFreeDistiller` setting that
   cannot work: a non-positive learning rate, budget or size, a negative interval, an unknown schedule.
 
@@ -47,7 +48,9 @@ def check_distiller_settings(num_steps, batch_size, generator_learning_rate, stu
                                    ('batch_size', batch_size, 'generated observations per step'),
                                    ('student_updates_per_step', student_updates_per_step, ''),
                                    ('pool_capacity', pool_capacity, 'exemplars the pool holds'),
-                                   ('pool_samples_per_generator', pool_samples_per_generator, '')):
+                                   ('pool_samples_per_generator', pool_samples_per_generator, ''),
+                                   ('hard_example_factor', hard_example_factor,
+                                    'frames drawn per frame kept, 1: every frame drawn is kept')):
     run_config.check_number(f'DataFreeDistiller.{argument}', value, 0, integer=True, meaning=meaning)
   run_config.check_number('DataFreeDistiller.reinit_interval', reinit_interval, 0, inclusive=True,
                           integer=True, meaning='steps between generator re-initialisations, 0: never')
@@ -159,6 +162,7 @@ class DataFreeDistiller(tf.Module):
                pool_capacity: int = 20000,
                pool_samples_per_generator: int = 2048,
                pool_batch_fraction: float = 0.5,
+               hard_example_factor: int = 1,
                seed: int = 0,
                name: str = 'DataFreeDistiller'):
     """Loads the teacher, builds the generator, the pool and both optimisers.
@@ -195,6 +199,11 @@ class DataFreeDistiller(tf.Module):
         2048.
       pool_batch_fraction: Pool exemplars added to each student batch, as a fraction of B, once the pool is
         non-empty. Default 0.5.
+      hard_example_factor: k. Each batch's B generated observations are the B of k·B draws on which the
+        student is furthest from the teacher (largest KL(T‖S), scored without gradients; the kept latents
+        are generated again for the step). 1 (default): every draw is kept. For a generator that is not
+        trained (the structured MinAtar files), this moves the batch towards the frames the student gets
+        wrong without moving the frames off the spec's structure.
       seed: Seed of the latent noise, the pool's sampling and the re-initialised generators' weights (the
         first networks' weights: set `tf.keras.utils.set_random_seed`). Default 0.
       name: Module name.
@@ -206,7 +215,8 @@ class DataFreeDistiller(tf.Module):
     super().__init__(name=name)
     check_distiller_settings(num_steps, batch_size, generator_learning_rate, student_learning_rate,
                              student_learning_rate_schedule, student_updates_per_step, reinit_interval,
-                             pool_capacity, pool_samples_per_generator, pool_batch_fraction)
+                             pool_capacity, pool_samples_per_generator, pool_batch_fraction,
+                             hard_example_factor)
     self.observation_spec = tensor_spec.from_spec(observation_spec)
     self.action_spec = tensor_spec.from_spec(action_spec)
     self.teacher = _load_feed_forward_teacher(teacher, self.observation_spec, self.action_spec)
@@ -222,6 +232,7 @@ class DataFreeDistiller(tf.Module):
     self.generator = _build_generator(generator_fn, self.observation_spec, self.teacher)
     self.num_steps = num_steps
     self.batch_size = batch_size
+    self.hard_example_factor = hard_example_factor
     self.student_updates_per_step = student_updates_per_step
     self.reinit_interval = reinit_interval
     self.pool_samples_per_generator = pool_samples_per_generator
@@ -265,8 +276,19 @@ class DataFreeDistiller(tf.Module):
   def _teacher_logits(self, observations):
     return adapters.differentiable_teacher_logits(self.teacher, observations)
 
+  def _latents(self) -> tf.Tensor:
+    """The step's `[B, latent_dim]` latents: B draws, or the B of `hard_example_factor` · B draws whose
+    observations have the largest KL(teacher ‖ student)."""
+    z = self.generator.sample_latent(self.batch_size * self.hard_example_factor, self._rng)
+    if self.hard_example_factor == 1:
+      return z
+    candidates = self.generator(z, training=True)
+    kl = losses.teacher_student_kl(self._teacher_logits(candidates),
+                                   adapters.student_logits(self.student, candidates, training=False))
+    return tf.gather(z, tf.math.top_k(tf.stop_gradient(kl), self.batch_size).indices)
+
   def _train_step(self) -> Dict[str, tf.Tensor]:
-    z = self.generator.sample_latent(self.batch_size, self._rng)
+    z = self._latents()
     student_variables = self._student_variables()
     with tf.GradientTape(persistent=True) as tape:
       generated = self.generator(z, training=True)
@@ -311,8 +333,7 @@ class DataFreeDistiller(tf.Module):
     return metrics
 
   def _student_update(self):
-    observations = tf.stop_gradient(self.generator(self.generator.sample_latent(self.batch_size, self._rng),
-                                                   training=True))
+    observations = tf.stop_gradient(self.generator(self._latents(), training=True))
     if self.pool_batch_size:
       observations = tf.concat([observations, self.pool.sample_if_not_empty(self.pool_batch_size)], axis=0)
     teacher_logits = self.teacher.logits_and_value(observations)[0]
