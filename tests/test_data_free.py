@@ -430,7 +430,7 @@ def test_constructor_errors_are_one_line_and_name_the_value():
 
 
 def test_hard_examples_are_the_draws_the_student_gets_most_wrong():
-  distiller = _distiller(hard_example_factor=4)
+  distiller = _distiller(selection='hardest', selection_factor=4)
   replay = tf.random.Generator.from_state(distiller._rng.state.numpy(), distiller._rng.algorithm)
   latents = distiller._latents().numpy()
   assert latents.shape == (32, distiller.generator.latent_dim)
@@ -446,8 +446,32 @@ def test_hard_examples_are_the_draws_the_student_gets_most_wrong():
   np.testing.assert_allclose(np.sort(latents, axis=0), np.sort(candidates_z.numpy()[hardest], axis=0), rtol=1e-6)
   assert kl[hardest].min() >= np.delete(kl, hardest).max()   # no draw left out is harder than one kept
   distiller.train(num_steps=2)   # the compiled step and the extra student updates run with it
-  with pytest.raises(ValueError, match='hard_example_factor must be an int > 0'):
-    _distiller(hard_example_factor=0)
+  with pytest.raises(ValueError, match='selection_factor must be an int > 0'):
+    _distiller(selection='hardest', selection_factor=0)
+  with pytest.raises(ValueError, match="selection='easiest' is unknown"):
+    _distiller(selection='easiest')
+
+
+def test_balanced_selection_keeps_the_teachers_actions_in_equal_shares():
+  # Row order: actions 0 0 0 0 1 2 2 0 1 2; keep 6 -> two of each (the first two rows of each action).
+  labels = np.array([0, 0, 0, 0, 1, 2, 2, 0, 1, 2])
+  teacher_logits = tf.one_hot(labels, 3) * 5.0
+  kept = distiller_lib.select_rows('balanced', teacher_logits, tf.zeros([10, 3]), 6).numpy()
+  assert sorted(kept.tolist()) == [0, 1, 4, 5, 6, 8]
+  # An action with too few rows gives all it has; the others fill the rest in turn.
+  kept = distiller_lib.select_rows('balanced', teacher_logits, tf.zeros([10, 3]), 8).numpy()
+  assert np.bincount(labels[kept], minlength=3).tolist() == [3, 2, 3]
+  # On a distiller: the batch's teacher actions are far more even than its draws'.
+  distiller = _distiller(selection='balanced', selection_factor=8, batch_size=20)
+  replay = tf.random.Generator.from_state(distiller._rng.state.numpy(), distiller._rng.algorithm)
+  kept_z = distiller._latents().numpy()
+  drawn_z = distiller.generator.sample_latent(160, replay)
+  drawn_actions = np.argmax(distiller.teacher.logits_and_value(distiller.generator(drawn_z, training=True))[0], -1)
+  rows = [int(np.flatnonzero((drawn_z.numpy() == z).all(axis=1))[0]) for z in kept_z]   # which draws were kept
+  kept_actions = drawn_actions[rows]
+  present = np.unique(drawn_actions)
+  expected = np.minimum(np.bincount(drawn_actions, minlength=NUM_CLASSES)[present], 20 // len(present))
+  assert (np.bincount(kept_actions, minlength=NUM_CLASSES)[present] >= expected).all()
 
 # ------------------------------------------------------------------------------------------------------------
 # Diversity measures.

@@ -30,7 +30,7 @@ _LR_SCHEDULES = ('constant', 'cosine')
 def check_distiller_settings(num_steps, batch_size, generator_learning_rate, student_learning_rate,
                              student_learning_rate_schedule, student_updates_per_step, reinit_interval,
                              pool_capacity, pool_samples_per_generator, pool_batch_fraction,
-                             hard_example_factor) -> None:
+                             selection, selection_factor) -> None:
   """Raises ConfigError, one line naming the setting and the fix, on a `DataFreeDistiller` setting that
   cannot work: a non-positive learning rate, budget or size, a negative interval, an unknown schedule.
 
@@ -49,14 +49,31 @@ def check_distiller_settings(num_steps, batch_size, generator_learning_rate, stu
                                    ('student_updates_per_step', student_updates_per_step, ''),
                                    ('pool_capacity', pool_capacity, 'exemplars the pool holds'),
                                    ('pool_samples_per_generator', pool_samples_per_generator, ''),
-                                   ('hard_example_factor', hard_example_factor,
-                                    'frames drawn per frame kept, 1: every frame drawn is kept')):
+                                   ('selection_factor', selection_factor, 'draws per observation kept')):
     run_config.check_number(f'DataFreeDistiller.{argument}', value, 0, integer=True, meaning=meaning)
   run_config.check_number('DataFreeDistiller.reinit_interval', reinit_interval, 0, inclusive=True,
                           integer=True, meaning='steps between generator re-initialisations, 0: never')
+  if selection not in SELECTIONS:
+    raise errors.ConfigError(f'DataFreeDistiller.selection={selection!r} is unknown; use one of {SELECTIONS}.')
   if not 0.0 <= pool_batch_fraction <= 4.0:
     raise errors.ConfigError(f'DataFreeDistiller.pool_batch_fraction must be in [0, 4], got '
                              f'{pool_batch_fraction!r}.')
+
+
+SELECTIONS = ('none', 'hardest', 'balanced')
+
+
+def select_rows(selection: str, teacher_logits: tf.Tensor, student_logits: tf.Tensor, count: int) -> tf.Tensor:
+  """`[count]` indices of the rows of `[N, A]` logits to keep: 'hardest', the `count` largest KL(T‖S);
+  'balanced', round-robin over the teacher's argmax actions in row order (every action's first row, then
+  every action's second, ...), so each action is kept as often as the rows allow."""
+  if selection == 'hardest':
+    score = losses.teacher_student_kl(teacher_logits, student_logits)
+  else:
+    one_hot = tf.one_hot(tf.argmax(teacher_logits, axis=-1), tf.shape(teacher_logits)[-1])
+    rank_in_action = tf.reduce_sum(tf.cumsum(one_hot, axis=0, exclusive=True) * one_hot, axis=-1)
+    score = -rank_in_action   # top_k keeps the lower row first among equal scores
+  return tf.math.top_k(score, count).indices
 
 
 def bound_distiller_settings() -> Dict[str, Any]:
@@ -162,7 +179,8 @@ class DataFreeDistiller(tf.Module):
                pool_capacity: int = 20000,
                pool_samples_per_generator: int = 2048,
                pool_batch_fraction: float = 0.5,
-               hard_example_factor: int = 1,
+               selection: str = 'none',
+               selection_factor: int = 4,
                seed: int = 0,
                name: str = 'DataFreeDistiller'):
     """Loads the teacher, builds the generator, the pool and both optimisers.
@@ -199,11 +217,14 @@ class DataFreeDistiller(tf.Module):
         2048.
       pool_batch_fraction: Pool exemplars added to each student batch, as a fraction of B, once the pool is
         non-empty. Default 0.5.
-      hard_example_factor: k. Each batch's B generated observations are the B of k·B draws on which the
-        student is furthest from the teacher (largest KL(T‖S), scored without gradients; the kept latents
-        are generated again for the step). 1 (default): every draw is kept. For a generator that is not
-        trained (the structured MinAtar files), this moves the batch towards the frames the student gets
-        wrong without moving the frames off the spec's structure.
+      selection: How each batch's B generated observations are chosen among `selection_factor` · B draws
+        (scored without gradients; the kept latents are generated again for the step). 'none' (default):
+        B draws, all kept. 'hardest': the B on which the student is furthest from the teacher (largest
+        KL(T‖S)). 'balanced': as many of each of the teacher's actions (its argmax) as the draws allow, the
+        class balance DAFL's information-entropy term asks of the generator, obtained here by choosing frames
+        instead of moving the generator. For an untrained generator (the structured MinAtar files) either
+        moves the batch without moving the frames off the spec's structure.
+      selection_factor: k, draws per kept observation when `selection` is not 'none'. Default 4.
       seed: Seed of the latent noise, the pool's sampling and the re-initialised generators' weights (the
         first networks' weights: set `tf.keras.utils.set_random_seed`). Default 0.
       name: Module name.
@@ -216,7 +237,7 @@ class DataFreeDistiller(tf.Module):
     check_distiller_settings(num_steps, batch_size, generator_learning_rate, student_learning_rate,
                              student_learning_rate_schedule, student_updates_per_step, reinit_interval,
                              pool_capacity, pool_samples_per_generator, pool_batch_fraction,
-                             hard_example_factor)
+                             selection, selection_factor)
     self.observation_spec = tensor_spec.from_spec(observation_spec)
     self.action_spec = tensor_spec.from_spec(action_spec)
     self.teacher = _load_feed_forward_teacher(teacher, self.observation_spec, self.action_spec)
@@ -232,7 +253,8 @@ class DataFreeDistiller(tf.Module):
     self.generator = _build_generator(generator_fn, self.observation_spec, self.teacher)
     self.num_steps = num_steps
     self.batch_size = batch_size
-    self.hard_example_factor = hard_example_factor
+    self.selection = selection
+    self.selection_factor = selection_factor if selection != 'none' else 1
     self.student_updates_per_step = student_updates_per_step
     self.reinit_interval = reinit_interval
     self.pool_samples_per_generator = pool_samples_per_generator
@@ -277,15 +299,16 @@ class DataFreeDistiller(tf.Module):
     return adapters.differentiable_teacher_logits(self.teacher, observations)
 
   def _latents(self) -> tf.Tensor:
-    """The step's `[B, latent_dim]` latents: B draws, or the B of `hard_example_factor` · B draws whose
-    observations have the largest KL(teacher ‖ student)."""
-    z = self.generator.sample_latent(self.batch_size * self.hard_example_factor, self._rng)
-    if self.hard_example_factor == 1:
+    """The step's `[B, latent_dim]` latents: B draws, or B of `selection_factor` · B draws chosen by
+    `selection` (`select_rows`)."""
+    z = self.generator.sample_latent(self.batch_size * self.selection_factor, self._rng)
+    if self.selection == 'none':
       return z
     candidates = self.generator(z, training=True)
-    kl = losses.teacher_student_kl(self._teacher_logits(candidates),
-                                   adapters.student_logits(self.student, candidates, training=False))
-    return tf.gather(z, tf.math.top_k(tf.stop_gradient(kl), self.batch_size).indices)
+    teacher_logits = self._teacher_logits(candidates)
+    student_logits = adapters.student_logits(self.student, candidates, training=False)
+    return tf.gather(z, select_rows(self.selection, tf.stop_gradient(teacher_logits),
+                                    tf.stop_gradient(student_logits), self.batch_size))
 
   def _train_step(self) -> Dict[str, tf.Tensor]:
     z = self._latents()
