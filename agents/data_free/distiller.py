@@ -160,6 +160,13 @@ class DataFreeDistiller(tf.Module):
   `reinit_interval` steps `train` archives the generator's samples into the pool and re-initialises it.
   The loss weights are non-trainable `tf.Variable`s (`weights`), read when the compiled step runs, so a
   controller may change them between steps.
+
+  With `selection`, each batch is chosen among `selection_factor` · B draws (scored without gradients; the
+  kept latents are generated again for the step): 'hardest' keeps the B on which the student is furthest from
+  the teacher (largest KL(T‖S)); 'balanced' keeps as many of each of the teacher's actions (its argmax) as the
+  draws allow, the class balance DAFL's information-entropy term asks of the generator, obtained by choosing
+  frames instead of moving the generator. For an untrained generator (the structured MinAtar files) either
+  moves the batch without moving the frames off the spec's structure.
   """
 
   def __init__(self, teacher, student, observation_spec, action_spec,
@@ -217,13 +224,8 @@ class DataFreeDistiller(tf.Module):
         2048.
       pool_batch_fraction: Pool exemplars added to each student batch, as a fraction of B, once the pool is
         non-empty. Default 0.5.
-      selection: How each batch's B generated observations are chosen among `selection_factor` · B draws
-        (scored without gradients; the kept latents are generated again for the step). 'none' (default):
-        B draws, all kept. 'hardest': the B on which the student is furthest from the teacher (largest
-        KL(T‖S)). 'balanced': as many of each of the teacher's actions (its argmax) as the draws allow, the
-        class balance DAFL's information-entropy term asks of the generator, obtained here by choosing frames
-        instead of moving the generator. For an untrained generator (the structured MinAtar files) either
-        moves the batch without moving the frames off the spec's structure.
+      selection: How a batch's B generated observations are chosen among k · B draws (see the class
+        docstring): 'none' (default, B draws), 'hardest' or 'balanced'.
       selection_factor: k, draws per kept observation when `selection` is not 'none'. Default 4.
       seed: Seed of the latent noise, the pool's sampling and the re-initialised generators' weights (the
         first networks' weights: set `tf.keras.utils.set_random_seed`). Default 0.
@@ -242,10 +244,8 @@ class DataFreeDistiller(tf.Module):
     self.action_spec = tensor_spec.from_spec(action_spec)
     self.teacher = _load_feed_forward_teacher(teacher, self.observation_spec, self.action_spec)
     if teacher_features_fn is None and activation_weight != 0:
-      raise errors.ConfigError(f'DataFreeDistiller.activation_weight={activation_weight!r} needs the '
-                               'teacher\'s features; give teacher_features_fn or set the activation weight '
-                               'to 0.')
-
+      raise errors.ConfigError(f'DataFreeDistiller.activation_weight={activation_weight!r} needs the teacher\'s '
+                               'features; give teacher_features_fn or set the activation weight to 0.')
     self.student = student
     self._student_policy_variables = self._policy_variables()
     self._teacher_features_fn = teacher_features_fn
@@ -259,8 +259,7 @@ class DataFreeDistiller(tf.Module):
     self.reinit_interval = reinit_interval
     self.pool_samples_per_generator = pool_samples_per_generator
     self.pool_batch_size = int(round(pool_batch_fraction * batch_size))
-    self.weights = _loss_weight_variables(one_hot=one_hot_weight,
-                                          information_entropy=information_entropy_weight,
+    self.weights = _loss_weight_variables(one_hot=one_hot_weight, information_entropy=information_entropy_weight,
                                           activation=activation_weight, adversarial=adversarial_weight)
     self._use_features = teacher_features_fn is not None
     self._use_adversarial = adversarial_weight != 0
@@ -269,6 +268,10 @@ class DataFreeDistiller(tf.Module):
         student_learning_rate, student_learning_rate_schedule, num_steps * student_updates_per_step))
     self.pool = exemplar_pool.ExemplarPool(self.generator.observation_shape, pool_capacity, seed=seed + 1,
                                            dtype=self.observation_spec.dtype)
+    self._create_counters_and_steps(seed)
+
+  def _create_counters_and_steps(self, seed: int) -> None:
+    """The step and generation counters, the latent noise's random generator and the compiled functions."""
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
     self.generation = tf.Variable(0, dtype=tf.int64, trainable=False, name='generation')
     self._seed = seed
