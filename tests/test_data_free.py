@@ -428,7 +428,6 @@ def test_constructor_errors_are_one_line_and_name_the_value():
                                     action_spec)
 
 
-
 def test_hard_examples_are_the_draws_the_student_gets_most_wrong():
   distiller = _distiller(selection='hardest', selection_factor=4)
   replay = tf.random.Generator.from_state(distiller._rng.state.numpy(), distiller._rng.algorithm)
@@ -461,7 +460,7 @@ def test_balanced_selection_keeps_the_teachers_actions_in_equal_shares():
   # An action with too few rows gives all it has; the others fill the rest in turn.
   kept = distiller_lib.select_rows('balanced', teacher_logits, tf.zeros([10, 3]), 8).numpy()
   assert np.bincount(labels[kept], minlength=3).tolist() == [3, 2, 3]
-  # On a distiller: the batch's teacher actions are far more even than its draws'.
+  # On a distiller: each action present in the draws is kept min(its count, B / actions present) times or more.
   distiller = _distiller(selection='balanced', selection_factor=8, batch_size=20)
   replay = tf.random.Generator.from_state(distiller._rng.state.numpy(), distiller._rng.algorithm)
   kept_z = distiller._latents().numpy()
@@ -472,6 +471,7 @@ def test_balanced_selection_keeps_the_teachers_actions_in_equal_shares():
   present = np.unique(drawn_actions)
   expected = np.minimum(np.bincount(drawn_actions, minlength=NUM_CLASSES)[present], 20 // len(present))
   assert (np.bincount(kept_actions, minlength=NUM_CLASSES)[present] >= expected).all()
+
 
 # ------------------------------------------------------------------------------------------------------------
 # Diversity measures.
