@@ -312,6 +312,21 @@ def test_structured_generator_samples_the_spec_structure_uniformly_at_initialisa
   counts = sparse(sparse.sample_latent(6000, rng)).numpy()[..., 3].sum(axis=(1, 2))
   assert np.quantile(counts, 0.25) <= 3 and 4 <= np.median(counts) <= 11 and counts.max() >= 90
   assert 0.05 < (counts == 0).mean() < 0.2
+  # max_cells caps a binary channel's expected count: d up to 2 / 100, so about one cell a frame (log-uniform
+  # over [0.5, 2] cells: mean 1.5 / ln 4 = 1.08; uniform over [0, 2]: mean 1.0), never dozens.
+  for density, mean in (('log_uniform', 1.5 / np.log(4.0)), ('uniform', 1.0)):
+    capped = generators.StructuredGenerator(spec, latent_dim=8, hidden_sizes=(16,), one_cell_channels=(0, 1, 2),
+                                            low=0.0, high=[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], density=density,
+                                            max_cells={3: 2})
+    capped.build_variables()
+    counts = capped(capped.sample_latent(6000, rng)).numpy()[..., 3].sum(axis=(1, 2))
+    assert abs(counts.mean() - mean) < 0.1 and counts.max() <= 12
+    twin = type(capped)(**capped.config)
+    twin.build_variables()
+    assert abs(twin(capped.sample_latent(6000, rng)).numpy()[..., 3].sum(axis=(1, 2)).mean() - mean) < 0.1
+  for bad in ({0: 2}, {6: 2}, {3: 0}, {3: 1.5}):
+    with pytest.raises(ValueError, match=r'StructuredGenerator.max_cells=.*each key must be a binary channel'):
+      generators.StructuredGenerator(spec, one_cell_channels=(0, 1, 2), max_cells=bad)
   with pytest.raises(ValueError, match=r"StructuredGenerator.density='dense' is unknown"):
     generators.StructuredGenerator(spec, density='dense')
   with pytest.raises(ValueError, match=r'StructuredGenerator makes frames \[H, W, C\]'):

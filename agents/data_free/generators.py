@@ -293,7 +293,7 @@ class StructuredGenerator(Generator):
                one_cell_channels: Sequence[int] = (), low=None, high=None, support=None,
                support_ratio: float = 1.25, paired_channels: Sequence[Sequence[int]] = (),
                pair_sharpness: float = 20.0, pair_affinity=None, density: str = 'uniform',
-               name: str = 'StructuredGenerator'):
+               max_cells: Optional[Dict[int, int]] = None, name: str = 'StructuredGenerator'):
     """Builds the layers (variables on the first call or `build_variables`).
 
     Args:
@@ -325,6 +325,9 @@ class StructuredGenerator(Generator):
         drawn per frame: 'uniform' (default), d ~ U(0, 1), every count of active cells equally likely;
         'log_uniform', log d ~ U(log(0.5 / N), 0) over the channel's N cells (in the support), every order of
         magnitude of the count equally likely, from 0 or 1 cell to all: for sparse channels (bullets).
+      max_cells: {binary channel: k}: the channel's density is drawn up to k / N instead of up to 1, so its
+        expected count of active cells is at most k (before the logits), for channels the game fills with at
+        most a few objects (Space Invaders' bullets). Default None: up to all N.
       pair_affinity: `[len(paired_channels), H·W, H·W]` cosine similarities; set by `DataFreeDistiller` (leave
         None; with pairs and no affinity the generator refuses to sample).
       name: Model name.
@@ -343,10 +346,9 @@ class StructuredGenerator(Generator):
                      dict(latent_dim=latent_dim, hidden_sizes=tuple(hidden_sizes),
                           one_cell_channels=tuple(one_cell_channels), low=low, high=high, support=support,
                           support_ratio=support_ratio, paired_channels=tuple(tuple(p) for p in paired_channels),
-                          pair_sharpness=pair_sharpness, pair_affinity=pair_affinity, density=density, name=name),
+                          pair_sharpness=pair_sharpness, pair_affinity=pair_affinity, density=density,
+                          max_cells=dict(max_cells) if max_cells else None, name=name),
                      name=name)
-    if density not in _DENSITIES:
-      raise errors.ConfigError(f'StructuredGenerator.density={density!r} is unknown; use one of {_DENSITIES}.')
     self.code_dim = latent_dim
     box_low, box_high = output_bounds(observation_spec, low, high)
     mask = _support_mask(support, shape)
@@ -357,10 +359,8 @@ class StructuredGenerator(Generator):
     self._low = tf.constant(box_low[None])
     self._range = tf.constant(((box_high - box_low) * mask)[None])
     self._outside = tf.constant(np.where(mask, 0.0, -1e9).astype(np.float32)[None])
-    # log of the lowest density per channel: 0.5 / (the channel's cells in the support), or 0 for 'uniform'.
-    cells_per_channel = np.maximum(mask.reshape(-1, depth).sum(axis=0), 1)
     self._log_uniform = density == 'log_uniform'
-    self._log_lowest_density = tf.constant(np.log(0.5 / cells_per_channel).astype(np.float32))
+    self._log_lowest_density, self._highest_density = _density_bounds(density, max_cells, mask, one_cell_channels)
     one_cell = np.zeros([depth], bool)
     one_cell[list(one_cell_channels)] = True
     self._one_cell = tf.constant(one_cell)
@@ -407,8 +407,11 @@ class StructuredGenerator(Generator):
         extra = tf.reshape(tf.matmul(source_cell, pair_logits), [shape[0], height, width, 1])
         scores = scores + extra * tf.one_hot(target, depth, dtype=scores.dtype)
       one_cell = _one_cell_per_channel(scores)
-    if self._log_uniform:
-      density = tf.minimum(tf.exp(self._log_lowest_density * (1.0 - density)), 1.0 - 1e-6)
+    if self._log_uniform:   # log d ~ U(log lowest, log highest)
+      density = tf.exp(self._log_lowest_density * (1.0 - density) + tf.math.log(self._highest_density) * density)
+    else:                   # d ~ U(0, highest)
+      density = self._highest_density * density
+    density = tf.clip_by_value(density, 1e-6, 1.0 - 1e-6)
     prior = tf.math.log(density) - tf.math.log1p(-density)   # logit(d), [B, C]
     probability = tf.sigmoid(logits + prior[:, None, None, :])
     binary = probability + tf.stop_gradient(tf.cast(noise < probability, probability.dtype) - probability)
@@ -417,6 +420,25 @@ class StructuredGenerator(Generator):
 
 
 _DENSITIES = ('uniform', 'log_uniform')
+
+
+def _density_bounds(density, max_cells, mask: np.ndarray, one_cell_channels) -> Tuple[tf.Tensor, tf.Tensor]:
+  """`StructuredGenerator`'s per-channel density range, checked: the log of the lowest density (0.5 / the
+  channel's N cells in the support; used by 'log_uniform') and the highest (min(k, N) / N for a channel of
+  `max_cells`, else 1), each `[C]`."""
+  if density not in _DENSITIES:
+    raise errors.ConfigError(f'StructuredGenerator.density={density!r} is unknown; use one of {_DENSITIES}.')
+  depth = mask.shape[-1]
+  cells_per_channel = np.maximum(mask.reshape(-1, depth).sum(axis=0), 1)
+  highest = np.ones([depth], np.float32)
+  for channel, count in dict(max_cells or {}).items():
+    if (not isinstance(channel, int) or not 0 <= channel < depth or channel in one_cell_channels
+        or not isinstance(count, int) or count < 1):
+      raise errors.ConfigError(f'StructuredGenerator.max_cells={max_cells!r}: each key must be a binary channel '
+                               f'(an index in [0, {depth}) not in one_cell_channels {tuple(one_cell_channels)}) '
+                               'and each value a positive int, the most cells it holds.')
+    highest[channel] = min(count, cells_per_channel[channel]) / cells_per_channel[channel]
+  return (tf.constant(np.log(0.5 / cells_per_channel).astype(np.float32)), tf.constant(highest))
 
 
 def _support_mask(support, shape) -> np.ndarray:
