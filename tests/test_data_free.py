@@ -324,9 +324,11 @@ def test_structured_generator_samples_the_spec_structure_uniformly_at_initialisa
     twin = type(capped)(**capped.config)
     twin.build_variables()
     assert abs(twin(capped.sample_latent(6000, rng)).numpy()[..., 3].sum(axis=(1, 2)).mean() - mean) < 0.1
-  for bad in ({0: 2}, {6: 2}, {3: 0}, {3: 1.5}):
+  for bad in ({0: 2}, {6: 2}, {3: 0}, {3: 1.5}, {3: True}):
     with pytest.raises(ValueError, match=r'StructuredGenerator.max_cells=.*each key must be a binary channel'):
       generators.StructuredGenerator(spec, one_cell_channels=(0, 1, 2), max_cells=bad)
+  with pytest.raises(ValueError, match=r'StructuredGenerator.max_cells=\{True: 2\}'):   # True == 1, a binary channel here
+    generators.StructuredGenerator(spec, one_cell_channels=(0,), max_cells={True: 2})
   with pytest.raises(ValueError, match=r"StructuredGenerator.density='dense' is unknown"):
     generators.StructuredGenerator(spec, density='dense')
   with pytest.raises(ValueError, match=r'StructuredGenerator makes frames \[H, W, C\]'):

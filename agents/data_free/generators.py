@@ -361,6 +361,7 @@ class StructuredGenerator(Generator):
     self._outside = tf.constant(np.where(mask, 0.0, -1e9).astype(np.float32)[None])
     self._log_uniform = density == 'log_uniform'
     self._log_lowest_density, self._highest_density = _density_bounds(density, max_cells, mask, one_cell_channels)
+    self._log_highest_density = tf.math.log(self._highest_density)
     one_cell = np.zeros([depth], bool)
     one_cell[list(one_cell_channels)] = True
     self._one_cell = tf.constant(one_cell)
@@ -391,7 +392,7 @@ class StructuredGenerator(Generator):
     cells = height * width * depth
     code = z[:, :self.code_dim]
     noise = tf.clip_by_value(z[:, self.code_dim:self.code_dim + cells], 1e-6, 1.0 - 1e-6)
-    density = tf.clip_by_value(z[:, self.code_dim + cells:], 1e-6, 1.0 - 1e-6)
+    density = z[:, self.code_dim + cells:]   # U(0, 1), scaled and clipped below
     x = code
     for layer in self._hidden:
       x = layer(x)
@@ -408,7 +409,7 @@ class StructuredGenerator(Generator):
         scores = scores + extra * tf.one_hot(target, depth, dtype=scores.dtype)
       one_cell = _one_cell_per_channel(scores)
     if self._log_uniform:   # log d ~ U(log lowest, log highest)
-      density = tf.exp(self._log_lowest_density * (1.0 - density) + tf.math.log(self._highest_density) * density)
+      density = tf.exp(self._log_lowest_density * (1.0 - density) + self._log_highest_density * density)
     else:                   # d ~ U(0, highest)
       density = self._highest_density * density
     density = tf.clip_by_value(density, 1e-6, 1.0 - 1e-6)
@@ -432,13 +433,18 @@ def _density_bounds(density, max_cells, mask: np.ndarray, one_cell_channels) -> 
   cells_per_channel = np.maximum(mask.reshape(-1, depth).sum(axis=0), 1)
   highest = np.ones([depth], np.float32)
   for channel, count in dict(max_cells or {}).items():
-    if (not isinstance(channel, int) or not 0 <= channel < depth or channel in one_cell_channels
-        or not isinstance(count, int) or count < 1):
+    if (not _is_int(channel) or not 0 <= channel < depth or channel in one_cell_channels
+        or not _is_int(count) or count < 1):
       raise errors.ConfigError(f'StructuredGenerator.max_cells={max_cells!r}: each key must be a binary channel '
                                f'(an index in [0, {depth}) not in one_cell_channels {tuple(one_cell_channels)}) '
                                'and each value a positive int, the most cells it holds.')
     highest[channel] = min(count, cells_per_channel[channel]) / cells_per_channel[channel]
   return (tf.constant(np.log(0.5 / cells_per_channel).astype(np.float32)), tf.constant(highest))
+
+
+def _is_int(value) -> bool:
+  """An int that is not a bool (Python's True is the int 1, which a user never means as a channel or count)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _support_mask(support, shape) -> np.ndarray:
