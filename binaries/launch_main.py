@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 
 from protege.binaries import common
+from protege.replay import optional_reverb
 from protege.runtime import config
 from protege.runtime import interrupts
 
@@ -95,6 +96,7 @@ def main(argv):
     env_vars = {'TF_CPP_MIN_LOG_LEVEL': os.environ['TF_CPP_MIN_LOG_LEVEL']}
     if FLAGS.ray_address:
       network.check_reachable(FLAGS.ray_address)
+    optional_reverb.load('protege-launch (a distributed run)')  # without dm-reverb: one line, before Ray starts
     driver.start_ray(FLAGS.ray_address, _local_cpus(resources, FLAGS.num_actors), env_vars)
     devices = {'tpu': FLAGS.tpu, 'use_gpu': FLAGS.use_gpu, 'mixed_precision': FLAGS.mixed_precision,
                'xla': FLAGS.xla}

@@ -26,6 +26,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from protege.binaries import common  # noqa: E402
+from protege.replay import optional_reverb  # noqa: E402
 from protege.runtime import run_directory  # noqa: E402
 
 common.define_gin_flags()
@@ -61,7 +62,8 @@ def _layout():
 
 def actor_scaling(num_actors: int) -> float:
   """Frames/s that `num_actors` actor processes write, with the queue drained as fast as it fills."""
-  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from protege.replay import signatures  # pylint: disable=g-import-not-at-top
+  reverb_replay = optional_reverb.load('scaling_bench_main')
   env, network, tables, settings = _layout()
   frames_per_item = settings.sequence_length * env.batch_size * env.frames_per_step
   env.close()
@@ -69,7 +71,7 @@ def actor_scaling(num_actors: int) -> float:
   server = reverb_replay.start_server(tables, port=port)
   address = f'localhost:{port}'
   client = reverb_replay.connect(address)
-  reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables)).push(
+  reverb_replay.VariableContainer(client, signatures.variables_signature(network.variables)).push(
       [v.numpy() for v in network.variables], version=0)
   command = [sys.executable, os.path.join(REPO, 'binaries', 'actor_main.py'), f'--reverb_address={address}']
   command += [f'--gin_file={f}' for f in FLAGS.gin_file] + [f'--gin_bindings={b}' for b in FLAGS.gin_bindings]
@@ -107,7 +109,7 @@ def reverb_rates() -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from protege.agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  reverb_replay = optional_reverb.load('scaling_bench_main')
   env, network, tables, settings = _layout()
   sequence_length = settings.sequence_length
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
@@ -141,11 +143,11 @@ def learner_rate(items_per_replica: int) -> dict:
   """Learner iterations/s on an in-memory dataset of `items_per_replica` items per iteration."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from protege.agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from protege.replay import signatures  # pylint: disable=g-import-not-at-top
   env, network, _, settings = _layout()
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
-  signature = reverb_replay.sequence_signature(step_spec, settings.sequence_length,
-                                               env.batch_size * items_per_replica)
+  signature = signatures.sequence_signature(step_spec, settings.sequence_length,
+                                            env.batch_size * items_per_replica)
   env.close()
   batch = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), signature)
   batch['discount'] = tf.ones_like(batch['discount'])
@@ -168,7 +170,7 @@ def table_memory(sizes) -> list:
   import psutil  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from protege.agents.training import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  reverb_replay = optional_reverb.load('scaling_bench_main')
   env, network, tables, settings = _layout()
   step_spec = actor_lib.step_spec(network.input_tensor_spec, network.action_spec, network)
   batch = env.batch_size

@@ -39,7 +39,7 @@ from protege.envs import suite  # noqa: E402
 from protege.networks import actor_critic  # noqa: E402
 from protege.networks import torsos  # noqa: E402
 from protege.replay import local_queue  # noqa: E402
-from protege.replay import reverb_replay  # noqa: E402
+from protege.replay import signatures  # noqa: E402
 
 flags.DEFINE_string('teacher', None, 'PolicySaver export of a recurrent CartPole policy (default: a fresh LSTM).')
 flags.DEFINE_integer('num_envs', 8, 'Environments of the actor.')
@@ -56,7 +56,7 @@ def _collect(observation_spec, action_spec, actor_teachers, items):
   student = actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((64, 64)))
   student.create_variables()
   spec = actor_lib.step_spec(observation_spec, action_spec, student, teachers=actor_teachers)
-  queue = local_queue.TrajectoryQueue(reverb_replay.sequence_signature(spec, FLAGS.sequence_length, FLAGS.num_envs),
+  queue = local_queue.TrajectoryQueue(signatures.sequence_signature(spec, FLAGS.sequence_length, FLAGS.num_envs),
                                       capacity=items + 1)
   writer = local_queue.SequenceWriter(queue, FLAGS.sequence_length)
   actor = actor_lib.Actor(env, student, writer, seed=1, teachers=actor_teachers)

@@ -7,7 +7,7 @@ took data and could be fed data from anywhere that reached the machine. This mod
 the same queue without Reverb; Reverb stays the transport between processes (`replay.reverb_replay`,
 `agents.training.deployment`, and `train_main --reverb_address=host:port`).
 
-Semantics and layout are those of `reverb_replay.on_policy_table` and `reverb_replay.SequenceWriter`:
+Semantics and layout are those of `signatures.on_policy_table` and `reverb_replay.SequenceWriter`:
 a FIFO queue of `capacity` items (`on_policy_capacity`, the table's rule and gin setting), each read once;
 the reader waits while it is empty, and a writer's `flush` waits while it is full. An item is `T + 1`
 steps of `N` environments, time-major `[T + 1, N, ...]`, consecutive items sharing one step, and Atari
@@ -59,7 +59,7 @@ def on_policy_capacity(items_per_learner_step: int, max_size: Optional[int] = No
   """The capacity in items of an on-policy queue: `max_size`, or `items_per_learner_step` when None
   (the smallest queue that holds one learner step, hence the least policy lag).
 
-  The rule of `reverb_replay.on_policy_table` (gin: `on_policy_table.max_size`), which calls it too.
+  The rule of `signatures.on_policy_table` (gin: `on_policy_table.max_size`), which calls it too.
   """
   if max_size is None:
     max_size = items_per_learner_step
@@ -123,7 +123,7 @@ class TrajectoryQueue:
 
   def __init__(self, signature: Any, capacity: int):
     """Args:
-      signature: the item signature, as `reverb_replay.sequence_signature` makes it (its leaves
+      signature: the item signature, as `signatures.sequence_signature` makes it (its leaves
         `[T + 1, N, ...]`, and `[N, ...]` for the older frames of compact frame stacks).
       capacity: the most items the queue holds (`on_policy_capacity`).
     """

@@ -1,9 +1,11 @@
 """Reverb tables, server, trajectory writers and the learner's tf.data pipeline: the transport between
 the processes of a distributed run (`agents.training.deployment`), and of `train_main --reverb_address`.
 
-This is the only module of Protégé that imports `reverb`. A single-process run does not use it for its
-trajectories: Reverb's server listens on every network interface, unauthenticated, so that run keeps them
-in `replay.local_queue`, whose items, capacity rule (`on_policy_capacity`) and dataset are these.
+This is the only module of Protégé that imports `reverb`, and only the Reverb paths import it (through
+`replay.optional_reverb`, which names the fix when dm-reverb is not installed). A single-process run does
+not use it for its trajectories: Reverb's server listens on every network interface, unauthenticated, so
+that run keeps them in `replay.local_queue`, whose items, capacity rule and dataset are these
+(`replay.signatures`: `sequence_signature`, `on_policy_table`, `on_policy_capacity`).
 
 Items are fixed-length trajectory sequences of a *batch* of environments: the actor appends one step of
 all its `N` environments at a time, and every `sequence_length` steps it creates an item that spans the
@@ -13,8 +15,8 @@ time-major `[sequence_length + 1, N, ...]`, the layout the learner's returns and
 Writing a batch of environments per append costs one Reverb call per step instead of `N`; TF-Agents'
 `ReverbAddTrajectoryObserver` writes one environment per writer, which is why it is not used here.
 
-Atari frame stacks are stored one frame per step (`frame_storage`, `replay.frame_stacks`): the table's
-signature says so, the writer follows it, and the learner rebuilds the stacks.
+Atari frame stacks are stored one frame per step (`signatures.frame_storage`, `replay.frame_stacks`): the
+table's signature says so, the writer follows it, and the learner rebuilds the stacks.
 """
 
 import time
@@ -27,6 +29,7 @@ import tensorflow as tf
 
 from protege.replay import frame_stacks
 from protege.replay import local_queue
+from protege.replay import signatures
 from protege.runtime import errors
 
 # Reverb's `rate_limiter_timeout_ms` / `timeout_ms` use -1 for "wait forever".
@@ -37,72 +40,11 @@ class ReverbUnreachableError(errors.UnreachableError):  # a ConnectionError too
   """A Reverb server did not answer within the bounded retry."""
 
 
-@gin.configurable
-def frame_storage(environment, store_frames_once: bool = True) -> Optional[str]:
-  """How the trajectory tables of `environment` store observations: the stack padding of
-  `replay.frame_stacks` ('zeros' or 'reset') to store each frame once, or None for whole observations.
-
-  Args:
-    environment: the batched environment; its `frame_stack_padding` (Atari grey frame stacks: how its
-      stacks are padded after a reset) says whether its observations are frame stacks.
-    store_frames_once: True (default): frame stacks are stored one frame per step (4x less memory for
-      the Atari 4-frame stack in the writer, the table and the learner's batch) and the learner rebuilds
-      the stacks, bit for bit the environment's. False: whole stacks, as every other observation.
-  """
-  if not store_frames_once:
-    return None
-  return getattr(environment, 'frame_stack_padding', None)
-
-
-def sequence_signature(step_spec: Any, sequence_length: int, batch_size: int,
-                       stored_frames: Optional[str] = None) -> Any:
-  """The table signature of an item: `step_spec` with `[sequence_length + 1, batch_size]` prepended.
-
-  Args:
-    step_spec: nest of `tf.TensorSpec` describing one step of ONE environment.
-    sequence_length: number of transitions per item (`T`); items hold `T + 1` steps.
-    batch_size: number of environments written together (`N`).
-    stored_frames: None (default): observations as they are. A stack padding (`frame_storage`): the
-      frame stacks `[H, W, S]` are stored one frame per step (`frame_stacks.compact_signature`).
-  """
-  if sequence_length < 1:
-    raise ValueError(f'sequence_length must be >= 1, got {sequence_length}.')
-  if batch_size < 1:
-    raise ValueError(f'batch_size (number of envs per item) must be >= 1, got {batch_size}.')
-  prefix = [sequence_length + 1, batch_size]
-  signature = tf.nest.map_structure(
-      lambda s: tf.TensorSpec(prefix + s.shape.as_list(), s.dtype, s.name), step_spec)
-  if stored_frames is not None:
-    signature = frame_stacks.compact_signature(signature, stored_frames)
-  return signature
-
-
-@gin.configurable
-def on_policy_table(signature: Any, name: str = 'trajectories', max_size: Optional[int] = None,
-                    items_per_learner_step: int = 1) -> reverb.Table:
-  """A FIFO queue for on-policy learners.
-
-  Reverb's Queue rate limiter blocks an actor's insert while the queue holds `max_size` items and blocks
-  the learner's sample while it is empty; each item is sampled exactly once. `max_size` bounds the policy
-  lag: an actor can be at most `max_size` items ahead of the learner.
-
-  Args:
-    signature: item signature (see `sequence_signature`).
-    name: table name.
-    max_size: capacity in items; None (default) means `items_per_learner_step`, the smallest queue that
-      holds one learner step, hence the least policy lag.
-    items_per_learner_step: items the learner reads per step (set by the training run, not by gin).
-  """
-  capacity = local_queue.on_policy_capacity(items_per_learner_step, max_size)
-  return reverb.Table.queue(name=name, max_size=capacity, signature=signature)
-
-
-def on_policy_capacity(items_per_learner_step: int) -> int:
-  """The capacity in items of `on_policy_table` as gin configures it (`on_policy_table.max_size`): also
-  the capacity of a single-process run's queue (`local_queue.TrajectoryQueue`), so one gin setting
-  bounds the policy lag whichever transport the run uses."""
-  return local_queue.on_policy_capacity(items_per_learner_step,
-                                        gin.get_bindings(on_policy_table).get('max_size'))
+def queue_table(table: signatures.QueueTable) -> reverb.Table:
+  """The Reverb table of an on-policy queue (`signatures.on_policy_table`, gin `on_policy_table`): Reverb's
+  Queue rate limiter blocks an actor's insert while it holds `table.capacity` items and the learner's
+  sample while it is empty; each item is sampled exactly once."""
+  return reverb.Table.queue(name=table.name, max_size=table.capacity, signature=table.signature)
 
 
 @gin.configurable
@@ -115,7 +57,7 @@ def uniform_table(signature: Any,
   """A uniform-sampling table for off-policy learners; the oldest item is evicted first.
 
   Args:
-    signature: item signature (see `sequence_signature`).
+    signature: item signature (see `signatures.sequence_signature`).
     name: table name.
     max_size: capacity in items.
     min_size_to_sample: sampling blocks until the table holds this many items.
@@ -144,21 +86,10 @@ def uniform_table(signature: Any,
 VARIABLES_TABLE = 'variables'
 
 
-def variables_signature(variables: Sequence[Any]) -> dict:
-  """The signature of a published weights item: the weights (in the network's variable order), the
-  learner step that produced them, when they were published and whether training has finished."""
-  return {
-      'weights': [tf.TensorSpec(v.shape, v.dtype, f'weight_{i}') for i, v in enumerate(variables)],
-      'version': tf.TensorSpec([], tf.int64, 'version'),
-      'published_at': tf.TensorSpec([], tf.float64, 'published_at'),
-      'finished': tf.TensorSpec([], tf.bool, 'finished'),
-  }
-
-
 def variables_table(signature: dict, name: str = VARIABLES_TABLE) -> reverb.Table:
-  """A table of one item, the newest published weights: each insert evicts the previous one, sampling
-  never removes it and blocks only until the first insert (the layout TF-Agents'
-  `ReverbVariableContainer` expects)."""
+  """A table of one item (`signatures.variables_signature`), the newest published weights: each insert
+  evicts the previous one, sampling never removes it and blocks only until the first insert (the layout
+  TF-Agents' `ReverbVariableContainer` expects)."""
   return reverb.Table(name=name, sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
                       max_size=1, rate_limiter=reverb.rate_limiters.MinSize(1), signature=signature)
 

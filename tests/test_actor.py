@@ -12,6 +12,7 @@ from protege.envs import suite
 from protege.networks import actor_critic
 from protege.networks import torsos
 from protege.replay import reverb_replay
+from protege.replay import signatures
 
 T, N = 8, 3
 
@@ -24,8 +25,8 @@ def _setup(core=None):
                                         torso_fn=lambda: torsos.MLPTorso((8,)), core=core, core_size=4)
   net.create_variables()
   spec = actor_lib.step_spec(observation_spec, action_spec, net)
-  signature = reverb_replay.sequence_signature(spec, T, N)
-  server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, max_size=10)])
+  signature = signatures.sequence_signature(spec, T, N)
+  server = reverb_replay.start_server([reverb_replay.queue_table(signatures.on_policy_table(signature, max_size=10))])
   address = f'localhost:{server.port}'
   writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
   return env, net, server, address, writer
@@ -111,8 +112,8 @@ def test_a_two_game_actor_records_each_columns_task():
   net = actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((8,)))
   net.create_variables()
   spec = actor_lib.step_spec(observation_spec, action_spec, net, multi_task=True)
-  server = reverb_replay.start_server([reverb_replay.on_policy_table(
-      reverb_replay.sequence_signature(spec, T, 4), max_size=10)])
+  server = reverb_replay.start_server([reverb_replay.queue_table(signatures.on_policy_table(
+      signatures.sequence_signature(spec, T, 4), max_size=10))])
   address = f'localhost:{server.port}'
   writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
   try:

@@ -18,6 +18,7 @@ import gin
 import pytest
 
 from protege.binaries import common
+from protege.replay import signatures
 from protege.runtime import config
 from protege.runtime import errors
 
@@ -135,7 +136,8 @@ def test_an_actor_given_a_server_without_its_table_is_one_line(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   signature = {'x': tf.TensorSpec([1], tf.float32)}
-  server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, name='other', max_size=2)])
+  server = reverb_replay.start_server([reverb_replay.queue_table(
+      signatures.on_policy_table(signature, name='other', max_size=2))])
   try:
     result = _run('actor_main.py', ['--gin_file=gin/quickstart.gin', f'--reverb_address=localhost:{server.port}',
                                     '--retry_seconds=5'])

@@ -31,6 +31,7 @@ from protege.envs import suite
 from protege.networks import actor_critic
 from protege.networks import torsos
 from protege.replay import reverb_replay
+from protege.replay import signatures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARIES = os.path.join(REPO, 'binaries')
@@ -247,7 +248,7 @@ def test_variable_container_round_trip():
   server = reverb_replay.start_server(components.make_tables(env, network, sequence_length=4))
   try:
     client = reverb_replay.connect(f'localhost:{server.port}')
-    container = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables))
+    container = reverb_replay.VariableContainer(client, signatures.variables_signature(network.variables))
     assert container.pull() is None  # nothing published yet, and no blocking
     weights = [np.full(v.shape, i, v.dtype.as_numpy_dtype) for i, v in enumerate(network.variables)]
     container.push(weights, version=7)
@@ -288,7 +289,7 @@ def test_remote_learner_under_mirrored_strategy(tmp_path, mirrored_strategy):
   writer.flush()
   trainer.run_iteration()
   assert trainer.env_steps == 2 * 8 * 2 and int(trainer.learner.train_step.numpy()) == 1
-  container = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables))
+  container = reverb_replay.VariableContainer(client, signatures.variables_signature(network.variables))
   assert container.pull().version == 0  # published before the iteration that trained on it
   actor.run(2 * 8)
   writer.flush()

@@ -16,6 +16,7 @@ from protege.networks import actor_critic
 from protege.networks import torsos
 from protege.replay import frame_stacks
 from protege.replay import reverb_replay
+from protege.replay import signatures
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
 ACTION_SPEC = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1, 'action')
@@ -42,9 +43,10 @@ def _write_environment_items(env, sequence_length, num_items):
   observation_spec = tensor_spec.from_spec(env.observation_spec())
   step_spec = {'observation': tf.TensorSpec(observation_spec.shape, observation_spec.dtype, 'observation'),
                'step_type': tf.TensorSpec([], tf.int32, 'step_type')}
-  signature = reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size,
-                                               stored_frames=reverb_replay.frame_storage(env))
-  server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, max_size=num_items)])
+  signature = signatures.sequence_signature(step_spec, sequence_length, env.batch_size,
+                                            stored_frames=signatures.frame_storage(env))
+  server = reverb_replay.start_server([reverb_replay.queue_table(
+      signatures.on_policy_table(signature, max_size=num_items))])
   address = f'localhost:{server.port}'
   writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', sequence_length)
   rng = np.random.default_rng(0)
@@ -129,10 +131,10 @@ def test_storage_is_a_gin_option_and_only_for_frame_stacks():
   env = suite.make_environment('ALE/Breakout-v5', num_envs=1)
   cartpole = suite.make_environment('CartPole-v1', num_envs=1)
   try:
-    assert reverb_replay.frame_storage(env) == 'zeros'
-    assert reverb_replay.frame_storage(cartpole) is None
+    assert signatures.frame_storage(env) == 'zeros'
+    assert signatures.frame_storage(cartpole) is None
     gin.parse_config(['frame_storage.store_frames_once = False'])
-    assert reverb_replay.frame_storage(env) is None
+    assert signatures.frame_storage(env) is None
   finally:
     env.close()
     cartpole.close()

@@ -20,6 +20,7 @@ from protege.networks import torsos
 from protege.replay import frame_stacks
 from protege.replay import local_queue
 from protege.replay import reverb_replay
+from protege.replay import signatures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T, N = 4, 3
@@ -56,7 +57,7 @@ def _action_step(t):
 
 def _action_queue(capacity):
   spec = {'observation': STEP_SPEC['observation'], 'action': STEP_SPEC['action']}
-  queue = local_queue.TrajectoryQueue(reverb_replay.sequence_signature(spec, T, N), capacity)
+  queue = local_queue.TrajectoryQueue(signatures.sequence_signature(spec, T, N), capacity)
   return queue, local_queue.SequenceWriter(queue, T)
 
 
@@ -65,9 +66,10 @@ def _action_queue(capacity):
 @pytest.mark.parametrize('items_per_batch', [1, 2])
 def test_items_are_those_of_the_reverb_path(spec, stored_frames, items_per_batch):
   num_items = 4
-  signature = reverb_replay.sequence_signature(spec, T, N, stored_frames=stored_frames)
+  signature = signatures.sequence_signature(spec, T, N, stored_frames=stored_frames)
   steps = _steps(spec, num_items * T + 1)
-  server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, max_size=num_items)])
+  server = reverb_replay.start_server([reverb_replay.queue_table(
+      signatures.on_policy_table(signature, max_size=num_items))])
   try:
     address = f'localhost:{server.port}'
     reverb_writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
@@ -207,7 +209,7 @@ def test_ppo_learner_reads_the_queue_under_mirrored_strategy(mirrored_strategy):
   with mirrored_strategy.scope():
     learner_network = network()
   replicas = mirrored_strategy.num_replicas_in_sync
-  signature = reverb_replay.sequence_signature(
+  signature = signatures.sequence_signature(
       actor_lib.step_spec(observation_spec, action_spec, learner_network), T, N)
   queue = local_queue.TrajectoryQueue(signature, local_queue.on_policy_capacity(replicas))
   writer = local_queue.SequenceWriter(queue, T)
@@ -260,8 +262,8 @@ def _listening_sockets(pid):
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='reads /proc (Linux)')
 def test_the_detector_sees_a_reverb_server():
-  server = reverb_replay.start_server([reverb_replay.on_policy_table(
-      reverb_replay.sequence_signature(STACK_SPEC, T, N))])
+  server = reverb_replay.start_server([reverb_replay.queue_table(signatures.on_policy_table(
+      signatures.sequence_signature(STACK_SPEC, T, N)))])
   try:
     assert _listening_sockets(os.getpid())
   finally:

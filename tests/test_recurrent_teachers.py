@@ -19,6 +19,7 @@ from protege.networks import actor_critic
 from protege.networks import torsos
 from protege.replay import local_queue
 from protege.replay import reverb_replay
+from protege.replay import signatures
 
 T, N = 4, 3  # CartPole's random episodes last 8+ steps: every episode spans several items
 ITEMS = 12
@@ -53,7 +54,7 @@ def test_an_lstm_teacher_gives_in_training_the_logits_of_its_whole_episodes(lstm
   student = actor_critic.ActorCriticNetwork(observation_spec, action_spec, torso_fn=lambda: torsos.MLPTorso((8,)))
   student.create_variables()
   spec = actor_lib.step_spec(observation_spec, action_spec, student, teachers=actor_teachers)
-  queue = local_queue.TrajectoryQueue(reverb_replay.sequence_signature(spec, T, N), capacity=ITEMS)
+  queue = local_queue.TrajectoryQueue(signatures.sequence_signature(spec, T, N), capacity=ITEMS)
   writer = local_queue.SequenceWriter(queue, T)
   actor = actor_lib.Actor(env, student, writer, seed=3, teachers=actor_teachers)
   assert actor.run(T + 1) + actor.run((ITEMS - 1) * T) == ITEMS

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from protege.replay import reverb_replay
+from protege.replay import signatures
 
 T, N = 4, 3
 STEP_SPEC = {'observation': tf.TensorSpec([2], tf.float32), 'action': tf.TensorSpec([], tf.int64)}
@@ -14,8 +15,8 @@ STEP_SPEC = {'observation': tf.TensorSpec([2], tf.float32), 'action': tf.TensorS
 
 @pytest.fixture
 def server():
-  signature = reverb_replay.sequence_signature(STEP_SPEC, T, N)
-  server = reverb_replay.start_server([reverb_replay.on_policy_table(signature, max_size=8)])
+  signature = signatures.sequence_signature(STEP_SPEC, T, N)
+  server = reverb_replay.start_server([reverb_replay.queue_table(signatures.on_policy_table(signature, max_size=8))])
   yield server
   server.stop()
 
@@ -28,11 +29,11 @@ def _step(t):
 
 
 def test_signature_prepends_time_and_batch():
-  signature = reverb_replay.sequence_signature(STEP_SPEC, T, N)
+  signature = signatures.sequence_signature(STEP_SPEC, T, N)
   assert signature['observation'].shape.as_list() == [T + 1, N, 2]
   assert signature['action'].shape.as_list() == [T + 1, N]
   with pytest.raises(ValueError, match='sequence_length'):
-    reverb_replay.sequence_signature(STEP_SPEC, 0, N)
+    signatures.sequence_signature(STEP_SPEC, 0, N)
 
 
 def test_items_overlap_by_one_step_and_merge_batches(server):
@@ -59,7 +60,7 @@ def test_items_overlap_by_one_step_and_merge_batches(server):
 
 
 def test_uniform_table_samples_with_replacement():
-  signature = reverb_replay.sequence_signature(STEP_SPEC, T, N)
+  signature = signatures.sequence_signature(STEP_SPEC, T, N)
   server = reverb_replay.start_server([reverb_replay.uniform_table(signature, max_size=10)])
   try:
     address = f'localhost:{server.port}'

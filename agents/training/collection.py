@@ -8,7 +8,8 @@
   table; the learner (`binaries/learner_main.py`) publishes its weights to the server's variables table.
 
 The run's own actor writes to the in-process trajectory queue (`replay.local_queue`: no server, no open
-port), or, given a Reverb server's address, to that server's table.
+port), or, given a Reverb server's address, to that server's table. Only the modes with a Reverb server
+import Reverb (`replay.optional_reverb`), so a single-process run needs no dm-reverb installed.
 
 `make_collection` chooses the mode once, where the `Trainer` is built; the trainer then calls, in order:
 `dataset` (the learner's input), `attach` (after the checkpoint is restored), `start` (before the first
@@ -26,7 +27,14 @@ from protege.agents.training import actor as actor_lib
 from protege.agents.training import components
 from protege.envs import suite
 from protege.replay import local_queue
-from protege.replay import reverb_replay
+from protege.replay import optional_reverb
+from protege.replay import signatures
+
+
+def _reverb_replay(reverb_address: str):
+  """`replay.reverb_replay`, for the modes that use the Reverb server at `reverb_address`; a one-line
+  ConfigError naming the flag when dm-reverb is not installed."""
+  return optional_reverb.load(f'--reverb_address={reverb_address}')
 
 
 def _no_episodes() -> Tuple[np.ndarray, np.ndarray]:
@@ -125,7 +133,8 @@ class LocalCollection(Collection):
   def dataset(self, items_per_replica: int) -> tf.data.Dataset:
     if self.queue is not None:
       return self.queue.dataset(items_per_replica)
-    return reverb_replay.make_dataset(self._reverb_address, self._table_name, items_per_replica)
+    return _reverb_replay(self._reverb_address).make_dataset(self._reverb_address, self._table_name,
+                                                             items_per_replica)
 
   def attach(self, env, seed: int, resume_seed: int):
     # Environments restart on resume; a different seed per resume avoids replaying the same episodes.
@@ -212,14 +221,15 @@ class RemoteCollection(Collection):
     super().__init__(items_per_iteration)
     self._reverb_address = reverb_address
     self._table_name = table_name
+    self._reverb_replay = reverb_replay = _reverb_replay(reverb_address)
     client = reverb_replay.connect(reverb_address)
     reverb_replay.check_tables(client, reverb_address, [table_name, reverb_replay.VARIABLES_TABLE])
     self._variables = reverb_replay.VariableContainer(
-        client, reverb_replay.variables_signature(network.variables), address=reverb_address)
+        client, signatures.variables_signature(network.variables), address=reverb_address)
     self._reverb_items = reverb_replay.ItemsAvailable(client, table_name)
 
   def dataset(self, items_per_replica: int) -> tf.data.Dataset:
-    return reverb_replay.make_dataset(self._reverb_address, self._table_name, items_per_replica)
+    return self._reverb_replay.make_dataset(self._reverb_address, self._table_name, items_per_replica)
 
   def collect(self, variables, version: int) -> None:
     # Actors in other processes take these weights (and their version) before their next item.
@@ -264,11 +274,12 @@ def make_collection(env, network, actor_network, teachers, reverb_address: Optio
     step_spec = actor_lib.step_spec(*components.environment_specs(env), network,
                                     multi_task=actor_lib.is_multi_task(env), teachers=teachers)
     queue = local_queue.TrajectoryQueue(
-        reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size,
-                                         stored_frames=reverb_replay.frame_storage(env)),
-        reverb_replay.on_policy_capacity(items_per_iteration))
+        signatures.sequence_signature(step_spec, sequence_length, env.batch_size,
+                                      stored_frames=signatures.frame_storage(env)),
+        signatures.on_policy_capacity(items_per_iteration))
     writer = local_queue.SequenceWriter(queue, sequence_length)
   else:
+    reverb_replay = _reverb_replay(reverb_address)
     writer = reverb_replay.SequenceWriter(reverb_replay.connect(reverb_address), table_name, sequence_length)
   mode = ThreadedCollection if asynchronous_actor else LocalCollection
   return mode(writer, queue, actor_network, teachers, sequence_length, items_per_iteration,

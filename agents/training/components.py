@@ -1,5 +1,7 @@
 """What every job of a run builds the same way from the gin settings: the environment's specs, the
-network, and the Reverb tables (the learner, the Reverb server, the actors and the evaluators share them)."""
+network, and the Reverb tables (the learner, the Reverb server, the actors and the evaluators share them).
+
+Only `make_tables` needs Reverb, and imports it when called: the single-process run uses the rest."""
 
 from typing import Any, Callable
 
@@ -7,7 +9,8 @@ from tf_agents.specs import tensor_spec
 
 from protege.agents.distillation import kickstarting
 from protege.agents.training import actor as actor_lib
-from protege.replay import reverb_replay
+from protege.replay import optional_reverb
+from protege.replay import signatures
 
 
 def environment_specs(env):
@@ -26,10 +29,11 @@ def make_tables(env, network, sequence_length: int, table_name: str = 'trajector
                 items_per_learner_step: int = 1) -> list:
   """The Reverb tables of a run: the trajectory queue the actors fill and the learner reads, and the
   variables table through which a learner in another process publishes its weights."""
+  reverb_replay = optional_reverb.load("a Reverb server's tables")
   step_spec = actor_lib.step_spec(*environment_specs(env), network, multi_task=actor_lib.is_multi_task(env),
                                   teachers=kickstarting.actor_teachers(*environment_specs(env)))
-  signature = reverb_replay.sequence_signature(step_spec, sequence_length, env.batch_size,
-                                               stored_frames=reverb_replay.frame_storage(env))
-  return [reverb_replay.on_policy_table(signature, name=table_name,
-                                        items_per_learner_step=items_per_learner_step),
-          reverb_replay.variables_table(reverb_replay.variables_signature(network.variables))]
+  signature = signatures.sequence_signature(step_spec, sequence_length, env.batch_size,
+                                            stored_frames=signatures.frame_storage(env))
+  return [reverb_replay.queue_table(signatures.on_policy_table(signature, name=table_name,
+                                                               items_per_learner_step=items_per_learner_step)),
+          reverb_replay.variables_table(signatures.variables_signature(network.variables))]

@@ -13,7 +13,9 @@ driven by the same gin file (TF-Agents' distributed examples split the jobs the 
 
 The server is the one job that listens on a port, on every network interface and without authentication
 (Reverb has neither a bind address nor authentication; README, "Security"). A single-process run keeps
-its trajectories in the process instead (`replay.local_queue`) and listens on none.
+its trajectories in the process instead (`replay.local_queue`) and listens on none. Each job imports Reverb
+when it starts (`replay.optional_reverb`): this module imports without it, and a job started where dm-reverb
+is not installed stops with one line naming the job and the fix.
 
 The learner is the single-process `Trainer` with actors in other processes (`collection.RemoteCollection`),
 reading the server's queue where the single-process run reads its in-process one, so a distributed run
@@ -42,13 +44,19 @@ from protege.agents.training import actor as actor_lib
 from protege.agents.training import components
 from protege.agents.training import settings as settings_lib
 from protege.envs import suite
-from protege.replay import reverb_replay
+from protege.replay import optional_reverb
+from protege.replay import signatures
 from protege.runtime import config as run_config
 from protege.runtime import run_directory
 
 # Actor i's environments are seeded `train.seed + ACTOR_SEED_STRIDE * (i + 1)`: apart from the learner's
 # own environment (train.seed) and from evaluation (train.seed + 10_000).
 ACTOR_SEED_STRIDE = 100_003
+
+# What each job is called in the one line that says dm-reverb is not installed (`optional_reverb.load`).
+_SERVER_JOB = 'reverb_server_main (the Reverb server of a distributed run)'
+_ACTOR_JOB = 'actor_main (an actor of a distributed run)'
+_LEARNER_JOB = 'learner_main (the learner of a distributed run)'
 
 
 
@@ -106,6 +114,7 @@ def start_server(port: int, checkpoint_dir: Optional[str], items_per_learner_ste
     items_per_learner_step: items the learner reads per iteration (its replicas × `train.items_per_replica`),
       the trajectory queue's smallest capacity; None: `train.items_per_replica` (a one-replica learner).
   """
+  reverb_replay = optional_reverb.load(_SERVER_JOB)
   settings = settings_lib.train_settings()
   env = suite.make_environment(seed=settings.seed)
   try:
@@ -131,6 +140,7 @@ def serve(server, checkpoint_interval_seconds: float, stop: threading.Event,
   """Serves until `stop` is set. With `checkpoint_dir` (the server's), checkpoints the tables every
   `checkpoint_interval_seconds` and once more on the way out (a SIGTERM'd server restarts with
   everything it held), keeping the newest `keep_checkpoints`."""
+  reverb_replay = optional_reverb.load(_SERVER_JOB)
   client = reverb_replay.connect(f'localhost:{server.port}')
   sizes = {name: info.current_size for name, info in client.server_info().items()}
   print(f'Reverb server on port {server.port}; items per table: {sizes}.', flush=True)
@@ -155,6 +165,7 @@ def run_server(port: int, stop: threading.Event, checkpoint_dir: Optional[str] =
   `checkpoint_dir_flag` instead), starts the server (restoring the newest complete checkpoint there), calls
   `on_started(server)` and serves until `stop` is set (see `serve`)."""
   check_server_settings(checkpoint_interval_seconds, keep_checkpoints)
+  optional_reverb.load(_SERVER_JOB)  # before the lock is taken
   lock = None
   if checkpoint_dir:
     lock = run_directory.RunDirectory(checkpoint_dir, 'a Reverb server', flag=checkpoint_dir_flag)
@@ -201,6 +212,7 @@ def run_learner(root_dir: str, reverb_address: str, tpu: Optional[str] = None, u
     stop_request: polled between iterations and while waiting for items.
     program: the job's name, recorded in the run directory's lock.
   """
+  optional_reverb.load(_LEARNER_JOB)  # before anything is written to `root_dir`
   # pylint: disable=g-import-not-at-top  (the learner's modules; actors and the server do without them)
   from protege.agents.training import numerics as numerics_lib
   from protege.agents.training import strategy as strategy_lib
@@ -239,6 +251,7 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
       actor finishes the item under way, closes its writer and returns (`stopped` in the counts).
   """
   stopping = stop_request or (lambda: False)
+  reverb_replay = optional_reverb.load(_ACTOR_JOB)
   settings = settings_lib.train_settings()
   table, sequence_length = settings.table_name, settings.sequence_length
   seed = settings.seed + ACTOR_SEED_STRIDE * (actor_id + 1)
@@ -247,7 +260,7 @@ def run_actor(reverb_address: str, actor_id: int = 0, root_dir: Optional[str] = 
   reverb_replay.check_tables(client, reverb_address, [table, reverb_replay.VARIABLES_TABLE])
   env = suite.make_environment(seed=seed)
   network = components.make_network(settings.network_fn, env)
-  variables = reverb_replay.VariableContainer(client, reverb_replay.variables_signature(network.variables),
+  variables = reverb_replay.VariableContainer(client, signatures.variables_signature(network.variables),
                                               address=reverb_address, retry_seconds=retry_seconds)
   summary_writer = None
   if root_dir:
