@@ -3,6 +3,7 @@
 This must run before any test creates a tensor: TensorFlow fixes its devices at first use.
 """
 
+import importlib.util
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -16,6 +17,32 @@ NUM_LOGICAL_CPUS = 2
 _cpus = tf.config.list_physical_devices('CPU')
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
+
+
+# Where dm-reverb is not installed (it has no wheel for Python > 3.11), the tests that need a Reverb server or
+# client are skipped with this reason; test modules that are Reverb-only skip whole with `importorskip`.
+REVERB_MISSING = 'dm-reverb is not installed: this test needs a Reverb server or client'
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'reverb: needs a Reverb server or client; skipped where dm-reverb is not '
+                          'installed')
+
+
+def _reverb_installed() -> bool:
+  try:
+    return importlib.util.find_spec('reverb') is not None
+  except ImportError:  # an import hook that refuses it (tests/test_without_reverb.py's)
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  if _reverb_installed():
+    return
+  for item in items:
+    if item.get_closest_marker('reverb') is not None:
+      item.add_marker(pytest.mark.skip(reason=REVERB_MISSING))
 
 
 @pytest.fixture(autouse=True)

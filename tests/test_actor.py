@@ -7,6 +7,8 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
+pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
+
 from protege.agents.training import actor as actor_lib
 from protege.envs import suite
 from protege.networks import actor_critic

@@ -131,6 +131,7 @@ def test_reverb_server_main_refuses_a_bad_flag_in_one_line_before_serving(flag, 
   assert not checkpoints.exists()
 
 
+@pytest.mark.reverb
 def test_an_actor_given_a_server_without_its_table_is_one_line(tmp_path):
   """A real Reverb server (localhost, a free port) that serves another table than the gin file's."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -21,6 +21,8 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
+pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
+
 from protege.agents.training import actor as actor_lib
 from protege.agents.training import components
 from protege.agents.training import deployment

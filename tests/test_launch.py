@@ -63,6 +63,7 @@ def launch(tmp_path):
     one.kill_all()
 
 
+@pytest.mark.reverb
 def test_the_quickstart_trains_through_the_launcher_and_ray_restarts_a_killed_actor(tmp_path, launch):
   root = tmp_path / 'run'
   run = launch(['--gin_file=quickstart.gin', f'--root_dir={root}', '--num_actors=2'] + SMALL_JOBS)
@@ -88,6 +89,7 @@ def test_the_quickstart_trains_through_the_launcher_and_ray_restarts_a_killed_ac
   assert list((root / 'reverb_checkpoints').glob('*/DONE')), log[-4000:]
 
 
+@pytest.mark.reverb
 def test_a_job_killed_more_often_than_ray_may_restart_it_stops_the_run_with_one_line(tmp_path, launch):
   root = tmp_path / 'run'
   run = launch(['--gin_file=quickstart.gin', f'--root_dir={root}', '--num_actors=1',
@@ -153,6 +155,7 @@ def test_an_absent_ray_cluster_is_one_line_not_a_hang():
   network.check_reachable('auto')  # Ray finds the cluster of this node itself
 
 
+@pytest.mark.reverb
 def test_a_learner_device_the_machine_lacks_is_one_line_not_a_wait(tmp_path):
   result = subprocess.run([sys.executable, LAUNCH_MAIN, '--gin_file=quickstart.gin', f'--root_dir={tmp_path / "run"}',
                            '--num_actors=1', '--use_gpu'], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -12,6 +12,8 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
+pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
+
 from protege.agents.learners import ppo
 from protege.agents.training import actor as actor_lib
 from protege.envs import suite

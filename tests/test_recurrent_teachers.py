@@ -8,6 +8,8 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
+pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
+
 from protege.agents.distillation import kickstarting
 from protege.agents.distillation import teacher_set as teacher_set_lib
 from protege.agents.training import actor as actor_lib

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
+
 from protege.replay import reverb_replay
 from protege.replay import signatures
 

@@ -125,6 +125,7 @@ def test_unwritable_root_dir_is_one_clear_line(tiny_gin):
   assert '/proc/protege_run' in line and '--root_dir' in line
 
 
+@pytest.mark.reverb
 def test_unreachable_reverb_is_one_clear_line(tiny_gin, tmp_path):
   with socket.socket() as s:
     s.bind(('localhost', 0))
