@@ -10,6 +10,8 @@ what was asked and how to install it, instead of a ModuleNotFoundError.
 
 import platform
 
+import gin
+
 from protege.runtime import errors
 
 # requirements.txt's pin; its wheels need Python <= 3.11 (and TensorFlow 2.15).
@@ -27,7 +29,10 @@ def load(needed_by: str):
     ConfigError: dm-reverb is not installed; one line naming `needed_by` and the fix.
   """
   try:
-    from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
+    # Its gin configurables (`uniform_table`) register on first import, which may come after the run's
+    # config is parsed and locked (a Reverb path reached from library code, not through a binary).
+    with gin.unlock_config():
+      from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   except ModuleNotFoundError as error:
     if (error.name or '').split('.')[0] != 'reverb':
       raise
