@@ -8,8 +8,6 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
-
 from protege.agents.distillation import kickstarting
 from protege.agents.distillation import teacher_set as teacher_set_lib
 from protege.agents.training import actor as actor_lib
@@ -20,7 +18,6 @@ from protege.envs import suite
 from protege.networks import actor_critic
 from protege.networks import torsos
 from protege.replay import local_queue
-from protege.replay import reverb_replay
 from protege.replay import signatures
 
 T, N = 4, 3  # CartPole's random episodes last 8+ steps: every episode spans several items
@@ -88,6 +85,7 @@ def test_an_lstm_teacher_gives_in_training_the_logits_of_its_whole_episodes(lstm
   assert stale > 1e-2
 
 
+@pytest.mark.reverb  # components.make_tables builds the Reverb table
 def test_a_kickstarted_run_and_its_reverb_table_carry_the_recurrent_teachers_state(lstm_export, tmp_path):
   path, (observation_spec, action_spec) = lstm_export
   gin.clear_config()
