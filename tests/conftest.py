@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
+import protege  # noqa: E402,F401  (first: it sets what TensorFlow and TF-Agents need; runtime/tf_stack.py)
 import gin  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -11,12 +11,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from tf_agents.agents.dqn import dqn_agent
 from tf_agents.drivers import dynamic_step_driver
 from tf_agents.environments import tf_py_environment
-from tf_agents.networks import actor_distribution_network
 from tf_agents.networks import q_network
 from tf_agents.networks import q_rnn_network
+from tf_agents.networks import sequential
 from tf_agents.policies import actor_policy
 from tf_agents.policies import greedy_policy
 from tf_agents.policies import policy_saver
@@ -101,8 +102,12 @@ def dqn(tmp_path_factory):
   policy_saver.PolicySaver(agent.policy, batch_size=None).save(paths['greedy'])
   policy_saver.PolicySaver(agent.collect_policy, batch_size=None).save(paths['collect'])
   policy_saver.PolicySaver(agent.policy.wrapped_policy, batch_size=None).save(paths['q_policy'])
-  actor = actor_distribution_network.ActorDistributionNetwork(env.observation_spec(), env.action_spec(),
-                                                              fc_layer_params=(8,))
+  # A stock TF-Agents actor with a Categorical head: ActorDistributionNetwork's projection network fails to
+  # build on NumPy 2 (tf-agents 0.19 calls int() on a 1-d array), a Sequential network builds on both stacks.
+  actor = sequential.Sequential([tf.keras.layers.Dense(8, activation='relu'), tf.keras.layers.Dense(2),
+                                 tf.keras.layers.Lambda(lambda logits: tfp.distributions.Categorical(
+                                     logits=logits, dtype=env.action_spec().dtype))],
+                                input_spec=env.observation_spec())
   greedy_actor = greedy_policy.GreedyPolicy(actor_policy.ActorPolicy(env.time_step_spec(), env.action_spec(),
                                                                      actor))
   policy_saver.PolicySaver(greedy_actor, batch_size=None).save(paths['greedy_actor'])
