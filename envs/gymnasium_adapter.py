@@ -82,7 +82,7 @@ def _raise_non_finite_reward(env_id: str, rewards: np.ndarray) -> None:
   bad_index = int(np.flatnonzero(~np.isfinite(rewards))[0])
   raise errors.ConfigError(
       f'Environment {env_id!r} (env index {bad_index}) returned a non-finite reward '
-      f'{rewards[bad_index]!r}; fix the environment or a wrapper that computes the reward.')
+      f'{float(rewards[bad_index])}; fix the environment or a wrapper that computes the reward.')
 
 
 class _SpecsAndInfo:

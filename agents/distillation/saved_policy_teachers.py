@@ -122,7 +122,7 @@ def _select_value_head(info, value_head: Optional[str], source: str) -> Optional
   """The key of the teacher's value: a head of `info['values']`, '' for `info['value']`, or None."""
   heads = None
   if isinstance(info, Mapping) and isinstance(info.get('values'), Mapping):
-    heads = list(info['values'])
+    heads = sorted(info['values'])  # the export's dict order differs between TensorFlow versions
   elif isinstance(info, Mapping) and 'value' in info:
     heads = ['']
   if not heads:
