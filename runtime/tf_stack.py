@@ -7,7 +7,8 @@ and Python 3.13 with TensorFlow 2.21, NumPy 2 and no Reverb. TF-Agents 0.19 (the
 - Keras 2. TensorFlow 2.16+ makes `tf.keras` Keras 3, which TF-Agents' networks do not run on; the
   `tf-keras` package is Keras 2 for these TensorFlows and `TF_USE_LEGACY_KERAS=1` makes `tf.keras` name it.
   `prepare()` sets the variable wherever `tf_keras` is installed and the user did not set it, before
-  TensorFlow reads it (on first use of `tf.keras`).
+  TensorFlow reads it (on first use of `tf.keras`), and stops with one line if `tf.keras` was used before and
+  is Keras 3 already.
 - NumPy 2 (NEP 50). TF-Agents' `tensor_spec.sample_bounded_spec`, which `Network.create_variables()` uses
   to build a random input, adds 1 to a uint8 spec's maximum in the spec's own dtype: NumPy 1 promoted
   `np.uint8(255) + 1` to 256, NumPy 2 wraps it to 0, and every uint8 (frame) observation then fails with
@@ -33,11 +34,26 @@ def prepare() -> None:
   """Sets Keras 2 for TensorFlow and installs the NumPy 2 fix of TF-Agents (idempotent)."""
   if 'TF_USE_LEGACY_KERAS' not in os.environ and _installed('tf_keras'):
     os.environ['TF_USE_LEGACY_KERAS'] = '1'
+    _check_keras_not_yet_3()
   module = sys.modules.get(_TENSOR_SPEC)
   if module is not None:
     _patch_tensor_spec(module)
   elif not any(isinstance(finder, _PatchOnLoad) for finder in sys.meta_path):
     sys.meta_path.insert(0, _PatchOnLoad())
+
+
+def _check_keras_not_yet_3() -> None:
+  """TensorFlow fixes `tf.keras` at its first use: if that came before `import protege`, it may be Keras 3."""
+  tf = sys.modules.get('tensorflow')
+  if tf is None:
+    return
+  package = sys.modules.get(tf.keras.Model.__module__.split('.')[0])  # resolves tf.keras if nothing did yet
+  version = str(getattr(package, '__version__', ''))
+  if version.startswith('3.'):
+    raise ImportError(
+        f'tf.keras is Keras {version} in this process: it was used before `import protege` could select Keras 2 '
+        '(TF_USE_LEGACY_KERAS=1), which TF-Agents networks need. Import protege before using tf.keras, or set '
+        'TF_USE_LEGACY_KERAS=1 in the environment.')
 
 
 def _installed(name: str) -> bool:

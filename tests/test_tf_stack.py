@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tf_agents.networks import network
 from tf_agents.specs import tensor_spec
@@ -110,3 +111,15 @@ def test_the_two_stacks_pin_the_same_versions_but_where_the_second_says_why():
   assert set(second) - set(first) == _SECOND_STACK_ADDS
   differ = {name for name in set(first) & set(second) if first[name] != second[name]}
   assert differ == _SECOND_STACK_CHANGES - {'dm-reverb'}, {name: (first[name], second[name]) for name in differ}
+
+
+@pytest.mark.skipif(importlib.util.find_spec('tf_keras') is None,
+                    reason='tf.keras is always Keras 2 without tf-keras (TensorFlow 2.15, the Python 3.11 stack)')
+def test_tf_keras_used_as_keras_3_before_protege_is_refused_in_one_line():
+  env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
+  result = _python('import tensorflow as tf; tf.keras.layers.Dense(1); import protege', env=env)
+  assert result.returncode == 1
+  assert 'ImportError: tf.keras is Keras 3.' in result.stderr, result.stderr[-2000:]
+  assert 'Import protege before using tf.keras, or set TF_USE_LEGACY_KERAS=1' in result.stderr
+  fine = _python('import tensorflow as tf; import protege; print(tf.keras.Model.__module__)', env=env)
+  assert fine.returncode == 0 and fine.stdout.startswith('tf_keras.'), fine.stderr[-2000:]
