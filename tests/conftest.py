@@ -21,7 +21,8 @@ tf.config.set_logical_device_configuration(
 
 
 # Where dm-reverb is not installed (it has no wheel for Python > 3.11), the tests that need a Reverb server or
-# client are skipped with this reason; test modules that are Reverb-only skip whole with `importorskip`.
+# client, marked `reverb` (they import `replay.reverb_replay` inside), are skipped with this reason; the other
+# tests of their modules run.
 REVERB_MISSING = 'dm-reverb is not installed: this test needs a Reverb server or client'
 
 

@@ -1,4 +1,5 @@
-"""The actor on a real CartPole vector env writing to a real Reverb server."""
+"""The actor on a real CartPole vector env writing to a real Reverb server; its weight pulls and its action
+sampling, which write nothing, with an in-process queue's writer."""
 
 import gin
 import numpy as np
@@ -7,19 +8,18 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
-
 from protege.agents.training import actor as actor_lib
 from protege.envs import suite
 from protege.networks import actor_critic
 from protege.networks import torsos
-from protege.replay import reverb_replay
+from protege.replay import local_queue
 from protege.replay import signatures
 
 T, N = 8, 3
 
 
-def _setup(core=None):
+def _env_and_network(core=None):
+  """CartPole on `N` envs, a network for it, and the signature of the items an actor of both writes."""
   env = suite.make_environment('CartPole-v1', N, seed=1)
   observation_spec = tensor_spec.from_spec(env.observation_spec())
   action_spec = tensor_spec.from_spec(env.action_spec())
@@ -27,15 +27,29 @@ def _setup(core=None):
                                         torso_fn=lambda: torsos.MLPTorso((8,)), core=core, core_size=4)
   net.create_variables()
   spec = actor_lib.step_spec(observation_spec, action_spec, net)
-  signature = signatures.sequence_signature(spec, T, N)
+  return env, net, signatures.sequence_signature(spec, T, N)
+
+
+def _setup(core=None):
+  """`_env_and_network`, a Reverb server with their trajectory table, its address and a writer to it."""
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  env, net, signature = _env_and_network(core)
   server = reverb_replay.start_server([reverb_replay.queue_table(signatures.on_policy_table(signature, max_size=10))])
   address = f'localhost:{server.port}'
   writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
   return env, net, server, address, writer
 
 
+def _queue_writer(signature):
+  """A writer to an in-process queue, for the tests whose actor writes nothing (an actor only holds its
+  writer until it runs)."""
+  return local_queue.SequenceWriter(local_queue.TrajectoryQueue(signature, 10), T)
+
+
 @pytest.mark.parametrize('core', [None, 'gru'])
+@pytest.mark.reverb
 def test_actor_writes_consistent_sequences(core):
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env, net, server, address, writer = _setup(core)
   try:
     actor = actor_lib.Actor(env, net, writer, seed=3)
@@ -69,43 +83,41 @@ def test_actor_writes_consistent_sequences(core):
 
 
 def test_pull_weights_copies_and_rejects_other_architectures():
-  env, net, server, _, writer = _setup()
-  try:
-    actor = actor_lib.Actor(env, net, writer)
-    other = actor_critic.ActorCriticNetwork(net.input_tensor_spec, tensor_spec.BoundedTensorSpec(
-        [], tf.int64, 0, 1), torso_fn=lambda: torsos.MLPTorso((8,)))
-    other.create_variables()
-    actor.pull_weights(other.variables, version=1)
-    for a, b in zip(net.variables, other.variables):
-      np.testing.assert_array_equal(a.numpy(), b.numpy())
-    bigger = actor_critic.ActorCriticNetwork(net.input_tensor_spec, tensor_spec.BoundedTensorSpec(
-        [], tf.int64, 0, 1), torso_fn=lambda: torsos.MLPTorso((8, 8)))
-    bigger.create_variables()
-    with pytest.raises(ValueError, match='not the same architecture'):
-      actor_lib.Actor(env, net, writer).pull_weights(bigger.variables, version=2)
-  finally:
-    server.stop()
+  env, net, signature = _env_and_network()
+  writer = _queue_writer(signature)
+  actor = actor_lib.Actor(env, net, writer)
+  other = actor_critic.ActorCriticNetwork(net.input_tensor_spec, tensor_spec.BoundedTensorSpec(
+      [], tf.int64, 0, 1), torso_fn=lambda: torsos.MLPTorso((8,)))
+  other.create_variables()
+  actor.pull_weights(other.variables, version=1)
+  for a, b in zip(net.variables, other.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  bigger = actor_critic.ActorCriticNetwork(net.input_tensor_spec, tensor_spec.BoundedTensorSpec(
+      [], tf.int64, 0, 1), torso_fn=lambda: torsos.MLPTorso((8, 8)))
+  bigger.create_variables()
+  with pytest.raises(ValueError, match='not the same architecture'):
+    actor_lib.Actor(env, net, writer).pull_weights(bigger.variables, version=2)
 
 
 def test_sampling_follows_the_policy_and_greedy_takes_the_argmax():
-  env, net, server, _, writer = _setup()
-  try:
-    logits = np.log(np.array([[0.7, 0.3], [0.1, 0.9]], np.float32))
-    logits = np.tile(logits, (5000, 1))  # rows alternate between the two distributions
-    sampled = actor_lib.Actor(env, net, writer, seed=0)._sample(logits)
-    # 5,000 draws per row: the standard error of a frequency is <= 0.0071, so 0.03 is > 4 sigma.
-    np.testing.assert_allclose([np.mean(sampled[0::2] == 0), np.mean(sampled[1::2] == 1)],
-                               [0.7, 0.9], atol=0.03)
-    again = actor_lib.Actor(env, net, writer, seed=0)._sample(logits)
-    np.testing.assert_array_equal(sampled, again)  # The seed fixes the draws.
-    greedy = actor_lib.Actor(env, net, writer, greedy=True)._sample(logits)
-    np.testing.assert_array_equal(greedy, np.tile([0, 1], 5000))
-  finally:
-    server.stop()
+  env, net, signature = _env_and_network()
+  writer = _queue_writer(signature)
+  logits = np.log(np.array([[0.7, 0.3], [0.1, 0.9]], np.float32))
+  logits = np.tile(logits, (5000, 1))  # rows alternate between the two distributions
+  sampled = actor_lib.Actor(env, net, writer, seed=0)._sample(logits)
+  # 5,000 draws per row: the standard error of a frequency is <= 0.0071, so 0.03 is > 4 sigma.
+  np.testing.assert_allclose([np.mean(sampled[0::2] == 0), np.mean(sampled[1::2] == 1)],
+                             [0.7, 0.9], atol=0.03)
+  again = actor_lib.Actor(env, net, writer, seed=0)._sample(logits)
+  np.testing.assert_array_equal(sampled, again)  # The seed fixes the draws.
+  greedy = actor_lib.Actor(env, net, writer, greedy=True)._sample(logits)
+  np.testing.assert_array_equal(greedy, np.tile([0, 1], 5000))
 
 
+@pytest.mark.reverb
 def test_a_two_game_actor_records_each_columns_task():
   """Multi-task environments (two MinAtar games): every step carries its environment's task id."""
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   gin.bind_parameter('minatar_options.pad_channels_to', 10)
   env = suite.make_environment('MinAtar/Breakout-v0+MinAtar/SpaceInvaders-v0', 4, seed=0)
   assert actor_lib.is_multi_task(env)

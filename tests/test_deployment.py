@@ -21,8 +21,6 @@ import pytest
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
-
 from protege.agents.training import actor as actor_lib
 from protege.agents.training import components
 from protege.agents.training import deployment
@@ -32,7 +30,6 @@ from protege.agents.training import trainer as trainer_lib
 from protege.envs import suite
 from protege.networks import actor_critic
 from protege.networks import torsos
-from protege.replay import reverb_replay
 from protege.replay import signatures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,6 +105,7 @@ def _wait_until(condition, timeout, what, jobs=()):
                        '\n'.join(f'--- {job.log_path.name}\n{job.log()[-2000:]}' for job in jobs))
 
 
+@pytest.mark.reverb
 def test_deployment_learns_and_survives_faults(tmp_path):
   gin_path = tmp_path / 'deploy.gin'
   gin_path.write_text(DEPLOY_GIN)
@@ -180,6 +178,7 @@ def test_deployment_learns_and_survives_faults(tmp_path):
         job.kill()
 
 
+@pytest.mark.reverb
 def test_signals_stop_the_actor_and_the_starved_learner_within_seconds_and_the_learner_saves(tmp_path):
   """SIGTERM to an actor while the learner trains; then SIGINT to the learner, which waits for items no
   actor writes (inside its Reverb wait): it saves the iteration it reached and exits, and resumes there.
@@ -223,6 +222,7 @@ def test_signals_stop_the_actor_and_the_starved_learner_within_seconds_and_the_l
 
 
 @pytest.mark.parametrize('binary', ['actor_main.py', 'learner_main.py'])
+@pytest.mark.reverb
 def test_unreachable_server_is_one_clear_line(binary, tmp_path):
   gin_path = tmp_path / 'deploy.gin'
   gin_path.write_text(DEPLOY_GIN)
@@ -244,7 +244,9 @@ def _tiny_network(observation_spec, action_spec):
                                          torso_fn=lambda: torsos.MLPTorso(layer_sizes=(8,)))
 
 
+@pytest.mark.reverb
 def test_variable_container_round_trip():
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   env = suite.make_environment(env_id='CartPole-v1', num_envs=2)
   network = components.make_network(_tiny_network, env)
   server = reverb_replay.start_server(components.make_tables(env, network, sequence_length=4))
@@ -265,6 +267,7 @@ def test_variable_container_round_trip():
     env.close()
 
 
+@pytest.mark.reverb
 def test_remote_learner_under_mirrored_strategy(tmp_path, mirrored_strategy):
   """`Trainer(local_actor=False)` on 2 logical CPUs: per-replica items from a server, weights published.
 
@@ -272,6 +275,7 @@ def test_remote_learner_under_mirrored_strategy(tmp_path, mirrored_strategy):
   host by `distribute_datasets_from_function`, and its shapes are the table signature's, all static.
   """
   import gin  # pylint: disable=g-import-not-at-top
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   gin.parse_config(["make_environment.env_id = 'CartPole-v1'", 'make_environment.num_envs = 2',
                     'PPOLearner.num_epochs = 1', 'PPOLearner.num_minibatches = 2'])
   env = suite.make_environment(seed=3)
@@ -328,10 +332,12 @@ def test_prune_server_checkpoints_keeps_the_newest_complete_ones(tmp_path):
   assert sorted(os.listdir(tmp_path)) == names[1:]  # the incomplete newest one is left alone
 
 
+@pytest.mark.reverb
 def test_remote_learner_with_bf16_mixed_precision_and_xla(tmp_path):
   """`learner_main --mixed_precision=mixed_bfloat16 --xla`: layers compute in bfloat16 (float32 variables),
   the outputs the losses and the export see are float32, and the step runs with XLA auto-clustering."""
   import gin  # pylint: disable=g-import-not-at-top
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   gin.parse_config(["make_environment.env_id = 'CartPole-v1'", 'make_environment.num_envs = 2',
                     'PPOLearner.num_epochs = 1', 'PPOLearner.num_minibatches = 2'])
   env = suite.make_environment(seed=3)
@@ -368,6 +374,7 @@ def test_remote_learner_with_bf16_mixed_precision_and_xla(tmp_path):
   assert step.info['logits'].dtype == tf.float32
 
 
+@pytest.mark.reverb  # run_server looks for dm-reverb before it takes the lock
 def test_a_second_server_on_the_same_checkpoint_dir_is_refused(tmp_path):
   """A second server there would restore, write and prune the first one's checkpoints."""
   from protege.runtime import errors  # pylint: disable=g-import-not-at-top

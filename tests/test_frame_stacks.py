@@ -8,8 +8,6 @@ import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
-pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
-
 from protege.agents.learners import ppo
 from protege.agents.learners import rnd
 from protege.agents.training import trainer as trainer_lib
@@ -17,7 +15,6 @@ from protege.envs import suite
 from protege.networks import actor_critic
 from protege.networks import torsos
 from protege.replay import frame_stacks
-from protege.replay import reverb_replay
 from protege.replay import signatures
 
 FIRST, MID, LAST = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
@@ -42,6 +39,7 @@ def _reference_stacks(frames, frames_before, step_type, padding):
 def _write_environment_items(env, sequence_length, num_items):
   """Steps `env` with random actions through a `SequenceWriter` into a table with the run's storage;
   returns the server, the address and the environment's own observations and step types."""
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   observation_spec = tensor_spec.from_spec(env.observation_spec())
   step_spec = {'observation': tf.TensorSpec(observation_spec.shape, observation_spec.dtype, 'observation'),
                'step_type': tf.TensorSpec([], tf.int32, 'step_type')}
@@ -65,7 +63,9 @@ def _write_environment_items(env, sequence_length, num_items):
 
 
 @pytest.mark.parametrize('backend, padding', [('ale_vector', 'zeros'), ('gymnasium', 'reset')])
+@pytest.mark.reverb
 def test_rebuilt_stacks_are_the_environments_across_episode_and_sequence_boundaries(backend, padding):
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   # Episodes of 11 agent steps (44 frames) and items of 6 steps: resets fall inside items and on their
   # first rows; items overlap by one step.
   gin.parse_config([f"make_environment.atari_backend = '{backend}'",
@@ -109,7 +109,9 @@ def test_rebuilt_stacks_are_the_environments_across_episode_and_sequence_boundar
     server.stop()
 
 
+@pytest.mark.reverb
 def test_items_batched_together_keep_their_own_older_frames():
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   gin.parse_config(['atari_options.max_num_frames_per_episode = 44'])
   env = suite.make_environment('ALE/Breakout-v5', num_envs=2, seed=4)
   T = 5

@@ -12,8 +12,6 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
-
 from protege.agents.learners import ppo
 from protege.agents.training import actor as actor_lib
 from protege.envs import suite
@@ -21,7 +19,6 @@ from protege.networks import actor_critic
 from protege.networks import torsos
 from protege.replay import frame_stacks
 from protege.replay import local_queue
-from protege.replay import reverb_replay
 from protege.replay import signatures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +63,9 @@ def _action_queue(capacity):
 @pytest.mark.parametrize('spec,stored_frames', [(STEP_SPEC, None), (STACK_SPEC, 'zeros'),
                                                 (STACK_SPEC, 'reset')])
 @pytest.mark.parametrize('items_per_batch', [1, 2])
+@pytest.mark.reverb
 def test_items_are_those_of_the_reverb_path(spec, stored_frames, items_per_batch):
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   num_items = 4
   signature = signatures.sequence_signature(spec, T, N, stored_frames=stored_frames)
   steps = _steps(spec, num_items * T + 1)
@@ -263,7 +262,9 @@ def _listening_sockets(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='reads /proc (Linux)')
+@pytest.mark.reverb
 def test_the_detector_sees_a_reverb_server():
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   server = reverb_replay.start_server([reverb_replay.queue_table(signatures.on_policy_table(
       signatures.sequence_signature(STACK_SPEC, T, N)))])
   try:

@@ -1,4 +1,4 @@
-"""Replay on a real in-process Reverb server on a free port."""
+"""Replay on a real in-process Reverb server on a free port, and the items' signature."""
 
 import time
 
@@ -6,9 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-pytest.importorskip('reverb', reason='dm-reverb is not installed: these tests need a Reverb server or client')
-
-from protege.replay import reverb_replay
 from protege.replay import signatures
 
 T, N = 4, 3
@@ -17,6 +14,7 @@ STEP_SPEC = {'observation': tf.TensorSpec([2], tf.float32), 'action': tf.TensorS
 
 @pytest.fixture
 def server():
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   signature = signatures.sequence_signature(STEP_SPEC, T, N)
   server = reverb_replay.start_server([reverb_replay.queue_table(signatures.on_policy_table(signature, max_size=8))])
   yield server
@@ -38,7 +36,9 @@ def test_signature_prepends_time_and_batch():
     signatures.sequence_signature(STEP_SPEC, 0, N)
 
 
+@pytest.mark.reverb
 def test_items_overlap_by_one_step_and_merge_batches(server):
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   address = f'localhost:{server.port}'
   client = reverb_replay.connect(address)
   writer = reverb_replay.SequenceWriter(client, 'trajectories', T)
@@ -61,7 +61,9 @@ def test_items_overlap_by_one_step_and_merge_batches(server):
   assert client.server_info()['trajectories'].current_size == 0
 
 
+@pytest.mark.reverb
 def test_uniform_table_samples_with_replacement():
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   signature = signatures.sequence_signature(STEP_SPEC, T, N)
   server = reverb_replay.start_server([reverb_replay.uniform_table(signature, max_size=10)])
   try:
@@ -81,7 +83,9 @@ def test_uniform_table_samples_with_replacement():
     server.stop()
 
 
+@pytest.mark.reverb
 def test_unreachable_server_fails_fast_with_the_address():
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   # A port nothing listens on (bind and release to find one).
   import socket
   with socket.socket() as s:
@@ -93,7 +97,9 @@ def test_unreachable_server_fails_fast_with_the_address():
   assert time.time() - start < 30  # bounded retry, never a hang
 
 
+@pytest.mark.reverb
 def test_single_item_batches_keep_the_item_layout(server):
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   address = f'localhost:{server.port}'
   writer = reverb_replay.SequenceWriter(reverb_replay.connect(address), 'trajectories', T)
   for t in range(T + 1):
