@@ -14,7 +14,6 @@ from typing import Callable, Iterator, Optional, Sequence
 from absl import app
 from absl import flags
 
-from protege.replay import optional_reverb
 from protege.runtime import config
 from protege.runtime import errors
 # Re-exported: binaries and tests name them through this module.
@@ -33,10 +32,7 @@ def register_configurables() -> None:
   # pylint: disable=g-import-not-at-top,unused-import
   from protege.agents.training import trainer  # noqa: F401  (imports the actor, learners, networks, envs, replay)
   from protege.agents.training import deployment  # noqa: F401  (launch: the resources of protege-launch's jobs)
-  try:
-    optional_reverb.load('uniform_table')  # the one configurable of the Reverb paths alone
-  except errors.ConfigError:
-    pass  # dm-reverb is not installed: a single-process run does without it
+  # replay/reverb_replay.py, the Reverb transport, registers none: parsing needs no dm-reverb.
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:

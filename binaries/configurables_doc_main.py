@@ -24,6 +24,7 @@ from absl import flags  # noqa: E402
 import gin  # noqa: E402
 
 import protege  # noqa: E402
+from protege.replay import optional_reverb  # noqa: E402
 
 flags.DEFINE_string('output', None, 'Where to write the reference; default: docs/configurables.md of the checkout.')
 flags.DEFINE_bool('check', False, 'Write nothing; exit 1 (naming the file) if it is not current.')
@@ -31,16 +32,22 @@ flags.DEFINE_bool('check', False, 'Write nothing; exit 1 (naming the file) if it
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(REPO, 'docs', 'configurables.md')
+# The one module that imports dm-reverb.
+REVERB_MODULE = 'protege.replay.reverb_replay'
 _SECTION = re.compile(r'^(\s*)(Args|Arguments|Attributes):\s*$')
 _ENTRY = re.compile(r'^(\w+(?:,\s*\w+)*)(?:\s*\([^)]*\))?:\s*(.*)$')
 
 
 def _configurables() -> List[Tuple[str, object]]:
   """(gin name, configurable) of every configurable a module of the package registers, by module then name.
-  The binaries are not imported: they define flags, and register no configurable of their own."""
+  The binaries are not imported: they define flags, and register no configurable of their own; nor is the
+  Reverb transport where dm-reverb is not installed (it registers none: tests/test_configurables_doc.py)."""
   for module in pkgutil.walk_packages(protege.__path__, 'protege.'):
-    if not module.name.startswith('protege.binaries'):
-      importlib.import_module(module.name)
+    if module.name.startswith('protege.binaries'):
+      continue
+    if module.name == REVERB_MODULE and not optional_reverb.installed():
+      continue
+    importlib.import_module(module.name)
   from gin import config as gin_config  # pylint: disable=g-import-not-at-top
   found = [(configurable.name, configurable) for _, configurable in gin_config._REGISTRY.items()  # pylint: disable=protected-access
            if (configurable.module or '').startswith('protege.')]

@@ -8,6 +8,7 @@ benchmark) import `replay.reverb_replay` through `load`: without dm-reverb, they
 what was asked and how to install it, instead of a ModuleNotFoundError.
 """
 
+import importlib.util
 import platform
 
 import gin
@@ -16,6 +17,14 @@ from protege.runtime import errors
 
 # requirements.txt's pin; its wheels need Python <= 3.11 (and TensorFlow 2.15).
 REVERB_REQUIREMENT = 'dm-reverb==0.14.0'
+
+
+def installed() -> bool:
+  """Whether dm-reverb can be imported here (without importing it)."""
+  try:
+    return importlib.util.find_spec('reverb') is not None
+  except ImportError:  # an import hook that refuses it (tests/test_without_reverb.py's)
+    return False
 
 
 def load(needed_by: str):
@@ -29,8 +38,8 @@ def load(needed_by: str):
     ConfigError: dm-reverb is not installed; one line naming `needed_by` and the fix.
   """
   try:
-    # Its gin configurables (`uniform_table`) register on first import, which may come after the run's
-    # config is parsed and locked (a Reverb path reached from library code, not through a binary).
+    # It registers no gin configurable, but what it imports first (replay.signatures) may, and that can come
+    # after the run's config is parsed and locked (a Reverb path reached from library code, not a binary).
     with gin.unlock_config():
       from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
   except ModuleNotFoundError as error:

@@ -22,7 +22,6 @@ table's signature says so, the writer follows it, and the learner rebuilds the s
 import time
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
-import gin
 import numpy as np
 import reverb
 import tensorflow as tf
@@ -47,7 +46,6 @@ def queue_table(table: signatures.QueueTable) -> reverb.Table:
   return reverb.Table.queue(name=table.name, max_size=table.capacity, signature=table.signature)
 
 
-@gin.configurable
 def uniform_table(signature: Any,
                   name: str = 'trajectories',
                   max_size: int = 100_000,
@@ -55,6 +53,9 @@ def uniform_table(signature: Any,
                   samples_per_insert: Optional[float] = None,
                   error_buffer: float = 100.0) -> reverb.Table:
   """A uniform-sampling table for off-policy learners; the oldest item is evicted first.
+
+  A library function, not a gin configurable: no run of Protégé makes this table (its learners are
+  on-policy and read `queue_table`s), so a gin binding of it would configure nothing.
 
   Args:
     signature: item signature (see `signatures.sequence_signature`).

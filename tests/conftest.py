@@ -3,7 +3,6 @@
 This must run before any test creates a tensor: TensorFlow fixes its devices at first use.
 """
 
-import importlib.util
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -12,6 +11,8 @@ import protege  # noqa: E402,F401  (first: it sets what TensorFlow and TF-Agents
 import gin  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from protege.replay import optional_reverb  # noqa: E402
 
 NUM_LOGICAL_CPUS = 2
 
@@ -31,16 +32,9 @@ def pytest_configure(config):
                           'installed')
 
 
-def _reverb_installed() -> bool:
-  try:
-    return importlib.util.find_spec('reverb') is not None
-  except ImportError:  # an import hook that refuses it (tests/test_without_reverb.py's)
-    return False
-
-
 def pytest_collection_modifyitems(config, items):
   del config
-  if _reverb_installed():
+  if optional_reverb.installed():
     return
   for item in items:
     if item.get_closest_marker('reverb') is not None:

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join(REPO, 'binaries', 'configurables_doc_main.py')
 
@@ -27,3 +29,14 @@ def test_every_parameter_of_the_learners_is_documented():
   for name in ('PPOLearner', 'IMPALALearner', 'RNDLearner', 'Kickstarter', 'TeacherSet', 'train', 'PBTScheduler'):
     assert f'### `{name}`' in text
   assert '| `learning_rate` | `0.0003` |' in text  # PPOLearner's default, read from its signature
+
+
+@pytest.mark.reverb
+def test_the_reverb_transport_registers_no_configurable():
+  # So the reference is the same where dm-reverb is not installed and the generator cannot import it.
+  from protege.replay import reverb_replay  # pylint: disable=g-import-not-at-top
+  from gin import config as gin_config  # pylint: disable=g-import-not-at-top
+  registered = {c.name: c.module for _, c in gin_config._REGISTRY.items()}  # pylint: disable=protected-access
+  assert 'queue_table' not in registered and 'uniform_table' not in registered
+  assert reverb_replay.__name__ not in registered.values()
+  assert registered['on_policy_table'] == 'protege.replay.signatures'  # the reading of the registry works

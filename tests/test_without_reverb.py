@@ -116,3 +116,18 @@ def test_reverb_address_without_reverb_is_one_line_naming_the_fix(tmp_path):
   # (test_train_main.py's unreachable address), no checkpoint, summary or policy.
   assert os.listdir(root) == ['.run.lock']
   assert _reverb_modules(result) == []
+
+
+def test_the_configurables_reference_is_checked_without_reverb(tmp_path):
+  # The generator skips the Reverb transport (it registers no configurable), so the check holds without it;
+  # and it can still fail there: a stale copy is named.
+  program = os.path.join(REPO, 'binaries', 'configurables_doc_main.py')
+  code = f'import runpy\nsys.argv = [{program!r}] + sys.argv[1:]\nrunpy.run_path({program!r}, run_name="__main__")'
+  result = _python(code, '--check')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _reverb_modules(result) == []
+  stale = tmp_path / 'configurables.md'
+  with open(os.path.join(REPO, 'docs', 'configurables.md')) as f:
+    stale.write_text(f.read().replace('PPOLearner', 'PPO', 1))
+  result = _python(code, '--check', f'--output={stale}')
+  assert result.returncode == 1 and f'{stale} is not current' in result.stderr, result.stderr[-3000:]
