@@ -2,6 +2,7 @@
 closing, the learner under MirroredStrategy, and a `train_main` run that listens on no socket."""
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -259,6 +260,21 @@ def _listening_sockets(pid):
     if target.startswith('socket:['):
       owned.add(target[len('socket:['):-1])
   return owned & listening
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='reads /proc (Linux)')
+def test_the_detector_sees_a_listening_and_a_bound_socket():
+  # Without Reverb too (the test below needs it): a TCP socket listening on loopback, then a bound UDP one.
+  before = _listening_sockets(os.getpid())
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+    tcp.bind(('127.0.0.1', 0))
+    assert _listening_sockets(os.getpid()) == before  # bound, not yet listening
+    tcp.listen()
+    assert len(_listening_sockets(os.getpid()) - before) == 1
+  with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+    udp.bind(('127.0.0.1', 0))
+    assert len(_listening_sockets(os.getpid()) - before) == 1
+  assert _listening_sockets(os.getpid()) == before
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='reads /proc (Linux)')
