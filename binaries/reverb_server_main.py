@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 
 from protege.binaries import common
+from protege.replay import optional_reverb
 
 common.define_gin_flags()
 flags.DEFINE_integer('port', None, 'Port to serve on.')
@@ -37,10 +38,12 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  # First, before anything can fail or print: what this process exposes.
-  print(f'reverb_server_main: listening on all network interfaces on port {FLAGS.port}, without '
-        'authentication or encryption: anyone who reaches this port can read and write the run\'s data. '
-        'Serve on a private network only (README, "Security").', flush=True)
+  # First, before anything can fail or print: what this process exposes (where it can serve at all: without
+  # dm-reverb it stops with one line naming it, and listens on nothing).
+  if optional_reverb.installed():
+    print(f'reverb_server_main: listening on all network interfaces on port {FLAGS.port}, without '
+          'authentication or encryption: anyone who reaches this port can read and write the run\'s data. '
+          'Serve on a private network only (README, "Security").', flush=True)
   with common.job('reverb_server_main', argv):
     from protege.agents.training import deployment  # pylint: disable=g-import-not-at-top
     stop = threading.Event()

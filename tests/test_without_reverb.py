@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Makes `import reverb` fail as it does where dm-reverb is not installed, then runs the rest of the program.
@@ -39,9 +41,13 @@ def _python(code: str, *args: str, timeout: float = 600) -> subprocess.Completed
                         capture_output=True, text=True, timeout=timeout)
 
 
-def _run_train_main(*args: str) -> subprocess.CompletedProcess:
-  code = f'import runpy\nsys.argv = [{TRAIN_MAIN!r}] + sys.argv[1:]\nrunpy.run_path({TRAIN_MAIN!r}, run_name="__main__")'
+def _run_binary(path: str, *args: str) -> subprocess.CompletedProcess:
+  code = f'import runpy\nsys.argv = [{path!r}] + sys.argv[1:]\nrunpy.run_path({path!r}, run_name="__main__")'
   return _python(code, *args)
+
+
+def _run_train_main(*args: str) -> subprocess.CompletedProcess:
+  return _run_binary(TRAIN_MAIN, *args)
 
 
 def _reverb_modules(result: subprocess.CompletedProcess) -> list:
@@ -131,3 +137,21 @@ def test_the_configurables_reference_is_checked_without_reverb(tmp_path):
     stale.write_text(f.read().replace('PPOLearner', 'PPO', 1))
   result = _python(code, '--check', f'--output={stale}')
   assert result.returncode == 1 and f'{stale} is not current' in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize('binary, args', [
+    ('reverb_server_main', ['--port=1']),
+    ('actor_main', ['--reverb_address=localhost:1', '--actor_id=0']),
+    ('learner_main', ['--reverb_address=localhost:1', '--root_dir={root}'])])
+def test_each_job_of_a_distributed_run_is_one_line_naming_the_fix(binary, args, tmp_path):
+  root = tmp_path / 'run'
+  result = _run_binary(os.path.join(REPO, 'binaries', f'{binary}.py'), '--gin_file=tests/tiny_cartpole.gin',
+                       *[arg.format(root=root) for arg in args])
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(f'{binary}: ')]
+  # The server says it listens on every interface only where it can: here it listens on nothing.
+  assert len(lines) == 1 and lines[0].startswith(f'{binary}: error: {binary} ('), lines
+  assert 'needs Reverb, but dm-reverb is not installed' in lines[0] and 'pip install dm-reverb==0.14.0' in lines[0]
+  assert not root.exists()  # the learner wrote nothing
+  assert _reverb_modules(result) == []
